@@ -1,0 +1,90 @@
+"""Callbacks lmforge adds to the Trainer: readable progress, a save on SIGTERM, a NaN guard."""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+
+class ProgressPrinter(TrainerCallback):
+    """One line per log event, for people: step, loss, learning rate, grad norm, tokens/s and time left."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+        self.first_step = state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        step, total = state.global_step, state.max_steps
+        if "loss" in logs:
+            done = max(step - self.first_step, 1)
+            left = (time.perf_counter() - self.started) / done * (total - step)
+            parts = [
+                f"step {step}/{total}",
+                f"loss {logs['loss']:.4f}",
+                f"lr {logs.get('learning_rate', 0):.2e}",
+                f"grad {logs.get('grad_norm', float('nan')):.3f}",
+                f"{logs.get('trained_tokens_per_second', 0):,.0f} trained tok/s",
+                f"eta {_clock(left)}",
+            ]
+        elif "eval_loss" in logs:
+            parts = [f"step {step}/{total}", f"eval loss {logs['eval_loss']:.4f}"]
+        else:
+            return
+        print("  " + " | ".join(parts), file=self.stream, flush=True)
+
+
+class SaveOnSigterm(TrainerCallback):
+    """On SIGTERM (preemption), finish the current step, save a checkpoint and stop cleanly."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._request)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+
+    def _request(self, signum, frame) -> None:
+        print("lmforge: SIGTERM received; saving a checkpoint after this step", file=sys.stderr, flush=True)
+        self.requested = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class NanGuard(TrainerCallback):
+    """Stop when the training loss turns NaN/inf instead of burning compute on a dead run."""
+
+    def __init__(self) -> None:
+        self.tripped_at: int | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.tripped_at = state.global_step
+            control.should_training_stop = True
+        return control
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

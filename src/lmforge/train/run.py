@@ -1,0 +1,179 @@
+"""`lmforge train`: recipe in, trained run directory out. Reads top to bottom as the algorithm."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainingArguments
+
+from lmforge.config.recipe import Recipe
+from lmforge.data.dataset import build_datasets
+from lmforge.data.templates import resolve_chat_template
+from lmforge.errors import LmforgeError
+from lmforge.model.adapters import apply_tuning, describe_trainable, parameter_counts
+from lmforge.model.load import load_model, load_tokenizer
+from lmforge.train import rundir
+from lmforge.train.callbacks import NanGuard, ProgressPrinter, SaveOnSigterm
+from lmforge.train.collate import Collator
+from lmforge.train.trainer import LmforgeTrainer
+
+
+def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train as the recipe says and return the output directory holding the final model or adapter."""
+    recipe = resolve_local_paths(recipe)
+    output = Path(recipe.output)
+    checkpoint = rundir.prepare_output(output, resume=resume, overwrite=overwrite)
+    say(f"lmforge: {recipe.stage} run, {recipe.tuning.method} tuning of {recipe.model.path} -> {output}")
+
+    tokenizer = load_tokenizer(recipe.model)
+    template = _chat_template(recipe, tokenizer)
+    data = build_datasets(recipe, tokenizer)
+    report = _report_dict(data.report)
+    if checkpoint:
+        _check_same_data(output, report["fingerprint"])
+        say(f"lmforge: resuming from {checkpoint}")
+    else:
+        rundir.write_run_start(output, recipe, report)
+
+    model = apply_tuning(load_model(recipe.model, recipe.tuning), recipe.tuning)
+    say(f"lmforge: {describe_trainable(model)}")
+    trainer = LmforgeTrainer(
+        model=model,
+        args=training_arguments(recipe, has_eval=data.eval is not None),
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=Collator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=[ProgressPrinter(), SaveOnSigterm(), NanGuard()],
+    )
+    trainer.remove_callback(_printer_class())
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    _stop_if_nan(trainer)
+
+    metrics = {k: v for k, v in result.metrics.items() if not k.endswith("_flos")}
+    metrics["trained_tokens"] = trainer.trained_tokens
+    if data.eval is not None:
+        metrics.update(trainer.evaluate())
+    _save_final(trainer, output, recipe, template, metrics, parameter_counts(model))
+    say(f"lmforge: done; final model in {output} ({_summary(metrics)})")
+    return output
+
+
+def training_arguments(recipe: Recipe, *, has_eval: bool) -> TrainingArguments:
+    t = recipe.train
+    precision = _mixed_precision(recipe)
+    args: dict[str, Any] = dict(
+        output_dir=recipe.output,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup if t.warmup < 1 else int(t.warmup),
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        save_strategy="steps",
+        save_steps=t.save_every,
+        save_total_limit=t.keep,
+        logging_steps=t.log_every,
+        logging_first_step=True,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=t.eval_every or t.save_every,
+        seed=t.seed,
+        data_seed=t.seed,
+        activation_checkpointing=t.activation_checkpointing,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+    )
+    unknown = set(t.extra) - set(TrainingArguments.__dataclass_fields__)
+    if unknown:
+        raise LmforgeError(
+            f"train.extra: {', '.join(sorted(unknown))} not TrainingArguments options "
+            f"(train.extra passes options through to transformers.TrainingArguments as they are)"
+        )
+    args.update(t.extra)
+    return TrainingArguments(**args)
+
+
+def resolve_local_paths(recipe: Recipe) -> Recipe:
+    """Make local model paths absolute so a saved adapter finds its base from any working directory."""
+    model = recipe.model
+    updates = {}
+    for key in ("path", "tokenizer"):
+        value = getattr(model, key)
+        if value and Path(value).exists():
+            updates[key] = str(Path(value).resolve())
+    if not updates:
+        return recipe
+    return recipe.model_copy(update={"model": model.model_copy(update=updates)})
+
+
+def _chat_template(recipe: Recipe, tokenizer) -> str | None:
+    if recipe.stage == "sft" or recipe.model.chat_template:
+        return resolve_chat_template(tokenizer, recipe.model.chat_template)
+    return tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
+
+
+def _mixed_precision(recipe: Recipe) -> str:
+    dtype = recipe.model.dtype
+    if dtype == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return "bf16" if cuda_bf16 else "fp32"
+    return dtype
+
+
+def _report_dict(report: Any) -> dict[str, Any]:
+    return {k: v for k, v in vars(report).items()}
+
+
+def _check_same_data(output: Path, fingerprint: str) -> None:
+    info_path = output / rundir.RUN_INFO_FILE
+    if not info_path.exists():
+        return
+    started = json.loads(info_path.read_text()).get("data", {}).get("fingerprint")
+    if started and started != fingerprint:
+        raise LmforgeError(
+            f"--resume: the data, template, tokenizer or max_length changed since {output} started "
+            f"(fingerprint {started[:12]} then, {fingerprint[:12]} now), so resuming would not continue the "
+            f"same run; restore them or start a new run with --overwrite or another output"
+        )
+
+
+def _save_final(trainer, output: Path, recipe: Recipe, template, metrics, params) -> None:
+    trainer.save_model(str(output))
+    if template:
+        (output / rundir.TEMPLATE_FILE).write_text(template, encoding="utf-8")
+    rundir.write_model_card(output, recipe, metrics, params)
+
+
+def _stop_if_nan(trainer: LmforgeTrainer) -> None:
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, NanGuard) and cb.tripped_at is not None:
+            raise LmforgeError(
+                f"training loss became NaN/inf at step {cb.tripped_at}; lower train.lr, check the data with "
+                f"`lmforge data inspect`, or use dtype fp32/bf16 instead of fp16"
+            )
+
+
+def _printer_class():
+    from transformers.trainer_callback import PrinterCallback
+
+    return PrinterCallback
+
+
+def _summary(metrics: dict[str, Any]) -> str:
+    keys = ("train_loss", "eval_loss", "train_runtime")
+    return ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,128 @@
+"""End to end through the `lmforge` command, as a user runs it, on a tiny local model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+LMFORGE = [sys.executable, "-m", "lmforge.cli"]
+
+
+def lmforge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*LMFORGE, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def write_chat(path: Path, n: int = 24) -> Path:
+    with path.open("w") as f:
+        for i in range(n):
+            a, b = i % 7 + 1, i % 5 + 2
+            messages = [
+                {"role": "system", "content": "You are a calculator."},
+                {"role": "user", "content": f"What is {a} plus {b}?"},
+                {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
+                {"role": "user", "content": f"And {a} times {b}?"},
+                {"role": "assistant", "content": f"{a} times {b} is {a * b}."},
+            ]
+            f.write(json.dumps({"messages": messages}) + "\n")
+    return path
+
+
+def write_text(path: Path, n: int = 40) -> Path:
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"text": f"{i} plus {i + 1} is {2 * i + 1}. " * (1 + i % 3)}) + "\n")
+    return path
+
+
+def recipe(tmp_path: Path, model_dir: Path, stage: str, data: Path, **train) -> Path:
+    spec = {
+        "stage": stage,
+        "model": {"path": str(model_dir)},
+        "tuning": {"method": "full" if stage == "pt" else "lora", "lora": {"r": 4, "alpha": 8}},
+        "data": {"train": [{"path": str(data)}], "max_length": 64},
+        "train": {"max_steps": 4, "batch_size": 4, "lr": 1e-3, "save_every": 2, "keep": 3, "log_every": 1, **train},
+        "output": str(tmp_path / f"run-{stage}"),
+    }
+    path = tmp_path / f"{stage}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def losses(state_file: Path) -> dict[int, float]:
+    history = json.loads(state_file.read_text())["log_history"]
+    return {h["step"]: h["loss"] for h in history if "loss" in h}
+
+
+def test_help_is_short_and_useful(tmp_path):
+    top = lmforge("--help", cwd=tmp_path)
+    assert top.returncode == 0 and "train" in top.stdout and "inspect" not in top.stdout.split("examples")[0][:0]
+    for verb in (["train"], ["data", "inspect"], ["chat"], ["quickstart"]):
+        out = lmforge(*verb, "--help", cwd=tmp_path)
+        assert out.returncode == 0 and "usage: lmforge" in out.stdout
+        assert len(out.stdout.splitlines()) < 30
+
+
+def test_pt_run_writes_a_complete_run_dir(tmp_path, tiny_model_dir):
+    path = recipe(tmp_path, tiny_model_dir, "pt", write_text(tmp_path / "text.jsonl"))
+    out = lmforge("train", str(path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "run-pt"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "recipe.yaml", "run_info.json", "README.md"):
+        assert (run / name).exists(), name
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["lmforge"] and len(info["data"]["fingerprint"]) >= 16
+    assert "trainable" in out.stderr and "trained tok/s" in out.stderr
+    assert "train_loss" in (run / "README.md").read_text()
+
+
+def test_sft_lora_run_saves_adapter_and_template(tmp_path, tiny_model_dir):
+    path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl"))
+    out = lmforge("train", str(path), "data.eval.fraction=0.2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "run-sft"
+    assert (run / "adapter_config.json").exists() and (run / "chat_template.jinja").exists()
+    saved = yaml.safe_load((run / "recipe.yaml").read_text())
+    assert saved["data"]["eval"]["fraction"] == 0.2 and saved["model"]["path"] == str(tiny_model_dir.resolve())
+    assert "eval_loss" in json.loads((run / "metrics.json").read_text())
+
+
+def test_resume_continues_exactly_from_the_saved_step(tmp_path, tiny_model_dir):
+    path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl"))
+    run = tmp_path / "run-sft"
+    assert lmforge("train", str(path), cwd=tmp_path).returncode == 0
+    straight = losses(run / "checkpoint-4" / "trainer_state.json")
+    import shutil
+
+    shutil.rmtree(run / "checkpoint-4")  # as if the run died after its step-2 checkpoint
+    out = lmforge("train", str(path), "--resume", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "resuming from" in out.stderr and "checkpoint-2" in out.stderr
+    resumed = losses(run / "checkpoint-4" / "trainer_state.json")
+    assert set(resumed) >= {3, 4}
+    for step in (3, 4):
+        assert resumed[step] == pytest.approx(straight[step], abs=1e-4)
+
+
+def test_output_guard(tmp_path, tiny_model_dir):
+    path = recipe(tmp_path, tiny_model_dir, "pt", write_text(tmp_path / "text.jsonl"), max_steps=1)
+    assert lmforge("train", str(path), cwd=tmp_path).returncode == 0
+    again = lmforge("train", str(path), cwd=tmp_path)
+    assert again.returncode == 2
+    assert "already holds files" in again.stderr and "--resume" in again.stderr and "--overwrite" in again.stderr
+    assert lmforge("train", str(path), "--overwrite", cwd=tmp_path).returncode == 0
+    fresh = recipe(tmp_path, tiny_model_dir, "pt", write_text(tmp_path / "text.jsonl"))
+    nothing = lmforge("train", str(fresh), "output=" + str(tmp_path / "new"), "--resume", cwd=tmp_path)
+    assert nothing.returncode == 2 and "no checkpoint" in nothing.stderr
+
+
+def test_bad_recipe_fails_with_the_key(tmp_path, tiny_model_dir):
+    path = recipe(tmp_path, tiny_model_dir, "pt", write_text(tmp_path / "text.jsonl"))
+    out = lmforge("train", str(path), "train.batchsize=2", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "train.batchsize" in out.stderr and "did you mean 'batch_size'" in out.stderr
+    assert "Traceback" not in out.stderr
