@@ -19,6 +19,7 @@ from lmforge.model.load import load_model, load_tokenizer
 from lmforge.train import rundir
 from lmforge.train.callbacks import NanGuard, ProgressPrinter, SaveOnSigterm
 from lmforge.train.collate import Collator
+from lmforge.train.plot import write_loss_plot
 from lmforge.train.trainer import LmforgeTrainer
 
 
@@ -153,6 +154,7 @@ def _save_final(trainer, output: Path, recipe: Recipe, template, metrics, params
     if template:
         (output / rundir.TEMPLATE_FILE).write_text(template, encoding="utf-8")
     rundir.write_model_card(output, recipe, metrics, params)
+    write_loss_plot(output / rundir.PLOT_FILE, trainer.state.log_history)
 
 
 def _stop_if_nan(trainer: LmforgeTrainer) -> None:

@@ -21,6 +21,7 @@ RUN_INFO_FILE = "run_info.json"
 TEMPLATE_FILE = "chat_template.jinja"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
+PLOT_FILE = "loss.svg"
 
 
 def prepare_output(output: Path, *, resume: bool, overwrite: bool) -> str | None:
@@ -81,6 +82,7 @@ from `{recipe.model.path}`.
 - data: {', '.join(s.path for s in recipe.data.train)} (max_length {recipe.data.max_length})
 - recipe: `{RECIPE_FILE}` (rerun with `lmforge train {RECIPE_FILE}`)
 - chat template: `{TEMPLATE_FILE}` (used by `lmforge chat {output.name}`)
+- loss curve: `{PLOT_FILE}`
 
 ## Final metrics
 
