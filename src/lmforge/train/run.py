@@ -15,7 +15,7 @@ from lmforge.data.dataset import build_datasets
 from lmforge.data.templates import resolve_chat_template
 from lmforge.errors import LmforgeError
 from lmforge.model.adapters import apply_tuning, describe_trainable, parameter_counts
-from lmforge.model.load import load_model, load_tokenizer
+from lmforge.model.load import load_model, load_tokenizer, resolve_dtype
 from lmforge.train import rundir
 from lmforge.train.callbacks import NanGuard, ProgressPrinter, SaveOnSigterm
 from lmforge.train.collate import Collator
@@ -40,7 +40,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     else:
         rundir.write_run_start(output, recipe, report)
 
-    model = apply_tuning(load_model(recipe.model, recipe.tuning), recipe.tuning)
+    model = apply_tuning(load_model(recipe.model, recipe.tuning, tokenizer=tokenizer), recipe.tuning)
     say(f"lmforge: {describe_trainable(model)}")
     trainer = LmforgeTrainer(
         model=model,
@@ -125,11 +125,7 @@ def _chat_template(recipe: Recipe, tokenizer) -> str | None:
 
 
 def _mixed_precision(recipe: Recipe) -> str:
-    dtype = recipe.model.dtype
-    if dtype == "auto":
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return "bf16" if cuda_bf16 else "fp32"
-    return dtype
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(resolve_dtype(recipe.model.dtype), "fp32")
 
 
 def _report_dict(report: Any) -> dict[str, Any]:

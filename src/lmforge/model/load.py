@@ -1,0 +1,284 @@
+"""Load the tokenizer and the causal LM a recipe names: dtype, attention implementation, 4-bit quantisation.
+
+Rules a user can rely on:
+
+- `model.dtype: auto` is bf16 on a CUDA GPU that supports bf16, fp32 everywhere else (CPU, older GPUs);
+  `resolve_dtype` is the one place that says so.
+- `model.attn_implementation` that cannot run here (flash_attention_2 without flash-attn, or a model that
+  does not support it) is replaced by sdpa, or eager where the model has no sdpa, with one warning.
+  An unknown name is an error, not a fallback.
+- `tuning.method: qlora` loads the pretrained weights in 4 bit (bitsandbytes) and prepares them for
+  k-bit training. It needs pretrained weights: `init: from_config` with qlora is an error, because
+  quantising random weights trains nothing useful.
+- A tokenizer with more tokens than the model's embedding rows makes `match_vocab` grow the embeddings
+  (`load_model(..., tokenizer=tok)` calls it), with one warning.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from lmforge.config.recipe import ModelSpec, QuantSpec, TuningSpec
+from lmforge.errors import LmforgeError
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+MODEL_CONFIG_FILE = "config.json"
+QLORA_INSTALL = "pip install 'lmforge[qlora]'"
+FALLBACK_ATTENTION = "sdpa"
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """`auto` is bf16 on a CUDA GPU that supports it and fp32 elsewhere; other names map one to one."""
+    if name == "auto":
+        bf16_gpu = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16_gpu else torch.float32
+    if name not in _DTYPES:
+        raise LmforgeError(f"dtype {name!r} is unknown; expected one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
+    """The tokenizer at `model.tokenizer` (or `model.path`), with a pad token set when it has none."""
+    key, where = ("model.tokenizer", spec.tokenizer) if spec.tokenizer else ("model.path", spec.path)
+    expected = "a tokenizer directory with tokenizer.json or tokenizer_config.json (set model.tokenizer if elsewhere)"
+    _check_location(key, where, TOKENIZER_FILES, expected)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=spec.trust_remote_code)
+    except Exception as err:  # transformers raises OSError, ValueError, KeyError... for a bad folder or hub id
+        raise LmforgeError(
+            f"{key}: could not load a tokenizer from {where!r} ({type(err).__name__}: {_first_line(err)}); "
+            f"expected a directory with tokenizer.json or tokenizer_config.json, or a hub id"
+        ) from err
+    _ensure_pad_token(tokenizer, where)
+    return tokenizer
+
+
+def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase, where: str) -> None:
+    if tokenizer.pad_token is not None:
+        return
+    for role in ("eos_token", "unk_token"):
+        token = getattr(tokenizer, role)
+        if token is not None:
+            tokenizer.pad_token = token
+            _warn_once(
+                f"tokenizer {where} has no pad token; padding with its {role.split('_')[0]} token {token!r} "
+                f"(id {tokenizer.pad_token_id}); padded positions are masked out of attention and loss"
+            )
+            return
+    raise LmforgeError(
+        f"tokenizer {where} has no pad, eos or unk token, so batches cannot be padded; "
+        f"add a pad_token to its tokenizer_config.json"
+    )
+
+
+# ---------------------------------------------------------------- model
+
+
+def load_model(
+    spec: ModelSpec, tuning: TuningSpec, tokenizer: PreTrainedTokenizerBase | None = None
+) -> PreTrainedModel:
+    """The causal LM as the recipe says; with `tokenizer`, embeddings grow to fit it (see `match_vocab`)."""
+    dtype = resolve_dtype(spec.dtype)
+    _check_attention_name(spec.attn_implementation)
+    quant = quantization_config(tuning.quant, dtype) if tuning.method == "qlora" else None
+    if spec.init == "pretrained":
+        _check_location("model.path", spec.path, (MODEL_CONFIG_FILE,), "a model directory with config.json and weights")
+        build = _pretrained_builder(spec, dtype, quant)
+        where = spec.path
+    else:
+        if quant is not None:
+            raise LmforgeError(
+                "tuning.method: qlora needs pretrained weights to quantise, but model.init is from_config "
+                "(random weights); train with method full first, then run qlora on the saved model"
+            )
+        config = _config_for_scratch(spec)
+        build = _scratch_builder(spec, config, dtype)
+        where = f"a {config.model_type} config"
+    try:
+        model = _with_attention_fallback(build, spec.attn_implementation)
+    except LmforgeError:
+        raise
+    except (OSError, ValueError, ImportError, KeyError, RuntimeError) as err:
+        hint = f"; for qlora, {QLORA_INSTALL} on a machine bitsandbytes supports" if quant else ""
+        raise LmforgeError(
+            f"model.path: could not load a causal LM from {where!r} ({type(err).__name__}: {_first_line(err)}); "
+            f"expected a directory with config.json and model weights (or a hub id){hint}"
+        ) from err
+    if quant is not None:
+        model = _prepare_kbit(model)
+    if tokenizer is not None:
+        match_vocab(model, tokenizer)
+    return model
+
+
+def match_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Grow the embeddings when the tokenizer has more tokens than the model has rows; True if it did.
+
+    A model with more rows than tokens (vocabularies padded to a round size) is left as it is.
+    """
+    rows = model.get_input_embeddings().weight.shape[0]
+    wanted = len(tokenizer)
+    if wanted <= rows:
+        return False
+    model.resize_token_embeddings(wanted)
+    _warn_once(
+        f"the tokenizer has {wanted} tokens but the model only {rows} embedding rows; resized the embeddings "
+        f"to {wanted}. The new rows start untrained: train them with method full, freeze with modules "
+        f"[embed_tokens, lm_head], or lora.modules_to_save: [embed_tokens, lm_head]"
+    )
+    return True
+
+
+def quantization_config(quant: QuantSpec, model_dtype: torch.dtype):
+    """bitsandbytes 4-bit settings; compute dtype `auto` follows the model's dtype."""
+    _require_bitsandbytes()
+    from transformers import BitsAndBytesConfig
+
+    compute = model_dtype if quant.compute_dtype == "auto" else resolve_dtype(quant.compute_dtype)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant.quant_type,
+        bnb_4bit_use_double_quant=quant.double_quant,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
+def _pretrained_builder(spec: ModelSpec, dtype: torch.dtype, quant) -> Callable[[str | None], PreTrainedModel]:
+    extra: dict[str, Any] = {"quantization_config": quant} if quant is not None else {}
+
+    def build(attn: str | None) -> PreTrainedModel:
+        return AutoModelForCausalLM.from_pretrained(
+            spec.path, dtype=dtype, attn_implementation=attn, trust_remote_code=spec.trust_remote_code, **extra
+        )
+
+    return build
+
+
+def _scratch_builder(spec: ModelSpec, config, dtype: torch.dtype) -> Callable[[str | None], PreTrainedModel]:
+    def build(attn: str | None) -> PreTrainedModel:
+        return AutoModelForCausalLM.from_config(
+            copy.deepcopy(config), dtype=dtype, attn_implementation=attn, trust_remote_code=spec.trust_remote_code
+        )
+
+    return build
+
+
+def _config_for_scratch(spec: ModelSpec):
+    """`model.config` as a dict with model_type, a config.json path (or its folder), or else model.path's config."""
+    source = spec.config
+    if isinstance(source, dict):
+        settings = dict(source)
+        model_type = settings.pop("model_type", None)
+        if not model_type:
+            raise LmforgeError(
+                "model.config: a config dict needs `model_type` (e.g. llama, qwen2, mistral) to know which "
+                "architecture to build"
+            )
+        try:
+            return AutoConfig.for_model(model_type, **settings)
+        except (ValueError, TypeError) as err:
+            raise LmforgeError(f"model.config: cannot build a {model_type!r} config ({_first_line(err)})") from err
+    key, where = ("model.config", source) if source else ("model.path", spec.path)
+    if not Path(where).is_file():
+        _check_location(key, where, (MODEL_CONFIG_FILE,), "a config.json file or a directory holding one")
+    try:
+        return AutoConfig.from_pretrained(where, trust_remote_code=spec.trust_remote_code)
+    except Exception as err:  # OSError for a missing file, ValueError for an unknown model_type, JSON errors
+        raise LmforgeError(
+            f"{key}: cannot read a model config from {where!r} ({type(err).__name__}: {_first_line(err)}); "
+            f"expected a config.json with a model_type"
+        ) from err
+
+
+def _prepare_kbit(model: PreTrainedModel) -> PreTrainedModel:
+    from peft import prepare_model_for_kbit_training
+
+    # Activation checkpointing stays with train.activation_checkpointing, not switched on here.
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def _require_bitsandbytes() -> None:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise LmforgeError(
+            f"tuning.method: qlora needs bitsandbytes, which is not installed here ({_first_line(err)}); "
+            f"run `{QLORA_INSTALL}`, or use method lora"
+        ) from err
+
+
+# ---------------------------------------------------------------- attention
+
+
+def _check_attention_name(name: str) -> None:
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    known = ["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()]
+    if "/" in name or name in known:  # "org/repo" names a kernel on the hub
+        return
+    raise LmforgeError(f"model.attn_implementation: {name!r} is unknown; expected one of {', '.join(known)}")
+
+
+def _with_attention_fallback(build: Callable[[str | None], PreTrainedModel], requested: str) -> PreTrainedModel:
+    """Build with the requested attention; if it cannot run here, rebuild with transformers' default.
+
+    transformers checks the implementation when the model object is created, before weights load, so
+    the failed first try costs little. Its default is sdpa, or eager for a model without sdpa.
+    """
+    try:
+        return build(requested)
+    except (ValueError, ImportError) as err:
+        if requested == "eager" or "attention" not in str(err).lower():
+            raise
+        reason = _first_line(err)
+    model = build(None)
+    used = model.config._attn_implementation
+    _warn_once(f"model.attn_implementation: {requested!r} cannot run here ({reason}); using {used!r} instead")
+    return model
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _check_location(key: str, where: str, files: tuple[str, ...], expected: str) -> None:
+    """A local directory must hold one of `files`; anything else must look like a hub id (org/name)."""
+    path = Path(where).expanduser()
+    if path.is_dir():
+        if not any((path / name).is_file() for name in files):
+            raise LmforgeError(
+                f"{key}: {where} has none of {', '.join(files)}; expected {expected}"
+            )
+        return
+    if path.exists():
+        raise LmforgeError(f"{key}: {where} is a file; expected {expected}")
+    looks_local = where.startswith((".", "/", "~")) or "\\" in where or where.count("/") > 1
+    if looks_local or not _HUB_ID.match(where) or ".." in where or "--" in where:
+        raise LmforgeError(
+            f"{key}: {where!r} is not an existing directory nor a hub id like 'org/name'; expected {expected}"
+        )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+@lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    logger.warning(message)
