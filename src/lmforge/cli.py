@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("recipe", type=Path, help="the YAML recipe")
     inspect.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe keys")
-    inspect.add_argument("-n", type=int, default=5, help="number of samples (default 5)")
+    inspect.add_argument("-n", type=int, default=None, help="number of samples (default: 5 shown, all with --json)")
     inspect.add_argument("--json", action="store_true", help="one JSON object per sample: text, input_ids, labels")
     inspect.add_argument("--html", type=Path, help="where to write the HTML view")
 

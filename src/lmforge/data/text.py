@@ -1,0 +1,112 @@
+"""Pretraining examples from plain documents: fixed blocks, or whole documents packed into bins.
+
+Each document is tokenised without the tokenizer's own special tokens, then given a BOS token in
+front (only when the tokenizer has one and adds it by itself) and an EOS token behind, so the model
+sees where one document ends and the next begins.
+
+- Blocks (default): all documents joined into one stream and cut into rows of exactly max_length;
+  the tokens after the last full block are dropped (and counted). labels = input_ids.
+- Packing (`data.packing: true`): documents stay whole (one longer than max_length is cut into
+  max_length pieces) and go best-fit-decreasing into bins of at most max_length tokens. Each piece
+  has position ids restarting at 0, which is how the collator finds the boundaries for its
+  block-diagonal attention mask. The first token of every piece is labelled IGNORE_INDEX: nothing
+  before it in the row belongs to its document, so it has no context to be predicted from.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from lmforge.data.masks import IGNORE_INDEX
+from lmforge.errors import LmforgeError
+
+TOKENIZE_BATCH = 1000
+
+
+@dataclass
+class TextExamples:
+    examples: list[dict]
+    tokens: int  # tokens of all documents, BOS/EOS included
+    dropped_tokens: int  # blocks: the tail after the last full block
+    efficiency: float  # real tokens / row capacity (1.0 for blocks)
+
+
+def tokenize_documents(tokenizer, texts: list[str], batch_size: int = TOKENIZE_BATCH) -> list[list[int]]:
+    """Token ids of each document with BOS (if the tokenizer adds one) in front and EOS behind."""
+    if tokenizer.eos_token_id is None:
+        raise LmforgeError("the tokenizer has no EOS token, so pretraining documents cannot be separated; "
+                           "add an eos_token to its tokenizer_config.json")
+    bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
+    eos = [tokenizer.eos_token_id]
+    docs = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], add_special_tokens=False)["input_ids"]
+        docs.extend(bos + list(ids) + eos for ids in batch)
+    return docs
+
+
+def adds_bos(tokenizer) -> bool:
+    """True when the tokenizer has a BOS token and puts it in front of text by itself (Llama, Gemma)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+def make_blocks(docs: list[list[int]], max_length: int) -> TextExamples:
+    """The documents joined into one stream and cut into rows of exactly max_length tokens."""
+    stream = [token for doc in docs for token in doc]
+    full = len(stream) // max_length * max_length
+    examples = []
+    for start in range(0, full, max_length):
+        block = stream[start:start + max_length]
+        examples.append({"input_ids": block, "labels": list(block)})
+    return TextExamples(examples, tokens=len(stream), dropped_tokens=len(stream) - full, efficiency=1.0)
+
+
+def pack_documents(docs: list[list[int]], max_length: int) -> TextExamples:
+    """Whole documents (split only when longer than max_length) packed best-fit-decreasing into bins."""
+    pieces = [doc[start:start + max_length] for doc in docs for start in range(0, len(doc), max_length)]
+    order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i]))  # stable: equal lengths keep file order
+    bins: list[list[int]] = []  # piece indices per bin
+    by_space: dict[int, list[int]] = {}  # free space -> the bins with exactly that much room
+    spaces: list[int] = []  # the free-space values that have bins, sorted (at most max_length of them)
+    for i in order:
+        size = len(pieces[i])
+        at = bisect.bisect_left(spaces, size)  # the least room that still fits the piece: the best fit
+        if at == len(spaces):
+            space, b = max_length, len(bins)
+            bins.append([])
+        else:
+            space = spaces[at]
+            b = by_space[space].pop()
+            if not by_space[space]:
+                del by_space[space], spaces[at]
+        bins[b].append(i)
+        left = space - size
+        if left:
+            if left not in by_space:
+                by_space[left] = []
+                bisect.insort(spaces, left)
+            by_space[left].append(b)
+    examples = [_packed_row([pieces[i] for i in members]) for members in bins]
+    tokens = sum(len(p) for p in pieces)
+    efficiency = tokens / (len(bins) * max_length) if bins else 0.0
+    return TextExamples(examples, tokens=tokens, dropped_tokens=0, efficiency=efficiency)
+
+
+def _packed_row(pieces: list[list[int]]) -> dict:
+    input_ids, labels, positions = [], [], []
+    for piece in pieces:
+        input_ids.extend(piece)
+        labels.extend([IGNORE_INDEX, *piece[1:]])
+        positions.extend(range(len(piece)))
+    return {"input_ids": input_ids, "labels": labels, "position_ids": positions}
+
+
+def build_text_examples(tokenizer, texts: list[str], max_length: int, packing: bool) -> TextExamples:
+    """Blocks or packed bins from the documents, as `data.packing` says."""
+    docs = tokenize_documents(tokenizer, texts)
+    return pack_documents(docs, max_length) if packing else make_blocks(docs, max_length)

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from lmforge.config.recipe import Recipe
+from lmforge.data.dataset import build_datasets, data_fingerprint, split_eval
+from lmforge.data.masks import IGNORE_INDEX
+from lmforge.data.records import Text
+from lmforge.errors import LmforgeError
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+QWEN3 = SHARED / "tokenizers" / "qwen3"
+
+
+def only(*names: str):
+    """Run on some shared tokenizers through the conftest fixture, which handles their absence."""
+    return pytest.mark.parametrize("shared_tokenizer_dir", [SHARED / "tokenizers" / n for n in names],
+                                   indirect=True, ids=list(names))
+
+
+@functools.lru_cache(maxsize=None)
+def load(path: Path):
+    return AutoTokenizer.from_pretrained(path)
+
+
+def chat(user: str, reply: str) -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]}
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def recipe(tok_dir: Path, train: Path, stage: str = "sft", template: str | None = None, **data) -> Recipe:
+    return Recipe.model_validate({
+        "stage": stage,
+        "model": {"path": str(tok_dir), "chat_template": template},
+        "data": {"train": [{"path": str(train)}], **data},
+        "output": "unused",
+    })
+
+
+def test_sft_examples_on_each_shared_tokenizer(shared_tokenizer_dir, tmp_path, capsys):
+    train = shutil.copy(SHARED / "check" / "chat.jsonl", tmp_path / "chat.jsonl")
+    tok = load(shared_tokenizer_dir)
+    bundle = build_datasets(recipe(shared_tokenizer_dir, train, template=None if tok.chat_template else "llama2"), tok)
+    assert bundle.eval is None
+    assert len(bundle.train) == bundle.report.samples == 3
+    for example in bundle.train:
+        assert set(example) == {"input_ids", "labels"}
+        assert len(example["input_ids"]) == len(example["labels"])
+        assert all(label in (IGNORE_INDEX, token) for token, label in zip(example["input_ids"], example["labels"]))
+    report = bundle.report
+    assert (report.truncated, report.dropped, report.reasons) == (0, 0, {})
+    assert report.tokens == sum(len(e["input_ids"]) for e in bundle.train)
+    assert 0 < report.trained_tokens < report.tokens
+    assert len(report.fingerprint) == 64
+    assert "lmforge: data: 3 train samples from 3 records" in capsys.readouterr().err
+
+
+@only("qwen3")
+def test_truncation_cuts_the_end_and_drops_samples_without_trained_tokens(shared_tokenizer_dir, tmp_path, capsys):
+    long_reply = chat("Count.", " ".join(str(k) for k in range(60)))
+    long_prompt = chat("Read this: " + "word " * 60, "Done.")
+    train = write_jsonl(tmp_path / "train.jsonl", [chat("Hi", "Hello."), long_reply, long_prompt])
+    bundle = build_datasets(recipe(shared_tokenizer_dir, train, max_length=32), load(shared_tokenizer_dir))
+    report = bundle.report
+    assert (report.samples, report.truncated, report.dropped) == (2, 2, 1)
+    assert report.reasons == {"no trained token within max_length 32": 1}
+    assert len(bundle.train[1]["input_ids"]) == 32
+    assert bundle.train[1]["labels"][-1] != IGNORE_INDEX  # the end of the reply was cut, its start kept
+    err = capsys.readouterr().err
+    assert "2 truncated to max_length 32, 1 dropped (1 no trained token within max_length 32)" in err
+
+
+@only("qwen3")
+def test_every_sample_dropped_is_an_error(shared_tokenizer_dir, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", [chat("Read this: " + "word " * 60, "Done.")])
+    with pytest.raises(LmforgeError, match="no train sample is left: all 1 were dropped"):
+        build_datasets(recipe(shared_tokenizer_dir, train, max_length=16), load(shared_tokenizer_dir))
+
+
+def test_eval_fraction_split_is_seeded_and_keeps_file_order():
+    records = [Text(str(k)) for k in range(20)]
+    data = recipe(QWEN3, Path("x.jsonl"), stage="pt", eval={"fraction": 0.2}).data
+    train, evaluation = split_eval(records, data, "pt")
+    assert len(evaluation) == 4 and len(train) == 16
+    assert sorted(train + evaluation, key=lambda r: int(r.text)) == records
+    assert evaluation == sorted(evaluation, key=lambda r: int(r.text))
+    assert split_eval(records, data, "pt") == (train, evaluation)
+    other_seed = data.model_copy(update={"seed": 7})
+    assert split_eval(records, other_seed, "pt")[1] != evaluation
+    tiny = data.model_copy(update={"eval": data.eval.model_copy(update={"fraction": 0.01})})
+    assert len(split_eval(records, tiny, "pt")[1]) == 1  # at least one
+    with pytest.raises(LmforgeError, match="leaves nothing to train on"):
+        split_eval(records[:1], data, "pt")
+
+
+@only("qwen3")
+def test_eval_from_fraction_and_from_a_file(shared_tokenizer_dir, tmp_path):
+    tok = load(shared_tokenizer_dir)
+    train = write_jsonl(tmp_path / "train.jsonl", [chat(f"Q{k}", f"A{k}") for k in range(10)])
+    held = write_jsonl(tmp_path / "held.jsonl", [chat("Q", "A"), chat("R", "B")])
+    by_fraction = build_datasets(recipe(shared_tokenizer_dir, train, eval={"fraction": 0.3}), tok)
+    assert (len(by_fraction.train), len(by_fraction.eval), by_fraction.report.eval_samples) == (7, 3, 3)
+    by_file = build_datasets(recipe(shared_tokenizer_dir, train, eval={"path": str(held)}), tok)
+    assert (len(by_file.train), len(by_file.eval)) == (10, 2)
+
+
+@only("qwen3")
+def test_fingerprint_follows_data_template_and_length(shared_tokenizer_dir, tmp_path):
+    tok = load(shared_tokenizer_dir)
+    train = write_jsonl(tmp_path / "train.jsonl", [chat("Hi", "Hello.")])
+    base = recipe(shared_tokenizer_dir, train)
+    first = data_fingerprint(base, tok, "T")
+    moved = shutil.copy(train, tmp_path / "moved.jsonl")
+    assert data_fingerprint(recipe(shared_tokenizer_dir, moved), tok, "T") == first  # paths are not hashed
+    assert data_fingerprint(base, tok, "T2") != first
+    assert data_fingerprint(recipe(shared_tokenizer_dir, train, max_length=64), tok, "T") != first
+    train.write_text(train.read_text().replace("Hello.", "Hello!"))
+    assert data_fingerprint(base, tok, "T") != first
+
+
+@only("qwen3")
+def test_pretraining_blocks_and_packing(shared_tokenizer_dir, tmp_path, capsys):
+    tok = load(shared_tokenizer_dir)
+    texts = [f"Document {k} says " + "more " * (5 + 3 * k) for k in range(12)]
+    train = write_jsonl(tmp_path / "corpus.jsonl", [{"text": t} for t in texts])
+    total = sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)  # + EOS each, no BOS
+    blocks = build_datasets(recipe(shared_tokenizer_dir, train, stage="pt", max_length=16), tok)
+    assert blocks.report.samples == total // 16
+    assert blocks.report.dropped_tokens == total % 16
+    assert all(len(e["input_ids"]) == 16 and e["labels"] == e["input_ids"] for e in blocks.train)
+    assert f"{total % 16} tokens after the last full block dropped" in capsys.readouterr().err
+    packed = build_datasets(recipe(shared_tokenizer_dir, train, stage="pt", max_length=64, packing=True), tok)
+    assert sum(len(e["input_ids"]) for e in packed.train) == packed.report.tokens == total
+    assert all(len(e["input_ids"]) <= 64 and "position_ids" in e for e in packed.train)
+    assert packed.report.packing_efficiency == pytest.approx(total / (64 * len(packed.train)))
+    assert "packing efficiency" in capsys.readouterr().err
