@@ -1,0 +1,240 @@
+"""Loss masks from chat templates, checked on the real tokenizers in ../shared/tokenizers.
+
+The check here is stricter than ../shared/check/mask_check.py: each labelled run, read back from the
+text by character offsets, must be an optional lead-in (whitespace, a <think> block), then the reply
+as written (or trimmed), then exactly the template's end-of-turn text, and nothing else is labelled.
+Regenerate the golden file with `python tests/data/test_masks.py` after a deliberate change.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from lmforge.data.masks import IGNORE_INDEX, encode_conversation, generation_prompt
+from lmforge.data.records import Conversation, Message
+from lmforge.data.templates import BUILTIN_TEMPLATES, resolve_chat_template
+from lmforge.errors import LmforgeError
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+GOLDEN = Path(__file__).with_name("golden_masks.json")
+LEAD_IN = re.compile(r"\s*(?:<think>.*?</think>)?\s*", re.DOTALL)
+
+
+def conv(*pairs: tuple[str, str], source: str = "test.jsonl:1") -> Conversation:
+    return Conversation([Message(role, content) for role, content in pairs], source)
+
+
+HARD = [
+    conv(("system", "You are terse."), ("user", "Repeat after me: hello there"), ("assistant", "hello there"),
+         ("user", "Again, hello there"), ("assistant", "hello there")),
+    conv(("user", "Pad it"), ("assistant", "  padded reply with spaces  "), ("user", "ok"), ("assistant", " x")),
+    conv(("user", "Lines?"), ("assistant", "line one\n\nline two\n")),
+    conv(("user", "Unicode"), ("assistant", "Grüße — 東京 🚀 ｜ naïve «ok»")),
+    conv(("user", "Say only OK."), ("assistant", "OK")),
+    conv(("user", "Compare"), ("assistant", "a < b and c > d; [/INST] is text here")),
+    conv(("system", "sys"), ("user", "no reply yet")),
+]
+
+
+def shared_conversations() -> list[Conversation]:
+    path = SHARED / "check" / "chat.jsonl"
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [conv(*((m["role"], m["content"]) for m in json.loads(line)["messages"]), source=f"chat.jsonl:{n}")
+            for n, line in enumerate(lines, 1) if line.strip()]
+
+
+@functools.lru_cache(maxsize=None)
+def load(path: Path):
+    return AutoTokenizer.from_pretrained(path)
+
+
+def only(*names: str):
+    """Run a test on some shared tokenizers (through the conftest fixture, so absence is handled there)."""
+    dirs = [SHARED / "tokenizers" / name for name in names]
+    return pytest.mark.parametrize("shared_tokenizer_dir", dirs, indirect=True, ids=list(names))
+
+
+def own_template(tok_dir: Path) -> str:
+    """The tokenizer's own template; the base-model llama2 tokenizer has none and takes the built-in."""
+    tok = load(tok_dir)
+    return resolve_chat_template(tok, None if tok.chat_template else "llama2")
+
+
+# What each template writes after a reply; `eos` is the tokenizer's EOS token.
+END_OF_TURN = {
+    "chatml": "<|im_end|>", "qwen": "<|im_end|>", "llama3": "<|eot_id|>", "llama2": " {eos}", "mistral": "{eos}",
+    "vicuna": "{eos}", "alpaca": "{eos}", "gemma": "<end_of_turn>", "phi3": "<|end|>", "deepseek": "{eos}",
+}
+OWN_END_OF_TURN = {"qwen3": "<|im_end|>", "llama3_1": "<|eot_id|>", "gemma3": "<end_of_turn>",
+                   "deepseek_v3": "<｜end▁of▁sentence｜>", "llama2": " </s>"}
+
+
+def labelled_runs(labels: list[int]) -> list[tuple[int, int]]:
+    runs, start = [], None
+    for k, label in enumerate(labels + [IGNORE_INDEX]):
+        if label != IGNORE_INDEX and start is None:
+            start = k
+        elif label == IGNORE_INDEX and start is not None:
+            runs.append((start, k))
+            start = None
+    return runs
+
+
+def assert_mask(tok, template: str, c: Conversation, end_of_turn: str) -> None:
+    enc = encode_conversation(tok, template, c)
+    messages = c.as_dicts()
+    assert len(enc.labels) == len(enc.input_ids)
+    assert enc.input_ids == list(tok.apply_chat_template(messages, chat_template=template)["input_ids"])
+    offsets = tok(enc.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    runs = labelled_runs(enc.labels)
+    assert len(runs) == len(turns), [tok.decode(enc.input_ids[a:b]) for a, b in runs]
+    for (a, b), i in zip(runs, turns):
+        content = messages[i]["content"]
+        assert enc.labels[a:b] == enc.input_ids[a:b]
+        start = offsets[a][0]
+        labelled = enc.text[start:offsets[b - 1][1]]
+        lead = LEAD_IN.match(labelled).end()
+        body = next((w for w in (content.lstrip() + end_of_turn, content.strip() + end_of_turn)
+                     if labelled.startswith(w, lead)), None)
+        assert body is not None, (labelled, content)
+        # only the last token may reach past the end of turn (a text stop token merged with what follows)
+        assert offsets[b - 1][0] < start + lead + len(body), (labelled, content)
+        decoded = tok.decode(enc.input_ids[a:b]).strip()
+        decoded = decoded[decoded.index("</think>") + 8:].strip() if decoded.startswith("<think>") else decoded
+        assert decoded.startswith(content.strip()) and decoded[len(content.strip()):].strip()
+        prompt = generation_prompt(tok, template, messages[:i])
+        assert enc.text.startswith(prompt)  # the inference prompt is a prefix of the training text
+        assert offsets[a][1] > len(prompt) and (a == 0 or offsets[a - 1][1] <= len(prompt))
+
+
+def test_own_template_masks(shared_tokenizer_dir):
+    tok = load(shared_tokenizer_dir)
+    template = own_template(shared_tokenizer_dir)
+    for c in shared_conversations() + HARD:
+        assert_mask(tok, template, c, OWN_END_OF_TURN[shared_tokenizer_dir.name])
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_TEMPLATES))
+def test_builtin_template_masks(shared_tokenizer_dir, name):
+    """Every built-in on every shared tokenizer, including the {% generation %} cross-check."""
+    tok = load(shared_tokenizer_dir)
+    template = resolve_chat_template(tok, name)
+    assert re.search(r"\{%-?\s*generation\s*-?%\}", template)
+    for c in shared_conversations() + HARD:
+        assert_mask(tok, template, c, END_OF_TURN[name].format(eos=tok.eos_token))
+
+
+@only("qwen3")
+def test_reasoning_in_last_turn_is_labelled(shared_tokenizer_dir):
+    tok = load(shared_tokenizer_dir)
+    c = conv(("user", "2+2?"), ("assistant", "<think>\nadd them\n</think>\n\n4"))
+    enc = encode_conversation(tok, tok.chat_template, c)
+    labelled = [t for t, label in zip(enc.input_ids, enc.labels) if label != IGNORE_INDEX]
+    assert tok.decode(labelled) == "<think>\nadd them\n</think>\n\n4<|im_end|>"
+
+
+@only("qwen3")
+def test_reply_merged_with_the_prompt(shared_tokenizer_dir):
+    """A reply opening with blank lines merges with the header's newline (whitespace only: labelled), or
+    with its text where the header's markers are not special tokens (phi3 on qwen3: refused)."""
+    tok = load(shared_tokenizer_dir)
+    c = conv(("user", "x"), ("assistant", "\n\nblank first"), source="b.jsonl:2")
+    assert_mask(tok, tok.chat_template, c, "<|im_end|>")
+    with pytest.raises(LmforgeError, match=r"b.jsonl:2: token boundary: the token '>\\n\\n\\n' joins"):
+        encode_conversation(tok, resolve_chat_template(tok, "phi3"), c)
+
+
+@only("qwen3")
+def test_dropped_reasoning_of_earlier_turn_fails(shared_tokenizer_dir):
+    tok = load(shared_tokenizer_dir)
+    c = conv(("user", "2+2?"), ("assistant", "<think>add</think>4"), ("user", "3+3?"), ("assistant", "6"),
+             source="r.jsonl:4")
+    with pytest.raises(LmforgeError, match=r"r.jsonl:4: assistant turn 0 .*content not found.*drops the reasoning"):
+        encode_conversation(tok, tok.chat_template, c)
+
+
+def test_conversation_without_reply_has_no_labels(shared_tokenizer_dir):
+    enc = encode_conversation(load(shared_tokenizer_dir), own_template(shared_tokenizer_dir), HARD[-1])
+    assert enc.input_ids and set(enc.labels) == {IGNORE_INDEX}
+
+
+# Templates with a broken property, written inline.
+NO_PREFIX = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+             "{% if add_generation_prompt %}ASSISTANT> {% endif %}")
+NO_STOP = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+           "{% if add_generation_prompt %}assistant: {% endif %}")
+WIDE_GENERATION = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] == 'assistant' %}"
+                   "{% generation %}{{ m['content'] }}<|im_end|>\n{% endgeneration %}{% else %}"
+                   "{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
+                   "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+QA = conv(("user", "hi"), ("assistant", "hello"), source="data.jsonl:7")
+
+
+@pytest.mark.parametrize("template, message", [
+    (NO_PREFIX, r"data.jsonl:7: assistant turn 0 \(message 1\): prefix property failed.*model.chat_template"),
+    (NO_STOP, r"data.jsonl:7: assistant turn 0 \(message 1\): no stop token.*never learn to stop"),
+])
+def test_broken_template_fails_with_reason(shared_tokenizer_dir, template, message):
+    with pytest.raises(LmforgeError, match=message):
+        encode_conversation(load(shared_tokenizer_dir), template, QA)
+
+
+@only("qwen3")
+def test_generation_blocks_that_disagree_fail(shared_tokenizer_dir):
+    with pytest.raises(LmforgeError, match=r"data.jsonl:7: the template's \{% generation %\} blocks mark other"):
+        encode_conversation(load(shared_tokenizer_dir), WIDE_GENERATION, QA)
+
+
+@only("gemma3")
+def test_template_that_rejects_roles_fails(shared_tokenizer_dir):
+    tok = load(shared_tokenizer_dir)
+    c = conv(("user", "a"), ("user", "b"), ("assistant", "c"), source="data.jsonl:3")
+    for template in (tok.chat_template, resolve_chat_template(tok, "gemma")):
+        with pytest.raises(LmforgeError, match=r"data.jsonl:3: the chat template rejects .*alternate"):
+            encode_conversation(tok, template, c)
+
+
+@only("llama3_1")
+def test_bad_conversations_fail(shared_tokenizer_dir):
+    tok = load(shared_tokenizer_dir)
+    with pytest.raises(LmforgeError, match=r"x:1: the conversation opens with an assistant message"):
+        encode_conversation(tok, tok.chat_template, conv(("assistant", "hi"), ("user", "yo"), source="x:1"))
+    with pytest.raises(LmforgeError, match="x:2: the conversation has no messages"):
+        encode_conversation(tok, tok.chat_template, Conversation([], "x:2"))
+
+
+@only("qwen3", "llama3_1", "llama2")
+def test_golden_values(shared_tokenizer_dir):
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    tok = load(shared_tokenizer_dir)
+    case = golden["cases"][shared_tokenizer_dir.name]
+    c = conv(*((m["role"], m["content"]) for m in golden["messages"]))
+    enc = encode_conversation(tok, resolve_chat_template(tok, case["template"]), c)
+    assert enc.input_ids == case["input_ids"]
+    assert enc.labels == case["labels"]
+
+
+def _write_golden() -> None:
+    messages = [{"role": "system", "content": "Answer in one line."}, {"role": "user", "content": "Capital of France?"},
+                {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And of Japan?"},
+                {"role": "assistant", "content": "Tokyo."}]
+    cases = {}
+    for name, template in [("qwen3", None), ("llama3_1", None), ("llama2", "llama2")]:
+        tok = load(SHARED / "tokenizers" / name)
+        c = conv(*((m["role"], m["content"]) for m in messages))
+        enc = encode_conversation(tok, resolve_chat_template(tok, template), c)
+        cases[name] = {"template": template, "input_ids": enc.input_ids, "labels": enc.labels}
+    GOLDEN.write_text(json.dumps({"messages": messages, "cases": cases}) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    _write_golden()
