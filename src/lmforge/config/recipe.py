@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Stage = Literal["pt", "sft"]
 TuningMethod = Literal["full", "freeze", "lora", "dora", "qlora"]
 Dtype = Literal["auto", "bf16", "fp16", "fp32"]
-DataFormat = Literal["auto", "messages", "text"]
+DataFormat = Literal["auto", "messages", "sharegpt", "alpaca", "text", "preference", "kto"]
 
 
 class Section(BaseModel):
@@ -63,8 +63,36 @@ class TuningSpec(Section):
 
 
 class DataSource(Section):
-    path: str
+    """One dataset: a file, directory or glob (`path`), a registry entry (`name`) or a hub id (`hub`)."""
+
+    path: str | None = None
+    name: str | None = Field(None, description="a dataset named in data.registry")
+    hub: str | None = Field(None, description="a hub dataset id, read with datasets.load_dataset")
+    subset: str | None = Field(None, description="hub: the dataset's configuration name")
+    split: str = Field("train", description="hub: which split to read")
     format: DataFormat = "auto"
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="canonical key -> key in this data, e.g. {instruction: question}"
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="sharegpt: role_tag, content_tag, user_tag, assistant_tag, ... overrides"
+    )
+    weight: float | None = Field(None, gt=0, description="mixing: use weight x this dataset's size")
+    ratio: float | None = Field(None, gt=0, le=1, description="mixing: this dataset's share of the mix")
+    samples: int | None = Field(None, gt=0, description="mixing: exactly this many samples (repeats if needed)")
+
+    @model_validator(mode="after")
+    def _one_location_one_mix(self) -> "DataSource":
+        located = [k for k in ("path", "name", "hub") if getattr(self, k)]
+        if len(located) != 1:
+            raise ValueError("give exactly one of `path`, `name` (a registry entry) or `hub` for each dataset")
+        mixing = [k for k in ("weight", "ratio", "samples") if getattr(self, k) is not None]
+        if len(mixing) > 1:
+            raise ValueError(f"give at most one of weight, ratio, samples (got {', '.join(mixing)})")
+        return self
+
+    def label(self) -> str:
+        return self.path or self.name or f"hub:{self.hub}"
 
 
 class EvalSplit(Section):
@@ -81,11 +109,31 @@ class EvalSplit(Section):
 class DataSpec(Section):
     train: list[DataSource] = Field(min_length=1)
     eval: EvalSplit | None = None
+    registry: str | None = Field(
+        None, description="a dataset registry (YAML/JSON) or LLaMA-Factory dataset_info.json, or its directory"
+    )
     max_length: int = Field(2048, gt=8)
     packing: bool = Field(
         False,
         description="pt: keep documents whole and pack them into bins instead of joining and cutting into blocks",
     )
+    train_on: Literal["all_assistant", "last_assistant", "everything"] = Field(
+        "all_assistant", description="which tokens carry loss in chat data"
+    )
+    split_turns: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="one sample per assistant turn (history rendered as at inference): auto = only for "
+        "conversations whose template breaks the prefix property",
+    )
+    truncation: Literal["cut", "drop"] = Field(
+        "cut", description="over-long samples: cut (shorten the prompt first, keep trained tokens) or drop"
+    )
+    on_error: Literal["strict", "skip"] = Field(
+        "strict", description="bad records: stop (strict) or skip, count and write them to a rejects file"
+    )
+    cache: bool = True
+    cache_dir: str | None = Field(None, description="default: ~/.cache/lmforge (LMFORGE_CACHE overrides)")
+    workers: int | None = Field(None, ge=1, description="preprocessing processes (default: CPU count, at most 8)")
     seed: int = 42
 
 
