@@ -1,223 +1,122 @@
-"""Read a data source (a .jsonl or .json file) into canonical records, strictly.
+"""Read a data source into canonical records, strictly by default.
 
-Each format is a name, the key that gives it away, the stage it feeds and a parser that turns one
-JSON record into a record or says what is wrong with it. `format: auto` picks the format from the
-keys of the first record. Every problem is reported with `file:line` (or `file: record N` for a .json
-list) and what was expected; nothing is skipped silently. A later format (alpaca, sharegpt, ...) is
-one more entry in FORMATS.
+`read_source` walks the rows of a source (files.py: JSON Lines, JSON, Parquet, CSV, a directory, a glob
+or a hub dataset), picks the format (formats.py: given, or told by the keys of each file's first
+readable record) and parses every row into the record kind the stage reads (KIND_BY_STAGE). Every bad
+row is reported with where it is (`file:line`, `file: record N`, `file: row N`), the field and what was
+expected: `on_error="strict"` raises an LmforgeError listing the first MAX_PROBLEMS of them,
+`on_error="skip"` returns them as Reject records for the caller to count and write out. Nothing is
+dropped without a Reject.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from lmforge.config.recipe import DataSource
-from lmforge.data.records import Conversation, Message, Text
+from lmforge.data.files import source_parts
+from lmforge.data.formats import FORMATS, KINDS, check_source, detect, parse
+from lmforge.data.problems import BAD_VALUE, MALFORMED, RecordProblem, UnknownFormat, kind_of
+from lmforge.data.records import Record
 from lmforge.errors import LmforgeError
 
 MAX_PROBLEMS = 10
-EXTENSIONS = (".jsonl", ".json")
-ROLES = ("system", "user", "assistant")
-MESSAGE_KEYS = ("role", "content")
-
-Record = Conversation | Text
+KIND_BY_STAGE = {"pt": "text", "sft": "conversation", "rm": "preference", "dpo": "preference", "kto": "kto"}
+ON_ERROR = ("strict", "skip")
 
 
-class RecordProblem(Exception):
-    """What is wrong with one record; the reader adds where it is."""
+@dataclass
+class Reject:
+    source: str  # where: file:line, file: record N, file: row N
+    reason: str  # what is wrong and what was expected
+    raw: Any  # the row as read (a line's text when it is not JSON)
+    category: str = BAD_VALUE  # one of problems.py's categories, for counts by reason
 
 
-class _UnknownFormat(RecordProblem):
-    """format: auto found no known key in the first record."""
+@dataclass
+class SourceRead:
+    records: list[Record]
+    rejects: list[Reject] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Format:
-    name: str
-    key: str  # the top-level key that identifies the format in auto-detection
-    stage: str  # the stage whose records it produces
-    parse: Callable[[dict[str, Any], str], Record]
-    example: str
+def read_source(source: DataSource, kind: str, on_error: str = "strict", base_dir: Path | None = None) -> SourceRead:
+    """All records of one source; bad rows raise (strict) or come back as rejects (skip).
 
-
-def _parse_messages(obj: dict[str, Any], source: str) -> Conversation:
-    messages = obj.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise RecordProblem(f'"messages" is {_kind(messages)}; expected a non-empty list of '
-                            '{"role", "content"} objects')
-    parsed = [_parse_message(i, m) for i, m in enumerate(messages)]
-    _check_order(parsed)
-    return Conversation(messages=parsed, source=source)
-
-
-def _parse_message(i: int, m: Any) -> Message:
-    if not isinstance(m, dict):
-        raise RecordProblem(f'message {i} is {_kind(m)}; expected an object with "role" and "content"')
-    for key in MESSAGE_KEYS:
-        if key not in m:
-            raise RecordProblem(f'message {i} has no "{key}"; expected an object with "role" and "content"')
-    extra = [k for k in m if k not in MESSAGE_KEYS]
-    if extra:
-        raise RecordProblem(f'message {i} has key "{extra[0]}", which lmforge does not read yet; expected only '
-                            f'"role" and "content" (remove it, or its information would be lost silently)')
-    role, content = m["role"], m["content"]
-    if role not in ROLES:
-        raise RecordProblem(f"message {i} has role {json.dumps(role)}; expected one of {', '.join(ROLES)}")
-    if not isinstance(content, str):
-        raise RecordProblem(f"message {i} ({role}) has content {_kind(content)}; expected a string")
-    if role == "assistant" and not content.strip():
-        raise RecordProblem(f"message {i} (assistant) has empty content; expected the reply text")
-    return Message(role=role, content=content)
-
-
-def _check_order(messages: list[Message]) -> None:
-    """An optional system message first, then user and assistant taking turns, ending with the assistant."""
-    start = 1 if messages[0].role == "system" else 0
-    for i, m in enumerate(messages[start:], start):
-        expected = "user" if (i - start) % 2 == 0 else "assistant"
-        if m.role != expected:
-            after = f"after a {messages[i - 1].role} message" if i else "first"
-            raise RecordProblem(f"message {i} has role {m.role} {after}; expected {expected} (an optional system "
-                                "message first, then user and assistant taking turns)")
-    if messages[-1].role != "assistant":
-        raise RecordProblem(f"the last message (message {len(messages) - 1}) has role {messages[-1].role}; "
-                            "expected assistant (the reply to train on)")
-
-
-def _parse_text(obj: dict[str, Any], source: str) -> Text:
-    text = obj.get("text")
-    if not isinstance(text, str):
-        raise RecordProblem(f'"text" is {_kind(text)}; expected a string')
-    if not text.strip():
-        raise RecordProblem('"text" is empty; expected the document text')
-    return Text(text=text, source=source)
-
-
-FORMATS: dict[str, Format] = {
-    f.name: f
-    for f in (
-        Format("messages", "messages", "sft", _parse_messages,
-               '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}'),
-        Format("text", "text", "pt", _parse_text, '{"text": ...}'),
-    )
-}
-
-
-def read_source(source: DataSource, stage: str) -> list[Conversation] | list[Text]:
-    """All records of one source, or an LmforgeError listing the first problems with file:line."""
-    path = _check_path(source.path)
-    rows = _rows_json(path) if path.suffix == ".json" else _rows_jsonl(path)
+    `kind` is a record kind (text, conversation, preference, kto) or a stage name (pt, sft, ...).
+    Relative paths resolve against `base_dir` (default: the current directory).
+    """
+    kind = KIND_BY_STAGE.get(kind, kind)
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r}: expected one of {', '.join(KINDS)} or a stage {', '.join(KIND_BY_STAGE)}")
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error {on_error!r}: expected one of {', '.join(ON_ERROR)}")
+    fixed = None if source.format == "auto" else FORMATS[source.format]
+    if fixed is not None:
+        check_source(source, fixed, kind)
     records: list[Record] = []
-    problems: list[str] = []
-    total = 0
-    fmt: Format | None = None if source.format == "auto" else FORMATS[source.format]
-    if fmt is not None:
-        _check_stage(fmt, source, stage)
-    for where, obj in rows:
-        total += 1
-        try:
-            if isinstance(obj, RecordProblem):
-                raise obj
-            if not isinstance(obj, dict):
-                raise RecordProblem(f"the record is {_kind(obj)}; expected a JSON object")
-            if fmt is None:
-                fmt = _detect(obj, stage)
-                _check_stage(fmt, source, stage)
-            if fmt.key not in obj:
-                keys = ", ".join(obj) or "none"
-                raise RecordProblem(f'no "{fmt.key}" key (keys: {keys}); expected format {fmt.name}: {fmt.example}')
-            records.append(fmt.parse(obj, where))
-        except _UnknownFormat as err:
-            problems.append(f"{where}: {err}")
-            break  # every later record would fail the same way
-        except RecordProblem as err:
-            problems.append(f"{where}: {err}")
-    if problems:
-        raise _problems_error(path, problems, total)
+    rejects: list[Reject] = []
+    for _, rows in source_parts(source, base_dir):
+        fmt = fixed
+        for where, obj in rows:
+            try:
+                fmt = fmt or detect(_object(obj), source, kind)
+                record = parse(_object(obj), fmt, source, kind)
+            except UnknownFormat as err:
+                rejects.append(_reject(where, err, obj, on_error))
+                if on_error == "strict":
+                    break  # every later record of this file would fail the same way
+                continue
+            except RecordProblem as err:
+                rejects.append(_reject(where, err, obj, on_error))
+                continue
+            record.source = where
+            records.append(record)
+    if rejects and on_error == "strict":
+        raise problems_error(source.label(), rejects, len(records) + len(rejects))
     if not records:
-        raise LmforgeError(f"{path}: the file holds no records; expected one JSON object per line")
-    return records
+        raise _nothing_read(source, rejects)
+    return SourceRead(records=records, rejects=rejects)
 
 
-def _check_path(raw: str) -> Path:
-    path = Path(raw).expanduser()
-    if not path.exists():
-        raise LmforgeError(f"data file {raw} does not exist; check data.train / data.eval.path in the recipe")
-    if not path.is_file():
-        raise LmforgeError(f"data path {raw} is not a file; expected a {' or '.join(EXTENSIONS)} file")
-    if path.suffix not in EXTENSIONS:
-        raise LmforgeError(f"data file {raw} has extension {path.suffix!r}; expected one of {', '.join(EXTENSIONS)} "
-                           "(JSON Lines: one JSON object per line; .json: one list of objects)")
-    return path
-
-
-def _rows_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    """(file:line, parsed object or RecordProblem) for each non-blank line, read one line at a time."""
-    with path.open("rb") as f:
-        for number, raw in enumerate(f, 1):
-            where = f"{path}:{number}"
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]  # a UTF-8 byte order mark
+def iter_rows(source: DataSource, base_dir: Path | None = None) -> Iterator[tuple[str, dict]]:
+    """(where, raw row) for every row of a source, lazily; an unreadable row raises LmforgeError."""
+    for _, rows in source_parts(source, base_dir):
+        for where, obj in rows:
             try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield where, RecordProblem(f"byte 0x{raw[err.start]:02x} at column {err.start + 1} is not valid "
-                                           "UTF-8; expected UTF-8 text (re-encode the file)")
-                continue
-            if not line.strip():
-                continue
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as err:
-                yield where, RecordProblem(f"not valid JSON ({err.msg} at column {err.colno}); expected one JSON "
-                                           "object per line")
+                yield where, _object(obj)
+            except RecordProblem as err:
+                raise LmforgeError(f"{where}: {err}") from None
 
 
-def _rows_json(path: Path) -> Iterator[tuple[str, Any]]:
-    """(file: record N, object) for each element of a .json file holding one list."""
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise LmforgeError(f"{path}: byte at offset {err.start} is not valid UTF-8; expected UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise LmforgeError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(data, list):
-        raise LmforgeError(f"{path}: holds {_kind(data)}; expected a list of records (or use .jsonl, one per line)")
-    for i, obj in enumerate(data, 1):
-        yield f"{path}: record {i}", obj
+def _object(obj: Any) -> dict:
+    if isinstance(obj, RecordProblem):
+        raise obj
+    if not isinstance(obj, dict):
+        raise RecordProblem(f"the record is {kind_of(obj)}; expected a JSON object", MALFORMED)
+    return obj
 
 
-def _detect(obj: dict[str, Any], stage: str) -> Format:
-    found = [f for f in FORMATS.values() if f.key in obj]
-    if not found:
-        known = "; ".join(f"{f.name} ({f.example})" for f in FORMATS.values())
-        raise _UnknownFormat(f"cannot tell the format from the keys {', '.join(obj) or '(none)'}; expected one of: "
-                            f"{known}. Set data.train[].format if the keys are right")
-    same_stage = [f for f in found if f.stage == stage]
-    return (same_stage or found)[0]
+def _reject(where: str, err: RecordProblem, obj: Any, on_error: str) -> Reject:
+    raw = None if on_error == "strict" else (err.raw if isinstance(obj, RecordProblem) else obj)
+    return Reject(source=where, reason=str(err), raw=raw, category=err.category)
 
 
-def _check_stage(fmt: Format, source: DataSource, stage: str) -> None:
-    if fmt.stage != stage:
-        wanted = [f.name for f in FORMATS.values() if f.stage == stage]
-        raise LmforgeError(f"{source.path}: format {fmt.name} feeds stage {fmt.stage}, but the recipe has stage "
-                           f"{stage}; expected format {' or '.join(wanted)} (or change `stage`)")
+def problems_error(label: str, rejects: list[Reject], total: int) -> LmforgeError:
+    """One problem as it is; several as a count and the first MAX_PROBLEMS, one per line."""
+    if len(rejects) == 1:
+        return LmforgeError(f"{rejects[0].source}: {rejects[0].reason}")
+    more = f" (first {MAX_PROBLEMS} shown)" if len(rejects) > MAX_PROBLEMS else ""
+    head = (f"{label}: {len(rejects)} bad records of {total}{more}; fix them, or set data.on_error: skip to skip "
+            "and count them:")
+    return LmforgeError("\n  ".join([head, *(f"{r.source}: {r.reason}" for r in rejects[:MAX_PROBLEMS])]))
 
 
-def _problems_error(path: Path, problems: list[str], total: int) -> LmforgeError:
-    shown = problems[:MAX_PROBLEMS]
-    more = f" (first {MAX_PROBLEMS} shown)" if len(problems) > MAX_PROBLEMS else ""
-    head = f"{path}: {len(problems)} bad record{'s' if len(problems) > 1 else ''} of {total}{more}; fix them:"
-    if len(problems) == 1:
-        return LmforgeError(problems[0])
-    return LmforgeError("\n  ".join([head, *shown]))
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    names = {str: "a string", list: "a list", dict: "an object", bool: "a boolean", int: "a number", float: "a number"}
-    return names.get(type(value), type(value).__name__)
+def _nothing_read(source: DataSource, rejects: list[Reject]) -> LmforgeError:
+    if not rejects:
+        return LmforgeError(f"{source.label()}: the data holds no records; expected one JSON object per line (or a "
+                            "list of objects, a Parquet table, a CSV with a header)")
+    first = "\n  ".join(f"{r.source}: {r.reason}" for r in rejects[:MAX_PROBLEMS])
+    return LmforgeError(f"{source.label()}: all {len(rejects)} records were rejected, so nothing is left to train "
+                        f"on; the first problems:\n  {first}")
