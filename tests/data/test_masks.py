@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from lmforge.data.masks import IGNORE_INDEX, encode_conversation, generation_prompt
+from lmforge.data.masks import (
+    IGNORE_INDEX,
+    PrefixPropertyError,
+    encode_conversation,
+    encode_turns,
+    encode_with_policy,
+    generation_prompt,
+)
 from lmforge.data.records import Conversation, Message
 from lmforge.data.templates import BUILTIN_TEMPLATES, resolve_chat_template
 from lmforge.errors import LmforgeError
@@ -199,7 +206,8 @@ def test_template_that_rejects_roles_fails(shared_tokenizer_dir):
     tok = load(shared_tokenizer_dir)
     c = conv(("user", "a"), ("user", "b"), ("assistant", "c"), source="data.jsonl:3")
     for template in (tok.chat_template, resolve_chat_template(tok, "gemma")):
-        with pytest.raises(LmforgeError, match=r"data.jsonl:3: the chat template rejects .*alternate"):
+        with pytest.raises(LmforgeError,
+                           match=r'data.jsonl:3: the chat template( \(built-in "gemma"\))? rejects .*alternate'):
             encode_conversation(tok, template, c)
 
 
@@ -210,6 +218,102 @@ def test_bad_conversations_fail(shared_tokenizer_dir):
         encode_conversation(tok, tok.chat_template, conv(("assistant", "hi"), ("user", "yo"), source="x:1"))
     with pytest.raises(LmforgeError, match="x:2: the conversation has no messages"):
         encode_conversation(tok, tok.chat_template, Conversation([], "x:2"))
+
+
+def test_last_assistant_labels_only_the_last_turn(shared_tokenizer_dir):
+    tok, template = load(shared_tokenizer_dir), own_template(shared_tokenizer_dir)
+    for c in shared_conversations() + HARD[:-1]:
+        whole = encode_conversation(tok, template, c)
+        last = encode_conversation(tok, template, c, train_on="last_assistant")
+        assert last.input_ids == whole.input_ids and last.text == whole.text
+        (a, b), = labelled_runs(last.labels)
+        assert (a, b) == labelled_runs(whole.labels)[-1]
+        assert last.labels[a:b] == whole.labels[a:b]
+
+
+def test_everything_labels_every_token_but_the_first(shared_tokenizer_dir):
+    """The first token (BOS where the template writes one) is never a target: nothing in the sample precedes it."""
+    tok, template = load(shared_tokenizer_dir), own_template(shared_tokenizer_dir)
+    for c in shared_conversations()[:2] + [HARD[-1]]:
+        enc = encode_conversation(tok, template, c, train_on="everything")
+        assert enc.input_ids == encode_conversation(tok, template, c).input_ids
+        assert enc.labels == [IGNORE_INDEX] + enc.input_ids[1:]
+    if tok.bos_token and template.lstrip().startswith(("{{ bos_token", "{{- bos_token")):
+        assert enc.input_ids[0] == tok.bos_token_id
+
+
+def test_split_turns_samples_match_the_whole_conversation(shared_tokenizer_dir):
+    """Where the prefix property holds, per-turn samples label the same text as the whole conversation."""
+    tok, template = load(shared_tokenizer_dir), own_template(shared_tokenizer_dir)
+    for c in shared_conversations() + HARD[:-1]:
+        whole = encode_conversation(tok, template, c)
+        assert encode_with_policy(tok, template, c, "all_assistant", "auto") == [whole]
+        assert encode_with_policy(tok, template, c, "all_assistant", "never") == [whole]
+        samples = encode_with_policy(tok, template, c, "all_assistant", "always")
+        assert all(s.split for s in samples) and len(samples) == len(labelled_runs(whole.labels))
+        for sample, (a, b) in zip(samples, labelled_runs(whole.labels)):
+            (c0, c1), = labelled_runs(sample.labels)
+            ours, theirs = tok.decode(sample.input_ids[c0:c1]), tok.decode(whole.input_ids[a:b])
+            assert ours[LEAD_IN.match(ours).end():] == theirs[LEAD_IN.match(theirs).end():]  # Qwen3: empty think
+            assert sample.input_ids[:c0] == whole.input_ids[:a]  # the history, as the whole conversation renders it
+        last_only = encode_turns(tok, template, c, train_on="last_assistant")
+        assert len(last_only) == 1 and last_only[0].labels == samples[-1].labels
+
+
+REASONING = [
+    conv(("system", "Think first."), ("user", "2+2?"), ("assistant", "<think>\nadd two and two\n</think>\n\n4"),
+         ("user", "3+3?"), ("assistant", "<think>\nadd three\n</think>\n\n6"), ("user", "and 1+1?"),
+         ("assistant", "2"), source="r.jsonl:1"),
+    Conversation([Message("user", "2+2?"), Message("assistant", "4", reasoning="add two and two"),
+                  Message("user", "3+3?"), Message("assistant", "6", reasoning="add three")], "r.jsonl:2"),
+]
+
+
+@only("qwen3")
+@pytest.mark.parametrize("c", REASONING, ids=["in-content", "reasoning-field"])
+def test_template_that_drops_earlier_reasoning_is_split(shared_tokenizer_dir, c):
+    """Qwen3's own template drops the reasoning of turns before the last user message from the history."""
+    tok = load(shared_tokenizer_dir)
+    template = tok.chat_template
+    with pytest.raises(PrefixPropertyError, match=r"r.jsonl:\d: assistant turn 0 .*content not found.*reasoning.*"
+                                                  r"data.split_turns"):
+        encode_conversation(tok, template, c)
+    with pytest.raises(PrefixPropertyError):
+        encode_with_policy(tok, template, c, "all_assistant", "never")
+    messages = c.as_dicts()
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    for policy in ("auto", "always"):
+        samples = encode_with_policy(tok, template, c, "all_assistant", policy)
+        assert len(samples) == len(turns) and all(s.split for s in samples)
+        for sample, i in zip(samples, turns):
+            assert sample.text == tok.apply_chat_template(messages[:i + 1], tokenize=False)
+            (a, b), = labelled_runs(sample.labels)
+            prompt = generation_prompt(tok, template, messages[:i])
+            assert tok.decode(sample.input_ids[:a]) == prompt  # the prompt is the inference render, token for token
+            assert sample.input_ids[:a] == tok(prompt, add_special_tokens=False)["input_ids"]
+            reasoning = messages[i].get("reasoning_content") or messages[i]["content"].partition("</think>")[0][8:]
+            answer = messages[i]["content"].rpartition("</think>")[2].strip()
+            assert tok.decode(sample.labels[a:b]) == f"<think>\n{reasoning.strip()}\n</think>\n\n{answer}<|im_end|>"
+    last = encode_with_policy(tok, template, c, "last_assistant", "auto")
+    assert len(last) == 1 and not last[0].split  # the last turn alone keeps the prefix property
+    assert last[0].labels == samples[-1].labels
+    whole = encode_with_policy(tok, template, c, "everything", "auto")
+    assert len(whole) == 1 and not whole[0].split
+
+
+def test_unknown_policies_fail(shared_tokenizer_dir):
+    tok, template = load(shared_tokenizer_dir), own_template(shared_tokenizer_dir)
+    with pytest.raises(LmforgeError, match="data.train_on: unknown value 'all'; use one of all_assistant, "
+                                           "last_assistant, everything"):
+        encode_conversation(tok, template, QA, train_on="all")
+    with pytest.raises(LmforgeError, match="data.split_turns: unknown value 'sometimes'"):
+        encode_with_policy(tok, template, QA, "all_assistant", "sometimes")
+
+
+def test_split_without_reply_gives_one_unlabelled_sample(shared_tokenizer_dir):
+    tok, template = load(shared_tokenizer_dir), own_template(shared_tokenizer_dir)
+    samples = encode_with_policy(tok, template, HARD[-1], "all_assistant", "always")
+    assert len(samples) == 1 and set(samples[0].labels) == {IGNORE_INDEX}
 
 
 @only("qwen3", "llama3_1", "llama2")

@@ -13,6 +13,20 @@ special token (e.g. <|im_end|>, <|eot_id|>, </s>). T is tokenised once with offs
 labelled when its characters overlap a labelled span. Where the template marks replies with
 {% generation %}, transformers' assistant mask must agree token for token. Whatever property fails
 stops the run with a message: a silently wrong mask trains a wrong model.
+
+An assistant turn that calls tools is labelled the same way: what it must generate is the template's
+rendering of its content and tool calls, read from F_i, through the end-of-turn token; it has to hold
+every called tool's name, else the template does not render tool calls and the run stops. Tool results
+and the tool schemas (`tools=conv.tools`) are prompt.
+
+Policies (data.train_on): all_assistant labels every reply; last_assistant only the last one (only its
+prefix property is needed); everything labels every token but the first, which nothing in the sample
+predicts (BOS where the template writes one; in a packed row it would become the target of the previous
+sample's last token). Templates that render the history differently from the turn itself (Qwen3 drops
+the reasoning of earlier turns) break the prefix property; data.split_turns then makes one sample per
+assistant turn, each the conversation up to that turn rendered as at inference, labelled on that turn
+only (encode_turns, encode_with_policy). With train_on everything nothing is derived, so `auto` never
+splits; `always` still splits, each sample labelled whole.
 """
 
 from __future__ import annotations
@@ -24,16 +38,21 @@ from dataclasses import dataclass
 import jinja2
 
 from lmforge.data.records import Conversation
-from lmforge.data.templates import builtin_names
+from lmforge.data.templates import TOOL_TEMPLATES, builtin_names, template_label
 from lmforge.errors import LmforgeError
 
 IGNORE_INDEX = -100
+TRAIN_ON = ("all_assistant", "last_assistant", "everything")
+SPLIT_TURNS = ("auto", "always", "never")
 
 # What may stand between the generation prompt and the reply: whitespace and a reasoning block
 # (Qwen3 gives the last assistant turn an empty one). The model has to generate it, so it is labelled.
 _LEAD_IN = re.compile(r"\s*(?:<think>.*?</think>)?\s*", re.DOTALL)
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _STOP_PATTERNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_REPLY_ENDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {template: end-of-turn text}
+# Turn properties that a per-turn sample (history rendered as at inference) can repair.
+_SPLITTABLE = ("prefix property failed", "content not found", "end of turn differs")
 
 
 @dataclass
@@ -41,6 +60,11 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
     text: str
+    split: bool = False  # one of the per-turn samples of a conversation (split_turns)
+
+
+class PrefixPropertyError(LmforgeError):
+    """The template renders the history differently from the turn itself; split_turns can repair it."""
 
 
 class _TurnError(Exception):
@@ -51,37 +75,95 @@ class _TurnError(Exception):
         self.prop, self.detail = prop, detail
 
 
-def encode_conversation(tokenizer, template: str, conv: Conversation) -> Encoded:
-    """input_ids of the rendered conversation and labels on each assistant reply plus its end of turn.
+def encode_conversation(tokenizer, template: str, conv: Conversation, train_on: str = "all_assistant") -> Encoded:
+    """input_ids of the rendered conversation and labels as `train_on` says (see the module docstring).
 
-    A conversation without an assistant turn comes back with every label IGNORE_INDEX; the caller
-    decides whether to drop (and count) it.
+    A conversation without an assistant turn comes back with every label IGNORE_INDEX (under the
+    assistant policies); the caller decides whether to drop (and count) it.
     """
+    _check_choice("data.train_on", train_on, TRAIN_ON)
+    messages = _messages(conv)
+    text = _render(tokenizer, template, messages, conv)
+    if conv.tools:
+        _check_tools_rendered(tokenizer, template, messages, text, conv)
+    input_ids, offsets = _tokenize(tokenizer, text, conv)
+    if train_on == "everything":  # nothing to derive; tool calls must still be in the text
+        for i, message in enumerate(messages):
+            missing = [name for name in _called_names(message) if name not in text]
+            if missing:
+                raise _turn_error(tokenizer, template, conv, messages, i, _TurnError(
+                    "tool calls not rendered", f"the call to {missing[0]!r} is missing from the rendered text"))
+        return Encoded(input_ids=input_ids, labels=[IGNORE_INDEX] + input_ids[1:], text=text)
+    turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
+    if train_on == "last_assistant":
+        turns = turns[-1:]
+    spans = []
+    for i in turns:
+        try:
+            spans.append(_assistant_span(tokenizer, template, messages, i, text, conv))
+        except _TurnError as err:
+            raise _turn_error(tokenizer, template, conv, messages, i, err) from None
+    labels = _label_tokens(text, input_ids, offsets, spans, conv)
+    if _GENERATION_TAG.search(template):
+        _cross_check(tokenizer, template, messages, input_ids, labels, conv, last_only=train_on == "last_assistant")
+    return Encoded(input_ids=input_ids, labels=labels, text=text)
+
+
+def encode_turns(tokenizer, template: str, conv: Conversation, train_on: str = "all_assistant") -> list[Encoded]:
+    """One sample per assistant turn: the conversation up to that turn, labelled on that turn only.
+
+    Each sample's prompt is the history rendered as at inference. last_assistant keeps only the last
+    turn's sample; everything labels each sample whole. Without an assistant turn the conversation
+    comes back as one unlabelled sample, for the caller to count as dropped.
+    """
+    _check_choice("data.train_on", train_on, TRAIN_ON)
+    turns = [i for i, message in enumerate(conv.messages) if message.role == "assistant"]
+    if not turns:
+        return [encode_conversation(tokenizer, template, conv, train_on)]
+    if train_on == "last_assistant":
+        turns = turns[-1:]
+    policy = "everything" if train_on == "everything" else "last_assistant"
+    samples = []
+    for i in turns:
+        part = Conversation(messages=conv.messages[: i + 1], source=conv.source, tools=conv.tools)
+        enc = encode_conversation(tokenizer, template, part, policy)
+        enc.split = True
+        samples.append(enc)
+    return samples
+
+
+def encode_with_policy(tokenizer, template: str, conv: Conversation, train_on: str = "all_assistant",
+                       split_turns: str = "auto") -> list[Encoded]:
+    """The samples of one conversation under data.train_on and data.split_turns.
+
+    never: the whole conversation (errors propagate); always: encode_turns; auto: the whole
+    conversation, and one sample per turn only where the template breaks the prefix property (the
+    samples then have `split` set, so the caller can count the split conversations).
+    """
+    _check_choice("data.split_turns", split_turns, SPLIT_TURNS)
+    if split_turns == "always":
+        return encode_turns(tokenizer, template, conv, train_on)
+    try:
+        return [encode_conversation(tokenizer, template, conv, train_on)]
+    except PrefixPropertyError:
+        if split_turns == "never":
+            raise
+    return encode_turns(tokenizer, template, conv, train_on)
+
+
+def generation_prompt(tokenizer, template: str, messages: list[dict], tools: list[dict] | None = None) -> str:
+    """The prompt text the model continues at inference: the messages plus the assistant header."""
+    return _render(tokenizer, template, messages, None, add_generation_prompt=True, tools=tools)
+
+
+def _messages(conv: Conversation) -> list[dict]:
     messages = conv.as_dicts()
     if not messages:
         raise LmforgeError(f"{_where(conv)}: the conversation has no messages; remove the record")
     if messages[0]["role"] == "assistant":
         raise LmforgeError(f"{_where(conv)}: the conversation opens with an assistant message, which has no prompt "
                            "to learn from; drop that message or put a user message before it")
-    text = _render(tokenizer, template, messages, conv)
-    spans = []
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        try:
-            spans.append(_assistant_span(tokenizer, template, messages, i, text, conv))
-        except _TurnError as err:
-            raise _turn_error(conv, messages, i, err) from None
-    input_ids, offsets = _tokenize(tokenizer, text, conv)
-    labels = _label_tokens(text, input_ids, offsets, spans, conv)
-    if _GENERATION_TAG.search(template):
-        _cross_check(tokenizer, template, messages, input_ids, labels, conv)
-    return Encoded(input_ids=input_ids, labels=labels, text=text)
-
-
-def generation_prompt(tokenizer, template: str, messages: list[dict]) -> str:
-    """The prompt text the model continues at inference: the messages plus the assistant header."""
-    return _render(tokenizer, template, messages, None, add_generation_prompt=True)
+    return messages
 
 
 def _assistant_span(tokenizer, template: str, messages: list[dict], i: int, text: str, conv) -> tuple[int, int]:
@@ -91,15 +173,24 @@ def _assistant_span(tokenizer, template: str, messages: list[dict], i: int, text
         raise _TurnError("prefix property failed", "the generation prompt is not a prefix of the training text, "
                          "so the model would be trained on a context it never sees at inference "
                          f"({_diff(prompt, text)})")
-    content = messages[i]["content"]
-    reply_end = _find_reply(text, len(prompt), content)
+    last = i == len(messages) - 1
+    finished = text if last else _render(tokenizer, template, messages[: i + 1], conv)
+    if messages[i].get("tool_calls"):
+        end = _tool_call_end(tokenizer, template, messages[i], text, finished, len(prompt))
+    else:
+        end = _reply_end(tokenizer, messages[i]["content"], text, finished, len(prompt), last)
+    _check_reasoning_kept(messages[i], text[len(prompt):end])
+    return len(prompt), end
+
+
+def _reply_end(tokenizer, content: str, text: str, finished: str, start: int, last: bool) -> int:
+    """End (in T) of a text reply and its end-of-turn text."""
+    reply_end = _find_reply(text, start, content)
     if reply_end is None:
         dropped = " (it drops the reasoning of earlier turns)" if "</think>" in content else ""
         raise _TurnError("content not found", f"the reply does not follow the generation prompt as written: the "
-                         f"template changes or moves it{dropped}; after the prompt comes {text[len(prompt):][:80]!r}")
-    last = i == len(messages) - 1
-    finished = text if last else _render(tokenizer, template, messages[: i + 1], conv)
-    finished_end = reply_end if last else _find_reply(finished, len(prompt), content)
+                         f"template changes or moves it{dropped}; after the prompt comes {text[start:][:80]!r}")
+    finished_end = reply_end if last else _find_reply(finished, start, content)
     if finished_end is None:
         raise _TurnError("content not found", "the reply is rendered differently when it is the last message")
     end_of_turn = _end_of_turn(tokenizer, finished[finished_end:])
@@ -109,7 +200,54 @@ def _assistant_span(tokenizer, template: str, messages: list[dict], i: int, text
     if not text.startswith(end_of_turn, reply_end):
         raise _TurnError("end of turn differs", f"the turn ends with {end_of_turn!r} when it is the last message "
                          f"but with {text[reply_end:reply_end + len(end_of_turn) + 20]!r} in the whole conversation")
-    return len(prompt), reply_end + len(end_of_turn)
+    return reply_end + len(end_of_turn)
+
+
+def _tool_call_end(tokenizer, template: str, message: dict, text: str, finished: str, start: int) -> int:
+    """End (in T) of a tool-calling turn: its rendering as the last message, through its last stop token."""
+    body = finished[_LEAD_IN.match(finished, start).end():].rstrip()
+    missing = [name for name in _called_names(message) if name not in body]
+    if missing:
+        raise _TurnError("tool calls not rendered", f"the call to {missing[0]!r} is missing from the rendered turn "
+                         f"{body[:80]!r}")
+    stops = list(_stop_pattern(tokenizer).finditer(body))
+    if not (stops and stops[-1].end() == len(body)) and not _ends_like_a_reply(tokenizer, template, body):
+        raise _TurnError("no stop token", f"the tool-calling turn {body[-60:]!r} ends neither with a stop token nor "
+                         "as text replies end: the model would never learn to stop")
+    begin = _LEAD_IN.match(text, start).end()
+    if not text.startswith(body, begin):
+        raise _TurnError("content not found", "the tool-calling turn is rendered differently when it is the last "
+                         f"message; in the whole conversation it reads {text[begin:begin + 80]!r}")
+    return begin + len(body)
+
+
+def _ends_like_a_reply(tokenizer, template: str, body: str) -> bool:
+    """Whether `body` ends with the end-of-turn text a plain reply gets (markers that are not special tokens)."""
+    ends = _REPLY_ENDS.setdefault(tokenizer, {})
+    if template not in ends:
+        probe = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "REPLY"}]
+        try:
+            rendered = tokenizer.apply_chat_template(probe, chat_template=template, tokenize=False)
+            ends[template] = _end_of_turn(tokenizer, rendered[rendered.rindex("REPLY") + 5:])
+        except (jinja2.TemplateError, TypeError, ValueError):
+            ends[template] = ""
+    return bool(ends[template]) and body.endswith(ends[template])
+
+
+def _called_names(message: dict) -> list[str]:
+    return [call.get("function", call)["name"] for call in message.get("tool_calls") or []]
+
+
+def _check_reasoning_kept(message: dict, labelled: str) -> None:
+    """A turn that carries reasoning must be trained with it; templates that drop it need per-turn samples."""
+    reasoning = message.get("reasoning_content") or ""
+    content = message["content"] or ""
+    if not reasoning and "</think>" in content:
+        reasoning = content.rpartition("</think>")[0].replace("<think>", "")
+    reasoning = reasoning.strip()
+    if reasoning and reasoning not in labelled:
+        raise _TurnError("content not found", "the turn's reasoning is missing from the training text (the template "
+                         "drops the reasoning of earlier turns)")
 
 
 def _find_reply(text: str, start: int, content: str) -> int | None:
@@ -185,14 +323,19 @@ def _label_tokens(text: str, input_ids: list[int], offsets: list[tuple[int, int]
     return labels
 
 
-def _cross_check(tokenizer, template: str, messages: list[dict], input_ids: list[int], labels: list[int], conv):
+def _cross_check(tokenizer, template: str, messages: list[dict], input_ids: list[int], labels: list[int], conv,
+                 last_only: bool = False):
     """Compare with the assistant mask transformers derives from the template's {% generation %} blocks."""
-    out = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=True, return_dict=True,
-                                        return_assistant_tokens_mask=True)
+    out = tokenizer.apply_chat_template(messages, chat_template=template, tools=conv.tools, tokenize=True,
+                                        return_dict=True, return_assistant_tokens_mask=True)
     if list(out["input_ids"]) != input_ids:
         raise LmforgeError(f"{_where(conv)}: apply_chat_template tokenises the conversation differently from the "
                            "rendered text; the mask cannot be cross-checked for this tokenizer")
     theirs = [bool(m) for m in out["assistant_masks"]]
+    if last_only and any(theirs):  # keep only their last run of marked tokens
+        last = max(k for k, marked in enumerate(theirs) if marked)
+        first = next(k for k in range(last, -1, -1) if k == 0 or not theirs[k - 1])
+        theirs = [first <= k <= last for k in range(len(theirs))]
     ours = [label != IGNORE_INDEX for label in labels]
     if theirs != ours:
         bad = next(k for k, (a, b) in enumerate(zip(theirs, ours)) if a != b)
@@ -204,25 +347,57 @@ def _cross_check(tokenizer, template: str, messages: list[dict], input_ids: list
         )
 
 
-def _render(tokenizer, template: str, messages: list[dict], conv, add_generation_prompt: bool = False) -> str:
-    try:
-        return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                             add_generation_prompt=add_generation_prompt)
-    except jinja2.TemplateError as err:
-        where = _where(conv) if conv is not None else "chat"
+def _check_tools_rendered(tokenizer, template: str, messages: list[dict], text: str, conv: Conversation) -> None:
+    """The tool schemas are part of the prompt: a template that ignores `tools` would hide them from the model."""
+    if _render(tokenizer, template, messages, conv, tools=None) == text:
         raise LmforgeError(
-            f"{where}: the chat template rejects this conversation: {err}. Fix the record, or choose a template "
-            f"that accepts it with model.chat_template (built-ins: {builtin_names()})"
-        ) from None
+            f"{_where(conv)}: {template_label(template)} ignores the tools the conversation offers "
+            f"({', '.join(str(t.get('function', t).get('name', '?')) for t in conv.tools)}): the model would never "
+            f"see them. {_TOOLS_HINT}"
+        )
 
 
-def _turn_error(conv: Conversation, messages: list[dict], i: int, err: _TurnError) -> LmforgeError:
+_TOOLS_HINT = (f"Choose a template with a tool format with model.chat_template (built-in "
+               f"{', '.join(TOOL_TEMPLATES)}, or the model's own where it has one), or remove the tool calls, "
+               "tool results and tools from the data")
+_NOT_SET = object()
+
+
+def _render(tokenizer, template: str, messages: list[dict], conv, add_generation_prompt: bool = False,
+            tools=_NOT_SET) -> str:
+    if tools is _NOT_SET:
+        tools = conv.tools if conv is not None else None
+    try:
+        return tokenizer.apply_chat_template(messages, chat_template=template, tools=tools, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+    except (jinja2.TemplateError, TypeError, ValueError) as err:
+        where = _where(conv) if conv is not None else "chat"
+        uses_tools = tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)
+        hint = f" The conversation uses tools, which this template may not support. {_TOOLS_HINT}." if uses_tools \
+            else f" Fix the record, or choose a template that accepts it with model.chat_template " \
+                 f"(built-ins: {builtin_names()})"
+        raise LmforgeError(f"{where}: {template_label(template)} rejects this conversation: {err}.{hint}") from None
+
+
+def _turn_error(tokenizer, template: str, conv: Conversation, messages: list[dict], i: int,
+                err: _TurnError) -> LmforgeError:
     turn = sum(1 for m in messages[:i] if m["role"] == "assistant")
-    return LmforgeError(
-        f"{_where(conv)}: assistant turn {turn} (message {i}): {err.prop}: {err.detail}. The mask cannot be "
-        f"derived exactly for this template; choose another with model.chat_template (built-ins: {builtin_names()}) "
-        "or drop the record (a one-sample-per-turn policy for such templates is planned)"
-    )
+    where = f"{_where(conv)}: assistant turn {turn} (message {i}): {err.prop}: {err.detail}."
+    if err.prop == "tool calls not rendered":
+        return LmforgeError(f"{where} {template_label(template)} does not render tool calls. {_TOOLS_HINT}")
+    if err.prop in _SPLITTABLE:
+        return PrefixPropertyError(
+            f"{where} The mask cannot be derived exactly from the whole conversation with this template; set "
+            "data.split_turns to auto or always (one sample per assistant turn, history rendered as at inference), "
+            f"choose another template with model.chat_template (built-ins: {builtin_names()}) or drop the record"
+        )
+    return LmforgeError(f"{where} The mask cannot be derived exactly for this template; choose another with "
+                        f"model.chat_template (built-ins: {builtin_names()}) or drop the record")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise LmforgeError(f"{key}: unknown value {value!r}; use one of {', '.join(choices)}")
 
 
 def _diff(prompt: str, text: str) -> str:

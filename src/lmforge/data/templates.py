@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import difflib
+import functools
 from pathlib import Path
 
 from lmforge.errors import LmforgeError
 
 TEMPLATE_DIR = Path(__file__).parent / "chat_templates"
 BUILTIN_TEMPLATES: dict[str, Path] = {path.stem: path for path in sorted(TEMPLATE_DIR.glob("*.jinja"))}
+# Built-ins with a tool format (tool schemas, assistant tool calls, tool results); the others raise a
+# template error when a conversation holds any of them.
+TOOL_TEMPLATES = ("qwen", "llama3", "mistral")
 
 
 def builtin_names() -> str:
     return ", ".join(BUILTIN_TEMPLATES)
+
+
+def template_label(template: str) -> str:
+    """How error messages name a template: the built-in's name where the text is one."""
+    name = _builtin_by_text().get(template)
+    return f'the chat template (built-in "{name}")' if name else "the chat template"
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_by_text() -> dict[str, str]:
+    return {path.read_text(encoding="utf-8"): name for name, path in BUILTIN_TEMPLATES.items()}
 
 
 def resolve_chat_template(tokenizer, spec: str | None) -> str:
