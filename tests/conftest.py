@@ -12,6 +12,18 @@ SHARED = REPO.parent / "shared"
 SHARED_TOKENIZERS = SHARED / "tokenizers"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_cache(tmp_path_factory):
+    """Keep the preprocessing cache of every test (and CLI it starts) out of the user's ~/.cache."""
+    previous = os.environ.get("LMFORGE_CACHE")
+    os.environ["LMFORGE_CACHE"] = str(tmp_path_factory.mktemp("lmforge_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("LMFORGE_CACHE", None)
+    else:
+        os.environ["LMFORGE_CACHE"] = previous
+
+
 def shared_tokenizer_dirs() -> list[Path]:
     if not SHARED_TOKENIZERS.is_dir():
         return []

@@ -5,16 +5,60 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 from pathlib import Path
 
 from lmforge import __version__
+from lmforge.config.recipe import DataFormat
 from lmforge.errors import LmforgeError
 
+DATA_FORMATS = typing.get_args(DataFormat)
 EXAMPLES = """examples:
   lmforge train examples/quickstart_sft.yaml train.lr=1e-4 output=runs/try2
   lmforge data inspect my_recipe.yaml -n 3
+  lmforge data stats my_recipe.yaml
+  lmforge data convert alpaca.json train.jsonl --to messages
   lmforge chat runs/my-sft
   lmforge quickstart"""
+
+
+def _add_data_tools(data_verbs) -> None:
+    stats = data_verbs.add_parser(
+        "stats", help="sample, token and truncation figures of the training data",
+        description="Samples, token-length percentiles, trained-token fraction, truncated/dropped/rejected "
+                    "counts and the packing efficiency, from the examples exactly as training builds them.",
+    )
+    stats.add_argument("recipe", type=Path, help="the YAML recipe")
+    stats.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe keys")
+    stats.add_argument("--json", action="store_true", help="the figures as one JSON object")
+
+    convert = data_verbs.add_parser(
+        "convert", help="rewrite any readable data as OpenAI messages JSON Lines",
+        description="Read alpaca, sharegpt, messages, preference or KTO data (JSONL, JSON, Parquet, CSV, a "
+                    "directory or glob) and write it as OpenAI messages JSON Lines.",
+    )
+    convert.add_argument("input", help="a data file, directory or glob")
+    convert.add_argument("output", type=Path, help="the .jsonl file to write")
+    convert.add_argument("--to", choices=["messages"], default="messages", help="the output format")
+    convert.add_argument("--format", default="auto", choices=list(DATA_FORMATS), help="the input format")
+    convert.add_argument("--on-error", choices=["strict", "skip"], default="strict",
+                         help="skip bad records (listed in OUTPUT.rejects.jsonl) instead of stopping")
+
+    validate = data_verbs.add_parser(
+        "validate", help="list every problem in a data file with its line",
+        description="Read a data file and list every problem with file:line; exit status 1 when there is any.",
+    )
+    validate.add_argument("input", help="a data file, directory or glob")
+    validate.add_argument("--format", default="auto", choices=list(DATA_FORMATS), help="the input format")
+
+    split = data_verbs.add_parser(
+        "split", help="split a data file into train.jsonl and eval.jsonl",
+        description="Split a data file's rows, unchanged, into OUT/train.jsonl and OUT/eval.jsonl (seeded).",
+    )
+    split.add_argument("input", help="a data file, directory or glob")
+    split.add_argument("--eval-fraction", type=float, required=True, help="share of rows for eval, e.g. 0.05")
+    split.add_argument("--seed", type=int, default=42, help="the same seed gives the same split (default 42)")
+    split.add_argument("--out", type=Path, required=True, help="the directory to write train.jsonl and eval.jsonl to")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("-n", type=int, default=None, help="number of samples (default: 5 shown, all with --json)")
     inspect.add_argument("--json", action="store_true", help="one JSON object per sample: text, input_ids, labels")
     inspect.add_argument("--html", type=Path, help="where to write the HTML view")
+    _add_data_tools(data_verbs)
 
     chat = verbs.add_parser("chat", help="chat with a trained run", description="Chat with a trained run directory.")
     chat.add_argument("run_dir", type=Path, help="a run's output directory (full model or adapter)")
@@ -80,10 +125,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         run_training(load_recipe(args.recipe, args.overrides), resume=args.resume, overwrite=args.overwrite)
     elif args.command == "data":
-        from lmforge.config.load import load_recipe
-        from lmforge.data.inspect import run_inspect
-
-        run_inspect(load_recipe(args.recipe, args.overrides), n=args.n, as_json=args.json, html_path=args.html)
+        return _dispatch_data(args)
     elif args.command == "chat":
         from lmforge.infer.chat import chat
 
@@ -93,6 +135,25 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         run_quickstart(args.workdir)
     return 0
+
+
+def _dispatch_data(args: argparse.Namespace) -> int:
+    from lmforge.config.load import load_recipe
+
+    if args.data_command == "inspect":
+        from lmforge.data.inspect import run_inspect
+
+        run_inspect(load_recipe(args.recipe, args.overrides), n=args.n, as_json=args.json, html_path=args.html)
+        return 0
+    from lmforge.data import tools
+
+    if args.data_command == "stats":
+        return tools.run_stats(load_recipe(args.recipe, args.overrides), as_json=args.json)
+    if args.data_command == "convert":
+        return tools.run_convert(args.input, args.output, to=args.to, fmt=args.format, on_error=args.on_error)
+    if args.data_command == "validate":
+        return tools.run_validate(args.input, fmt=args.format)
+    return tools.run_split(args.input, args.eval_fraction, args.seed, args.out)
 
 
 if __name__ == "__main__":

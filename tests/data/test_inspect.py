@@ -100,7 +100,9 @@ def test_json_marks_truncated_and_dropped_samples(shared_tokenizer_dir, tmp_path
     samples = inspect_json(recipe(shared_tokenizer_dir, convs, max_length=30))
     assert [(s["truncated"], s["dropped"]) for s in samples] == [
         (True, "no trained token within max_length 30"), (True, None)]
-    assert all(len(s["input_ids"]) == 30 for s in samples)
+    assert len(samples[0]["input_ids"]) == 30  # dropped: shown cut, as far as max_length reaches
+    assert len(samples[1]["input_ids"]) <= 30  # cut: older turns dropped first, the system message kept
+    assert samples[1]["text"].count("<|im_start|>system") == 1
 
 
 @only("qwen3")

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TextIO
 
 from lmforge.config.recipe import Recipe
-from lmforge.data.dataset import encode_sample, read_records
+from lmforge.data.dataset import encode_sample, encode_settings, read_records
+from lmforge.data.registry import resolve_sources
 from lmforge.data.masks import IGNORE_INDEX
 from lmforge.data.templates import resolve_chat_template
 from lmforge.data.text import make_blocks, pack_documents, tokenize_documents
@@ -88,12 +89,13 @@ def run_inspect(recipe: Recipe, n: int | None, as_json: bool, html_path: Path | 
 
 def collect_samples(recipe: Recipe, tokenizer, limit: int | None) -> list[Sample]:
     """The first `limit` samples (None: all) in data-file order, as training builds them."""
-    records = read_records(recipe.data.train, recipe.stage)
+    records = read_records(resolve_sources(recipe.data, stage=recipe.stage), recipe.stage)
     if recipe.stage == "sft":
         template = resolve_chat_template(tokenizer, recipe.model.chat_template)
+        settings = encode_settings(recipe, template)
         samples = []
         for index, conv in enumerate(records[:limit]):
-            enc, truncated, dropped = encode_sample(tokenizer, template, conv, recipe.data.max_length)
+            enc, truncated, dropped = encode_sample(tokenizer, template, conv, recipe.data.max_length, settings)
             samples.append(Sample(index, conv.source, enc.text, enc.input_ids, enc.labels, truncated, dropped))
         return samples
     return _text_samples(recipe, tokenizer, [r.text for r in records], limit)

@@ -1,0 +1,227 @@
+"""On-disk cache of encoded examples, keyed by everything that decides them.
+
+An entry is a directory `<root>/<key>/` holding `arrays.npz` (the examples as flat int32 arrays plus
+their lengths), `meta.json` (the report figures) and `rejects.jsonl` (the records skipped under
+`on_error: skip`). It is written into a temporary sibling directory and renamed into place in one
+step, so a crash leaves either a whole entry or none; a reader never sees half of one.
+
+The key is the sha256 of the data fingerprint (`fingerprint_parts`: the data's content, the
+tokenizer, the chat template, the stage and every data setting that shapes the examples), the cache
+format and the lmforge version. Change any of them and the key, so the entry, changes. Old entries are never reused and never cleaned up: delete the directory to
+reclaim the space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from lmforge import __version__
+from lmforge.config.recipe import DataSource, Recipe
+from lmforge.data.files import resolve_files
+from lmforge.errors import LmforgeError
+
+FINGERPRINT_VERSION = "lmforge-data-2"
+CACHE_FORMAT = "lmforge-cache-1"
+CACHE_ENV = "LMFORGE_CACHE"
+DEFAULT_ROOT = Path("~/.cache/lmforge")
+ARRAYS_FILE, META_FILE, REJECTS_FILE = "arrays.npz", "meta.json", "rejects.jsonl"
+
+
+@dataclass
+class Examples:
+    """Examples of one split as flat arrays: example k is input_ids[starts[k]:starts[k] + lengths[k]]."""
+
+    input_ids: np.ndarray  # int32, all examples back to back
+    labels: np.ndarray  # int32, same layout
+    lengths: np.ndarray  # int64, one per example
+    position_ids: np.ndarray | None = None  # int32, same layout (packed pretraining)
+
+    @classmethod
+    def from_dicts(cls, examples: list[dict]) -> "Examples":
+        lengths = np.array([len(e["input_ids"]) for e in examples], dtype=np.int64)
+        has_positions = bool(examples) and "position_ids" in examples[0]
+        return cls(
+            input_ids=_flat(e["input_ids"] for e in examples),
+            labels=_flat(e["labels"] for e in examples),
+            lengths=lengths,
+            position_ids=_flat(e["position_ids"] for e in examples) if has_positions else None,
+        )
+
+    def to_dicts(self) -> list[dict]:
+        """The examples as the trainer takes them: dicts of plain int lists."""
+        ends = np.cumsum(self.lengths)
+        ids, labels = self.input_ids.tolist(), self.labels.tolist()
+        positions = self.position_ids.tolist() if self.position_ids is not None else None
+        out, start = [], 0
+        for end in ends.tolist():
+            example = {"input_ids": ids[start:end], "labels": labels[start:end]}
+            if positions is not None:
+                example["position_ids"] = positions[start:end]
+            out.append(example)
+            start = end
+        return out
+
+
+def _flat(rows: Iterable[list[int]]) -> np.ndarray:
+    flat = [token for row in rows for token in row]
+    return np.array(flat, dtype=np.int32)
+
+
+def cache_root(cache_dir: str | None) -> Path:
+    """data.cache_dir, else $LMFORGE_CACHE, else ~/.cache/lmforge; entries go in its `data/` folder."""
+    base = cache_dir or os.environ.get(CACHE_ENV) or str(DEFAULT_ROOT)
+    return Path(base).expanduser() / "data"
+
+
+def make_key(parts: dict[str, Any]) -> str:
+    """sha256 of the named parts (JSON, keys sorted) with the cache format and the lmforge version."""
+    payload = {"format": CACHE_FORMAT, "lmforge": __version__, **parts}
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def fingerprint(recipe: Recipe, sources: list[DataSource], tokenizer, template: str | None) -> str:
+    """sha256 of `fingerprint_parts`; the same for the same data, tokenizer, template and settings."""
+    parts = fingerprint_parts(recipe, sources, tokenizer, template)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fingerprint_parts(recipe: Recipe, sources: list[DataSource], tokenizer, template: str | None) -> dict:
+    """Everything that decides the examples (a missing data file raises, as the reader would).
+
+    Data enters by content (file bytes; file names only inside a directory or glob), so moving the
+    data keeps the fingerprint; a hub dataset by its id, subset and split. Not in it: workers, cache
+    settings, the output directory.
+    """
+    data = recipe.data
+    described = []
+    for source in [*sources, *([DataSource(path=data.eval.path)] if data.eval and data.eval.path else [])]:
+        described.append({"content": source_content(source), **source.model_dump(exclude={"path", "name"})})
+    return {
+        "version": FINGERPRINT_VERSION,
+        "stage": recipe.stage,
+        "sources": described,
+        "eval_fraction": data.eval.fraction if data.eval else None,
+        "template": hashlib.sha256((template or "").encode("utf-8")).hexdigest(),
+        "tokenizer": tokenizer_digest(tokenizer),
+        "settings": {k: getattr(data, k) for k in ("max_length", "packing", "train_on", "split_turns",
+                                                    "truncation", "on_error", "seed")},
+    }
+
+
+def source_content(source: DataSource) -> str:
+    """sha256 of a source's data: its file's bytes, or the names and bytes of its files (directory, glob)."""
+    if source.path is None:
+        return "hub"  # keyed by id/subset/split only: delete the cache entry to see a changed hub dataset
+    files = resolve_files(source.path)
+    if len(files) == 1:
+        return file_digest(files[0])
+    base = Path(os.path.commonpath([str(f.parent) for f in files]))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(base)}\0{file_digest(f)}\n".encode())
+    return h.hexdigest()
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """sha256 of what decides token ids: the class, the full backend (vocab, merges, normalizer,
+    pre- and post-processing, added tokens) for a fast tokenizer or the vocab for a slow one, and the
+    special tokens."""
+    h = hashlib.sha256()
+    h.update(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode("utf-8"))
+    else:
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode("utf-8"))
+        h.update(json.dumps(sorted(str(t) for t in tokenizer.added_tokens_decoder.values())).encode("utf-8"))
+    specials = {k: str(v) for k, v in tokenizer.special_tokens_map.items()}
+    h.update(json.dumps(specials, sort_keys=True).encode("utf-8"))
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load(root: Path, key: str) -> tuple[dict[str, Examples], dict[str, Any], bytes] | None:
+    """(examples by split, meta, rejects bytes) of the entry, or None when there is none."""
+    entry = root / key
+    if not (entry / META_FILE).is_file():
+        return None
+    try:
+        meta = json.loads((entry / META_FILE).read_text(encoding="utf-8"))
+        with np.load(entry / ARRAYS_FILE) as arrays:
+            splits = {name: _split_from(arrays, name) for name in meta["splits"]}
+        rejects = (entry / REJECTS_FILE).read_bytes()
+    except (OSError, ValueError, KeyError) as err:  # damaged by hand or by a full disk: rebuild
+        print(f"lmforge: ignoring the damaged data cache entry {entry} ({err})", file=sys.stderr)
+        return None
+    return splits, meta, rejects
+
+
+def _split_from(arrays, name: str) -> Examples:
+    positions = f"{name}.position_ids"
+    return Examples(
+        input_ids=arrays[f"{name}.input_ids"],
+        labels=arrays[f"{name}.labels"],
+        lengths=arrays[f"{name}.lengths"],
+        position_ids=arrays[positions] if positions in arrays.files else None,
+    )
+
+
+def save(root: Path, key: str, splits: dict[str, Examples], meta: dict[str, Any], rejects: bytes) -> Path:
+    """Write the entry atomically (temporary directory, then one rename); returns its directory."""
+    entry = root / key
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=root))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the entry gets the usual permissions
+    except OSError as err:
+        raise LmforgeError(f"cannot write the data cache in {root} ({err.strerror}); set data.cache_dir (or "
+                           f"${CACHE_ENV}) to a writable directory, or data.cache: false") from None
+    try:
+        arrays = {}
+        for name, ex in splits.items():
+            arrays.update({f"{name}.input_ids": ex.input_ids, f"{name}.labels": ex.labels,
+                           f"{name}.lengths": ex.lengths})
+            if ex.position_ids is not None:
+                arrays[f"{name}.position_ids"] = ex.position_ids
+        with (tmp / ARRAYS_FILE).open("wb") as f:
+            np.savez(f, **arrays)
+        (tmp / REJECTS_FILE).write_bytes(rejects)
+        (tmp / META_FILE).write_text(json.dumps({**meta, "splits": list(splits)}), encoding="utf-8")
+        _fsync_dir_files(tmp)
+        os.rename(tmp, entry)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (entry / META_FILE).is_file():  # another process wrote the same entry first: the same content
+            return entry
+        raise
+    return entry
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir_files(directory: Path) -> None:
+    for path in directory.iterdir():
+        with path.open("rb") as f:
+            os.fsync(f.fileno())

@@ -1,0 +1,78 @@
+"""The data tools through the `lmforge` command, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+LMFORGE = [sys.executable, "-m", "lmforge.cli"]
+
+
+def lmforge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LMFORGE_CACHE": str(cwd / "cache")}
+    return subprocess.run([*LMFORGE, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def only(*names: str):
+    return pytest.mark.parametrize("shared_tokenizer_dir", [SHARED / "tokenizers" / n for n in names],
+                                   indirect=True, ids=list(names))
+
+
+ALPACA = [{"instruction": f"Add {k} and {k + 1}", "input": "", "output": f"{2 * k + 1}"} for k in range(8)]
+ALPACA.append({"instruction": "Repeat", "input": "", "output": " ".join(["again"] * 80)})  # longer than max_length
+
+
+@only("qwen3")
+def test_convert_validate_split_then_stats(shared_tokenizer_dir, tmp_path):
+    (tmp_path / "alpaca.json").write_text(json.dumps(ALPACA), encoding="utf-8")
+    done = lmforge("data", "convert", "alpaca.json", "chat.jsonl", "--to", "messages", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 9 conversation records to chat.jsonl" in done.stderr
+    first = json.loads((tmp_path / "chat.jsonl").read_text().splitlines()[0])
+    assert first == {"messages": [{"role": "user", "content": "Add 0 and 1"}, {"role": "assistant", "content": "1"}]}
+
+    valid = lmforge("data", "validate", "chat.jsonl", cwd=tmp_path)
+    assert valid.returncode == 0 and "all 9 records are valid" in valid.stdout
+
+    split = lmforge("data", "split", "chat.jsonl", "--eval-fraction", "0.2", "--seed", "3", "--out", "parts",
+                    cwd=tmp_path)
+    assert split.returncode == 0, split.stderr
+    lines = {n: (tmp_path / "parts" / f"{n}.jsonl").read_text().splitlines() for n in ("train", "eval")}
+    assert (len(lines["train"]), len(lines["eval"])) == (7, 2)
+    assert sorted(lines["train"] + lines["eval"]) == sorted((tmp_path / "chat.jsonl").read_text().splitlines())
+
+    recipe = {"model": {"path": str(shared_tokenizer_dir)}, "output": "run",
+              "data": {"train": [{"path": "chat.jsonl"}], "max_length": 24, "truncation": "drop"}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    stats = lmforge("data", "stats", "r.yaml", "--json", cwd=tmp_path)
+    assert stats.returncode == 0, stats.stderr
+    figures = json.loads(stats.stdout)
+    assert (figures["samples"], figures["records"], figures["dropped"], figures["truncated"]) == (8, 9, 1, 0)
+    assert figures["dropped_reasons"] == {"longer than max_length 24 (truncation: drop)": 1}
+    assert figures["length"]["max"] <= 24 and 0 < figures["trained_fraction"] < 1
+    assert figures["cache"] == "miss" and "1 dropped" in stats.stderr
+    table = lmforge("data", "stats", "r.yaml", "data.truncation=cut", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "truncated         1 (data.truncation: cut)" in table.stdout and "packing estimate" in table.stdout
+    again = lmforge("data", "stats", "r.yaml", "--json", cwd=tmp_path)
+    assert json.loads(again.stdout) | {"cache": "miss"} == figures and "cache hit" in again.stderr
+
+
+def test_validate_exits_1_and_lists_every_problem(tmp_path):
+    rows = ['{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}',
+            '{"messages": [oops', '{"text": 3}']
+    (tmp_path / "bad.jsonl").write_bytes("\n".join(rows).encode() + b"\n\xff\xfe\n")
+    out = lmforge("data", "validate", "bad.jsonl", cwd=tmp_path)
+    assert out.returncode == 1
+    assert [line.split(": ")[0] for line in out.stdout.splitlines()[:3]] == ["bad.jsonl:2", "bad.jsonl:3",
+                                                                             "bad.jsonl:4"]
+    assert "not valid UTF-8" in out.stdout and "3 of 4 records have problems" in out.stdout
+    help_text = lmforge("data", "--help", cwd=tmp_path).stdout
+    assert all(verb in help_text for verb in ("inspect", "stats", "convert", "validate", "split"))
