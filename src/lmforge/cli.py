@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   lmforge data stats my_recipe.yaml
   lmforge data convert alpaca.json train.jsonl --to messages
   lmforge chat runs/my-sft
+  lmforge score runs/my-rm --messages conversations.jsonl
   lmforge quickstart"""
 
 
@@ -96,12 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("run_dir", type=Path, help="a run's output directory (full model or adapter)")
     chat.add_argument("--max-new-tokens", type=int, default=256)
 
+    score = verbs.add_parser(
+        "score", help="score conversations with a trained reward model",
+        description="Print the reward a trained rm run gives each conversation, one number a line.",
+    )
+    score.add_argument("run_dir", type=Path, help="a stage rm run's output directory")
+    score.add_argument("--messages", type=Path, required=True, metavar="FILE.jsonl",
+                       help='JSON Lines, one {"messages": [{"role": ..., "content": ...}, ...]} a line')
+
     quick = verbs.add_parser(
         "quickstart",
         help="the embedded default: synthetic task, tokenizer, tiny model, pretrain, SFT, eval",
         description="Build a synthetic task, tokenizer and tiny model, pretrain, fine-tune and evaluate on CPU.",
     )
     quick.add_argument("--workdir", type=Path, default=Path("runs/quickstart"))
+    quick.add_argument("--quick", action="store_true", help="a one-minute smoke run (the figures then mean little)")
     return parser
 
 
@@ -130,10 +140,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from lmforge.infer.chat import chat
 
         chat(args.run_dir, max_new_tokens=args.max_new_tokens)
+    elif args.command == "score":
+        from lmforge.train.reward import score_file
+
+        for value in score_file(args.run_dir, args.messages):
+            print(f"{value:.6g}")
     elif args.command == "quickstart":
         from lmforge.quickstart.run import run_quickstart
 
-        run_quickstart(args.workdir)
+        run_quickstart(args.workdir, quick=args.quick)
     return 0
 
 

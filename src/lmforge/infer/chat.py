@@ -1,0 +1,135 @@
+"""Talk to a model: one reply through its chat template (`generate_reply`), and the `lmforge chat` REPL.
+
+A reply is generated from exactly the prompt training used (data/masks.generation_prompt renders it)
+and stops at the eos token or the template's end-of-turn token, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import jinja2
+import torch
+
+from lmforge.data.masks import generation_prompt
+from lmforge.errors import LmforgeError
+
+TEMPLATE_FILE = "chat_template.jinja"  # what a run directory holds (train/rundir.TEMPLATE_FILE)
+ADAPTER_CONFIG = "adapter_config.json"
+HELP = "type a message; /reset clears the history, /system TEXT sets a system prompt, /exit or Ctrl-D quits"
+
+
+def stop_token_ids(tokenizer, template: str) -> list[int]:
+    """The eos token and the special token that ends an assistant turn in this template (e.g. <|eot_id|>)."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    probe = [{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong"}]
+    try:
+        text = tokenizer.apply_chat_template(probe, chat_template=template, tokenize=False)
+    except jinja2.TemplateError:
+        return ids
+    after = text[text.rfind("pong") + len("pong"):]
+    special = set(tokenizer.all_special_ids)
+    for token_id in tokenizer(after, add_special_tokens=False)["input_ids"]:
+        if token_id in special:
+            if token_id not in ids:
+                ids.append(token_id)
+            break
+    if not ids:
+        raise LmforgeError("the tokenizer has no eos token and the chat template ends turns with no special token, "
+                           "so generation could never stop; set eos_token in tokenizer_config.json")
+    return ids
+
+
+@torch.no_grad()
+def generate_reply(model, tokenizer, template: str, messages: list[dict], max_new_tokens: int = 128,
+                   temperature: float = 0.0) -> str:
+    """The assistant's next reply to `messages`: greedy unless temperature > 0; only the new text."""
+    prompt = generation_prompt(tokenizer, template, messages)
+    inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(model.device)
+    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    stops = stop_token_ids(tokenizer, template)
+    output = model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=stops,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0],
+        **sampling,
+    )
+    new_tokens = output[0, inputs["input_ids"].shape[1]:]
+    return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+
+def load_run(run_dir: Path):
+    """(model, tokenizer, template) of a run directory holding a full model or a peft adapter."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LmforgeError(f"run directory {run_dir} does not exist; pass the `output` directory of a finished run")
+    adapter = run_dir / ADAPTER_CONFIG
+    if adapter.is_file():
+        from peft import PeftConfig, PeftModel
+
+        base = PeftConfig.from_pretrained(str(run_dir)).base_model_name_or_path
+        if not base or not Path(base).exists():
+            raise LmforgeError(f"{adapter}: base_model_name_or_path {base!r} is not a local directory; the adapter "
+                               "needs its base model: edit that key to where the base model is")
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(run_dir))
+        tokenizer_dir = run_dir if (run_dir / "tokenizer_config.json").is_file() else Path(base)
+    elif (run_dir / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(str(run_dir))
+        tokenizer_dir = run_dir
+    else:
+        raise LmforgeError(f"{run_dir} holds neither a model (config.json) nor an adapter ({ADAPTER_CONFIG}); "
+                           "pass the output directory of a finished run, not a checkpoint's parent")
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    return model.eval(), tokenizer, _template(run_dir, tokenizer)
+
+
+def _template(run_dir: Path, tokenizer) -> str:
+    saved = run_dir / TEMPLATE_FILE
+    if saved.is_file():
+        return saved.read_text(encoding="utf-8")
+    template = tokenizer.chat_template
+    if isinstance(template, dict):
+        template = template.get("default")
+    if not template:
+        raise LmforgeError(f"{run_dir} has no {TEMPLATE_FILE} and its tokenizer no chat template, so prompts cannot "
+                           f"be formatted; copy the template the run was trained with to {saved}")
+    return template
+
+
+def chat(run_dir: Path, max_new_tokens: int = 256, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+    """A minimal REPL: each line is a user message; the history is kept until /reset."""
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    model, tokenizer, template = load_run(run_dir)
+    print(f"lmforge chat: {run_dir} ({HELP})", file=stdout, flush=True)
+    system: str | None = None
+    history: list[dict] = []
+    while True:
+        print("you> ", end="", file=stdout, flush=True)
+        line = stdin.readline()
+        if not line:  # end of input (Ctrl-D)
+            print(file=stdout)
+            return
+        text = line.strip()
+        if text == "/exit":
+            return
+        if text == "/reset":
+            history = []
+            print("(history cleared)", file=stdout, flush=True)
+            continue
+        if text.startswith("/system"):
+            system = text[len("/system"):].strip() or None
+            history = []
+            print(f"(system prompt {'set' if system else 'removed'}; history cleared)", file=stdout, flush=True)
+            continue
+        if not text:
+            continue
+        history.append({"role": "user", "content": text})
+        messages = ([{"role": "system", "content": system}] if system else []) + history
+        reply = generate_reply(model, tokenizer, template, messages, max_new_tokens=max_new_tokens)
+        history.append({"role": "assistant", "content": reply})
+        print(f"assistant> {reply}", file=stdout, flush=True)

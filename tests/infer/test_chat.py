@@ -1,0 +1,91 @@
+"""Replies through the chat template, and the `lmforge chat` REPL on saved tiny runs."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lmforge.errors import LmforgeError
+from lmforge.infer.chat import chat, generate_reply, load_run, stop_token_ids
+
+MESSAGES = [{"role": "user", "content": "What is 7 times 6?"}]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    return model, tokenizer, tokenizer.chat_template
+
+
+def test_generate_reply_returns_new_text_only_and_stops_at_max_new_tokens(tiny):
+    model, tokenizer, template = tiny
+    reply = generate_reply(model, tokenizer, template, MESSAGES, max_new_tokens=4)
+    assert isinstance(reply, str)
+    assert "<|im_start|>" not in reply and "What is" not in reply
+    prompt = tokenizer.apply_chat_template(MESSAGES, chat_template=template, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    logits_path = model.generate(ids, max_new_tokens=4, do_sample=False, eos_token_id=stop_token_ids(tokenizer, template))
+    new = logits_path[0, ids.shape[1]:]
+    assert len(new) <= 4
+    assert reply == tokenizer.decode(new, skip_special_tokens=True).strip()
+    assert generate_reply(model, tokenizer, template, MESSAGES, max_new_tokens=4) == reply  # greedy
+
+
+def test_stop_tokens_are_eos_and_the_end_of_turn(tiny):
+    _, tokenizer, template = tiny
+    assert stop_token_ids(tokenizer, template) == [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
+def test_stop_tokens_of_real_templates(shared_tokenizer_dir):
+    tokenizer = AutoTokenizer.from_pretrained(str(shared_tokenizer_dir))
+    if not tokenizer.chat_template:
+        pytest.skip(f"{shared_tokenizer_dir.name} has no chat template")
+    stops = stop_token_ids(tokenizer, tokenizer.chat_template)
+    assert stops and set(stops) <= set(tokenizer.all_special_ids)
+
+
+def run_chat(run_dir, lines: str) -> str:
+    out = io.StringIO()
+    chat(run_dir, max_new_tokens=3, stdin=io.StringIO(lines), stdout=out)
+    return out.getvalue()
+
+
+def test_chat_keeps_history_resets_and_exits(tiny_model_dir):
+    out = run_chat(tiny_model_dir, "What is 2 plus 3?\nAnd 5 minus 3?\n/reset\n/system Be brief.\nhi\n/exit\nnot read\n")
+    assert out.count("assistant> ") == 3
+    assert "(history cleared)" in out and "(system prompt set; history cleared)" in out
+    assert out.count("you> ") == 6  # the line after /exit is never read
+
+
+def test_chat_ends_at_end_of_input(tiny_model_dir):
+    out = run_chat(tiny_model_dir, "hello\n")
+    assert out.count("assistant> ") == 1 and out.endswith("you> \n")
+
+
+def test_chat_prefers_the_run_template(tmp_path, tiny_model_dir):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run)
+    (run / "chat_template.jinja").write_text("{{ 'saved template' }}")
+    assert load_run(run)[2] == "{{ 'saved template' }}"
+
+
+def test_chat_loads_a_peft_adapter_on_its_base(tmp_path, tiny_model_dir):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(str(tmp_path / "adapter"))
+    model, tokenizer, template = load_run(tmp_path / "adapter")  # no tokenizer there: the base's
+    assert isinstance(model, PeftModel) and "<|im_start|>" in template
+    assert run_chat(tmp_path / "adapter", "hi\n").count("assistant> ") == 1
+
+
+def test_missing_run_dir_is_an_lmforge_error(tmp_path):
+    with pytest.raises(LmforgeError, match="does not exist"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LmforgeError, match="neither a model"):
+        load_run(tmp_path / "empty")
