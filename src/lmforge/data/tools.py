@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from lmforge.config.recipe import DataSource, Recipe
 from lmforge.data.dataset import build_datasets, eval_indices
 from lmforge.data.files import source_parts
 from lmforge.data.masks import IGNORE_INDEX
+from lmforge.data.packing import best_fit_decreasing
 from lmforge.data.readers import iter_rows, read_source
 from lmforge.data.records import Conversation, KTOExample, Message, PreferencePair, Text
 from lmforge.errors import LmforgeError
@@ -87,15 +87,7 @@ def percentile(sorted_values: list[int], p: float) -> int:
 
 def packed_bins(lengths: list[int], capacity: int) -> int:
     """How many rows of `capacity` tokens best-fit-decreasing packing needs for samples of these lengths."""
-    spaces: list[int] = []  # free space of each open row, sorted
-    for size in sorted(lengths, reverse=True):
-        at = bisect.bisect_left(spaces, size)  # the fullest row that still fits it
-        if at == len(spaces):
-            bisect.insort(spaces, capacity - size)
-        else:
-            left = spaces.pop(at) - size
-            bisect.insort(spaces, left)
-    return len(spaces)
+    return len(best_fit_decreasing(lengths, capacity))
 
 
 def format_stats(s: dict[str, Any], recipe: Recipe) -> str:

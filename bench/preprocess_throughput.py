@@ -1,0 +1,189 @@
+"""Preprocessing throughput: lmforge's data pipeline vs LLaMA-Factory's, and lmforge's cached rerun.
+
+    python bench/preprocess_throughput.py            # 100k conversations (quiet machine)
+    python bench/preprocess_throughput.py --quick    # 10k conversations, a smoke run
+
+Both frameworks go from the same JSONL file (OpenAI `messages`, long-tail lengths) to tokenised,
+assistant-masked examples with the same tokenizer and template and the same number of processes:
+- lmforge: `build_datasets` with the data cache off (read, encode with the template's masks, truncation
+  policy, flat arrays);
+- LLaMA-Factory 0.9.5: `get_dataset` as `llamafactory-cli train` calls it (read with `datasets`,
+  convert the sharegpt format, tokenise and mask with its `chatml` template), its cache overwritten.
+Tokens/s = the tokens each framework produced / its preprocessing seconds (imports and the model load
+are outside the timing). Then the cached rerun: LLaMA-Factory's `get_dataset` with `tokenized_path`
+(its on-disk cache: one run encodes and saves, the next only loads; its `datasets` map cache is not
+reused across processes here), and `lmforge train` twice with the data cache on (a cold cache, then warm): the time from
+the process start to the first training step, against the first run's preprocessing time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+DATA_MAX_LENGTH = 1024  # conversations are made to fit this (estimated) ...
+CUTOFF = 2048  # ... and encoded with this max_length, so neither framework truncates anything
+TRAINING_STARTS = "***** Running training *****"
+FIRST_STEP = "step 1/"
+ENCODED = re.compile(r"encoded in ([\d.]+)s")
+
+LMFORGE_ENCODE = """
+import json, sys, time
+from lmforge.config.recipe import Recipe
+from lmforge.data.dataset import build_datasets
+from lmforge.model.load import load_tokenizer
+recipe = Recipe.model_validate(json.loads(sys.argv[1]))
+tokenizer = load_tokenizer(recipe.model)
+begin = time.perf_counter()
+bundle = build_datasets(recipe, tokenizer)
+seconds = time.perf_counter() - begin
+r = bundle.report
+print(json.dumps({"seconds": seconds, "samples": r.samples, "tokens": r.tokens,
+                  "trained_tokens": r.trained_tokens, "truncated": r.truncated}), flush=True)
+"""
+
+
+def lmforge_recipe(model: Path, data: Path, out: Path, workers: int, cache_dir: Path | None) -> dict:
+    return {
+        "stage": "sft",
+        "model": {"path": str(model), "dtype": "fp32"},
+        "tuning": {"method": "full"},
+        "data": {"train": [{"path": str(data)}], "max_length": CUTOFF, "workers": workers,
+                 "cache": cache_dir is not None, **({"cache_dir": str(cache_dir)} if cache_dir else {})},
+        "train": {"max_steps": 1, "batch_size": 8, "log_every": 1, "save_every": 10**9, "keep": 1, "seed": 0},
+        "output": str(out),
+    }
+
+
+def last_json(log: Path) -> dict | None:
+    for line in reversed(log.read_text(encoding="utf-8", errors="replace").splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return None
+
+
+def run_lmforge_encode(model: Path, data: Path, work: Path, workers: int) -> dict | None:
+    recipe = lmforge_recipe(model, data, work / "lmforge-encode-out", workers, cache_dir=None)
+    ran = common.run_watched([str(common.MAIN_PY), "-c", LMFORGE_ENCODE, json.dumps(recipe)],
+                             work / "lmforge-encode.log", common.bench_env(workers))
+    return _result(ran)
+
+
+def run_lf_encode(model: Path, data: Path, work: Path, workers: int, name: str,
+                  tokenized: Path | None = None) -> dict | None:
+    """LLaMA-Factory's get_dataset with its `datasets` cache overwritten; with `tokenized`, its own cache
+    (`tokenized_path`: the first run encodes and saves there, a later run only loads)."""
+    py = common.lf_python()
+    if py is None:
+        return None
+    config = {
+        "model_name_or_path": str(model), "stage": "sft", "do_train": True, "finetuning_type": "full",
+        "dataset": "bench_chat", "dataset_dir": str(common.write_lf_dataset_info(work, data)),
+        "template": common.LF_TEMPLATE, "cutoff_len": CUTOFF, "overwrite_cache": True,
+        "preprocessing_num_workers": workers, "output_dir": str(work / "lf-out"), "report_to": "none",
+        **({"tokenized_path": str(tokenized)} if tokenized else {}),
+    }
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    ran = common.run_watched([str(py), str(common.BENCH / "lf_preprocess.py"), str(path)], work / f"{name}.log",
+                             common.bench_env(workers))
+    return _result(ran)
+
+
+def _result(ran: common.Ran) -> dict | None:
+    got = last_json(ran.log) if ran.returncode == 0 else None
+    if got is None:
+        common.say(f"bench: failed (exit {ran.returncode}); last lines of {ran.log}:\n{common.tail(ran.log)}")
+        return None
+    return {**got, "peak_rss": ran.peak_rss, "wall_s": ran.wall_s}
+
+
+def run_lmforge_train(model: Path, data: Path, work: Path, workers: int, cache: Path, name: str) -> dict | None:
+    """`lmforge train` to its first step; the times (from the process start) it reached training and step 1."""
+    recipe = lmforge_recipe(model, data, work / f"{name}-out", workers, cache_dir=cache)
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    env = {**common.bench_env(workers), "TRANSFORMERS_VERBOSITY": "info"}
+    ran = common.run_watched([str(common.MAIN_PY.parent / "lmforge"), "train", str(path), "--overwrite"],
+                             work / f"{name}.log", env, watch={"training": TRAINING_STARTS, "step": FIRST_STEP})
+    if ran.returncode != 0 or "step" not in ran.marks:
+        common.say(f"bench: {name} failed (exit {ran.returncode}); see {ran.log}:\n{common.tail(ran.log)}")
+        return None
+    encoded = ENCODED.search(ran.log.read_text(encoding="utf-8", errors="replace"))
+    return {"to_training_s": ran.marks.get("training"), "to_first_step_s": ran.marks["step"],
+            "encode_s": float(encoded.group(1)) if encoded else None, "wall_s": ran.wall_s}
+
+
+def report(n: int, workers: int, ours: dict | None, lf: dict | None, lf_cached: dict | None,
+           cold: dict | None, warm: dict | None) -> None:
+    rows = []
+    for label, r in (("lmforge", ours), ("LLaMA-Factory", lf), ("LLaMA-Factory, tokenized_path load", lf_cached)):
+        if r is None:
+            rows.append([label, "n/a", "", "", "", ""])
+            continue
+        loading = r is lf_cached  # no encoding happens: only the seconds mean something
+        rows.append([label, "(load)" if loading else f"{r['tokens'] / r['seconds']:,.0f}",
+                     "" if loading else f"{r['samples'] / r['seconds']:,.0f}",
+                     f"{r['seconds']:,.2f}", f"{r['tokens']:,}", common.fmt_mib(r["peak_rss"])])
+    common.print_table(["preprocessing", "tokens/s", "samples/s", "seconds", "tokens", "peak RSS"], rows)
+    print(f"\n{n:,} conversations, {workers} processes each, max_length {CUTOFF}")
+    if ours and lf:
+        print(f"lmforge vs LLaMA-Factory: {(ours['tokens'] / ours['seconds']) / (lf['tokens'] / lf['seconds']):.2f}x "
+              f"tokens/s; trained tokens {ours['trained_tokens']:,} vs {lf['trained_tokens']:,} (LLaMA-Factory also "
+              "trains the newline after each <|im_end|>)")
+    if cold and warm:
+        first = cold["encode_s"] or (ours or {}).get("seconds")
+        print(f"\nlmforge train, cold data cache: training starts at {cold['to_training_s']:.1f}s, step 1 done at "
+              f"{cold['to_first_step_s']:.1f}s (preprocessing {first:.1f}s of it)")
+        print(f"lmforge train, warm data cache: training starts at {warm['to_training_s']:.1f}s, step 1 done at "
+              f"{warm['to_first_step_s']:.1f}s = {warm['to_first_step_s'] / first:.1%} of the first run's "
+              f"preprocessing time (target < 10%)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="10k conversations instead of 100k")
+    p.add_argument("--conversations", type=int)
+    p.add_argument("--workers", type=int, default=common.os.cpu_count() or 1, help="processes for each framework")
+    p.add_argument("--skip-train", action="store_true", help="leave out the cached-rerun training runs")
+    a = p.parse_args(argv)
+    n = a.conversations or (10_000 if a.quick else 100_000)
+    model = common.model_dir()
+    common.say(f"bench: making {n:,} conversations ...")
+    data = common.chat_data(n, DATA_MAX_LENGTH, seed=1, exact=False).path
+    work = common.WORK / "preprocess" / f"n{n}"
+    work.mkdir(parents=True, exist_ok=True)
+    common.say("bench: lmforge preprocessing ...")
+    ours = run_lmforge_encode(model, data, work, a.workers)
+    common.say("bench: LLaMA-Factory preprocessing ...")
+    lf = run_lf_encode(model, data, work, a.workers, "lf-encode")
+    lf_cached = None
+    if lf:
+        tokenized = work / "lf-tokenized"
+        shutil.rmtree(tokenized, ignore_errors=True)
+        common.say("bench: LLaMA-Factory with tokenized_path: encode and save, then load ...")
+        if run_lf_encode(model, data, work, a.workers, "lf-encode-save", tokenized):
+            lf_cached = run_lf_encode(model, data, work, a.workers, "lf-encode-load", tokenized)
+    cold = warm = None
+    if not a.skip_train:
+        cache = work / "lmforge-cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        common.say("bench: lmforge train, cold then warm data cache ...")
+        cold = run_lmforge_train(model, data, work, a.workers, cache, "lmforge-train-cold")
+        warm = run_lmforge_train(model, data, work, a.workers, cache, "lmforge-train-warm") if cold else None
+    report(n, a.workers, ours, lf, lf_cached, cold, warm)
+    (work / "results.json").write_text(json.dumps(
+        {"ours": ours, "lf": lf, "lf_cached": lf_cached, "cold": cold, "warm": warm}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
