@@ -126,3 +126,13 @@ def test_bad_recipe_fails_with_the_key(tmp_path, tiny_model_dir):
     assert out.returncode == 2
     assert "train.batchsize" in out.stderr and "did you mean 'batch_size'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_sft_with_packing_reports_efficiency(tmp_path, tiny_model_dir):
+    path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl"), max_steps=2)
+    out = lmforge("train", str(path), "data.packing=true", "data.max_length=256", "data.eval.fraction=0.2",
+                  cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "packing efficiency" in out.stderr
+    info = json.loads((tmp_path / "run-sft" / "run_info.json").read_text())
+    assert 0 < info["data"]["packing_efficiency"] <= 1

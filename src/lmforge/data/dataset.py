@@ -31,6 +31,7 @@ from lmforge.config.recipe import DataSource, DataSpec, Recipe
 from lmforge.data import cache
 from lmforge.data.masks import IGNORE_INDEX, Encoded
 from lmforge.data.mixing import mix
+from lmforge.data.packing import pack_arrays
 from lmforge.data.preprocess import (EncodedChunk, EncodeSettings, default_workers, encode_record, encode_records,
                                      processes_for)
 from lmforge.data.readers import KIND_BY_STAGE, Reject, read_source
@@ -55,7 +56,7 @@ class DataReport:
     trained_tokens: int = 0  # train tokens that carry loss (labels after the causal shift)
     eval_samples: int = 0
     dropped_tokens: int = 0  # pt blocks: the tail after the last full block
-    packing_efficiency: float | None = None  # pt packing: real tokens / bin capacity
+    packing_efficiency: float | None = None  # data.packing: real tokens / bin capacity (train)
     records: int = 0  # train records encoded (after mixing and the eval split)
     truncated_history: int = 0  # of `truncated`: shortened by dropping older turns
     split_conversations: int = 0  # conversations encoded as one sample per assistant turn
@@ -305,8 +306,21 @@ def _finish(recipe: Recipe, report: DataReport, splits: dict[str, cache.Examples
     if evaluation is not None:
         _say(f"lmforge: eval: {report.eval_samples:,} samples"
               + _drop_note(report.eval_truncated, 0, report.eval_reasons, recipe.data.max_length))
+    if recipe.data.packing and recipe.stage == "sft":  # packing hook (I5-A): SFT samples into bins, packing.py
+        splits = {name: _pack_split(name, ex, recipe.data.max_length, report) for name, ex in splits.items()}
+        evaluation = splits.get("eval")
     return DataBundle(train=splits["train"].to_dicts(), eval=evaluation.to_dicts() if evaluation else None,
                       report=report)
+
+
+def _pack_split(name: str, ex: cache.Examples, max_length: int, report: DataReport) -> cache.Examples:
+    """SFT samples packed best-fit-decreasing into rows of max_length (after the cache, so it holds samples)."""
+    (ids, labels, positions, rows), efficiency = pack_arrays(ex.input_ids, ex.labels, ex.lengths, max_length)
+    if name == "train":
+        report.packing_efficiency = efficiency
+    _say(f"lmforge: data: packed {len(ex.lengths):,} {name} samples into {len(rows):,} rows of {max_length} "
+         f"(packing efficiency {efficiency:.1%})")
+    return cache.Examples(input_ids=ids, labels=labels, lengths=rows, position_ids=positions)
 
 
 def _rejects_jsonl(rejects: list) -> bytes:

@@ -7,18 +7,15 @@ sees where one document ends and the next begins.
 - Blocks (default): all documents joined into one stream and cut into rows of exactly max_length;
   the tokens after the last full block are dropped (and counted). labels = input_ids.
 - Packing (`data.packing: true`): documents stay whole (one longer than max_length is cut into
-  max_length pieces) and go best-fit-decreasing into bins of at most max_length tokens. Each piece
-  has position ids restarting at 0, which is how the collator finds the boundaries for its
-  block-diagonal attention mask. The first token of every piece is labelled IGNORE_INDEX: nothing
-  before it in the row belongs to its document, so it has no context to be predicted from.
+  max_length pieces) and go best-fit-decreasing into bins of at most max_length tokens (`packing.py`:
+  each piece has position ids restarting at 0 and its first token labelled IGNORE_INDEX).
 """
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 
-from lmforge.data.masks import IGNORE_INDEX
+from lmforge.data.packing import pack_examples
 from lmforge.errors import LmforgeError
 
 TOKENIZE_BATCH = 1000
@@ -69,41 +66,9 @@ def make_blocks(docs: list[list[int]], max_length: int) -> TextExamples:
 def pack_documents(docs: list[list[int]], max_length: int) -> TextExamples:
     """Whole documents (split only when longer than max_length) packed best-fit-decreasing into bins."""
     pieces = [doc[start:start + max_length] for doc in docs for start in range(0, len(doc), max_length)]
-    order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i]))  # stable: equal lengths keep file order
-    bins: list[list[int]] = []  # piece indices per bin
-    by_space: dict[int, list[int]] = {}  # free space -> the bins with exactly that much room
-    spaces: list[int] = []  # the free-space values that have bins, sorted (at most max_length of them)
-    for i in order:
-        size = len(pieces[i])
-        at = bisect.bisect_left(spaces, size)  # the least room that still fits the piece: the best fit
-        if at == len(spaces):
-            space, b = max_length, len(bins)
-            bins.append([])
-        else:
-            space = spaces[at]
-            b = by_space[space].pop()
-            if not by_space[space]:
-                del by_space[space], spaces[at]
-        bins[b].append(i)
-        left = space - size
-        if left:
-            if left not in by_space:
-                by_space[left] = []
-                bisect.insort(spaces, left)
-            by_space[left].append(b)
-    examples = [_packed_row([pieces[i] for i in members]) for members in bins]
+    rows, efficiency = pack_examples([{"input_ids": p, "labels": p} for p in pieces], max_length)
     tokens = sum(len(p) for p in pieces)
-    efficiency = tokens / (len(bins) * max_length) if bins else 0.0
-    return TextExamples(examples, tokens=tokens, dropped_tokens=0, efficiency=efficiency)
-
-
-def _packed_row(pieces: list[list[int]]) -> dict:
-    input_ids, labels, positions = [], [], []
-    for piece in pieces:
-        input_ids.extend(piece)
-        labels.extend([IGNORE_INDEX, *piece[1:]])
-        positions.extend(range(len(piece)))
-    return {"input_ids": input_ids, "labels": labels, "position_ids": positions}
+    return TextExamples(rows, tokens=tokens, dropped_tokens=0, efficiency=efficiency)
 
 
 def build_text_examples(tokenizer, texts: list[str], max_length: int, packing: bool) -> TextExamples:

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmforge.config.recipe import Recipe
+from lmforge.data.dataset import build_datasets, trained_tokens
+from lmforge.data.masks import IGNORE_INDEX
+from lmforge.data.packing import best_fit_decreasing, pack_arrays, pack_examples, packing_efficiency
+from lmforge.errors import LmforgeError
+
+
+def long_tail_lengths(n: int, max_length: int, seed: int = 0) -> list[int]:
+    """Chat-benchmark-like lengths: log-normal around max_length/8, from a few dozen tokens up to max_length."""
+    rng = random.Random(seed)
+    mu = math.log(max_length / 8)
+    return [int(min(max_length, max(32, rng.lognormvariate(mu, 0.9)))) for _ in range(n)]
+
+
+def samples(lengths: list[int], seed: int = 0) -> list[dict]:
+    """Distinct samples: token ids name the sample; labels mix prompt (-100) and trained tokens."""
+    rng = random.Random(seed)
+    out = []
+    for s, n in enumerate(lengths):
+        ids = [1000 * s + k for k in range(n)]
+        labels = [t if rng.random() < 0.6 else IGNORE_INDEX for t in ids]
+        out.append({"input_ids": ids, "labels": labels})
+    return out
+
+
+def split_row(row: dict) -> list[tuple[list[int], list[int], list[int]]]:
+    """(input_ids, labels, position_ids) of each sample in a packed row, found where the positions restart."""
+    starts = [k for k, p in enumerate(row["position_ids"]) if p == 0] + [len(row["input_ids"])]
+    assert starts[0] == 0
+    return [(row["input_ids"][a:b], row["labels"][a:b], row["position_ids"][a:b]) for a, b in zip(starts, starts[1:])]
+
+
+def test_bins_hold_every_index_once_and_never_overflow():
+    lengths = long_tail_lengths(500, 256, seed=1)
+    bins = best_fit_decreasing(lengths, 256)
+    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in b) <= 256 for b in bins)
+    assert len(bins) >= math.ceil(sum(lengths) / 256)
+
+
+def test_best_fit_puts_each_sample_in_the_fullest_bin_that_fits():
+    # decreasing: 6 opens bin A, 5 opens B, 4 fits only A (6+4), 3 -> B (5+3), 2 -> B (the fuller one with room)
+    assert best_fit_decreasing([3, 6, 2, 5, 4], 10) == [[1, 4], [3, 0, 2]]
+    # first fit would put the 2 into the first bin with room (7+2); best fit fills the 8 to 10
+    assert best_fit_decreasing([7, 8, 2], 10) == [[1, 2], [0]]
+
+
+def test_packing_is_deterministic_and_keeps_order_among_equal_lengths():
+    lengths = [5, 3, 5, 3, 5, 3, 2]
+    assert best_fit_decreasing(lengths, 8) == best_fit_decreasing(list(lengths), 8)
+    assert best_fit_decreasing(lengths, 8) == [[0, 1], [2, 3], [4, 5], [6]]
+    rows_a, eff_a = pack_examples(samples(long_tail_lengths(300, 512)), 512)
+    rows_b, eff_b = pack_examples(samples(long_tail_lengths(300, 512)), 512)
+    assert rows_a == rows_b and eff_a == eff_b
+
+
+def test_packed_rows_keep_every_token_with_positions_restarting_and_no_cross_sample_label():
+    examples = samples(long_tail_lengths(200, 128, seed=2))
+    rows, efficiency = pack_examples(examples, 128)
+    seen = []
+    for row in rows:
+        assert len(row["input_ids"]) == len(row["labels"]) == len(row["position_ids"]) <= 128
+        for ids, labels, positions in split_row(row):
+            assert positions == list(range(len(ids)))
+            original = examples[ids[0] // 1000]
+            assert ids == original["input_ids"]
+            assert labels == [IGNORE_INDEX] + original["labels"][1:]  # never predicted from the sample before
+            seen.append(ids[0] // 1000)
+    assert sorted(seen) == list(range(len(examples)))
+    tokens = sum(len(e["input_ids"]) for e in examples)
+    assert efficiency == pytest.approx(tokens / (len(rows) * 128))
+    assert trained_tokens(rows) == trained_tokens(examples)  # packing changes no trained token
+
+
+def test_flat_array_packing_equals_the_list_packing():
+    examples = samples(long_tail_lengths(300, 64, seed=3))
+    rows, efficiency = pack_examples(examples, 64)
+
+    def flat(key: str) -> np.ndarray:
+        return np.array([t for e in examples for t in e[key]], dtype=np.int32)
+
+    lengths = np.array([len(e["input_ids"]) for e in examples], dtype=np.int64)
+    (ids, labels, positions, row_lengths), eff = pack_arrays(flat("input_ids"), flat("labels"), lengths, 64)
+    assert eff == efficiency
+    assert row_lengths.tolist() == [len(r["input_ids"]) for r in rows]
+    assert ids.tolist() == [t for r in rows for t in r["input_ids"]]
+    assert labels.tolist() == [t for r in rows for t in r["labels"]]
+    assert positions.tolist() == [t for r in rows for t in r["position_ids"]]
+
+
+@pytest.mark.parametrize("max_length", [256, 1024, 2048])
+def test_efficiency_on_a_long_tail_chat_distribution(max_length):
+    lengths = long_tail_lengths(2000, max_length)
+    bins = best_fit_decreasing(lengths, max_length)
+    assert packing_efficiency(lengths, len(bins), max_length) >= 0.95
+
+
+def test_a_sample_longer_than_max_length_is_an_error():
+    with pytest.raises(LmforgeError, match="data.max_length"):
+        pack_examples([{"input_ids": [1] * 9, "labels": [1] * 9}], 8)
+    assert pack_examples([], 8) == ([], 0.0)
+
+
+def sft_recipe(tok_dir: Path, train: Path, **data) -> Recipe:
+    return Recipe.model_validate({"stage": "sft", "model": {"path": str(tok_dir)},
+                                  "data": {"train": [{"path": str(train)}], "max_length": 64, **data},
+                                  "output": "unused"})
+
+
+def test_sft_packing_hook_packs_train_and_eval_and_reports_efficiency(tiny_tokenizer_dir, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    rng = random.Random(0)
+    records = [{"messages": [{"role": "user", "content": "q " * rng.randint(1, 12)},
+                             {"role": "assistant", "content": "a " * rng.randint(1, 12)}]} for _ in range(40)]
+    train = tmp_path / "chat.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    plain = build_datasets(sft_recipe(tiny_tokenizer_dir, train, eval={"fraction": 0.2}), tok,
+                           rejects_path=tmp_path / "r.jsonl")
+    recipe = sft_recipe(tiny_tokenizer_dir, train, eval={"fraction": 0.2}, packing=True)
+    packed = build_datasets(recipe, tok, rejects_path=tmp_path / "r.jsonl")
+    assert "packed 32 train samples into" in capsys.readouterr().err
+    assert packed.report.samples == plain.report.samples == 32
+    assert packed.report.packing_efficiency == pytest.approx(packed.report.tokens / (len(packed.train) * 64))
+    for bundle_rows, plain_rows in ((packed.train, plain.train), (packed.eval, plain.eval)):
+        assert len(bundle_rows) < len(plain_rows)
+        pieces = sorted(tuple(ids) for row in bundle_rows for ids, _, _ in split_row(row))
+        assert pieces == sorted(tuple(e["input_ids"]) for e in plain_rows)
+        assert trained_tokens(bundle_rows) == trained_tokens(plain_rows)
+    again = build_datasets(recipe, tok, rejects_path=tmp_path / "r.jsonl")  # from the cache: packed the same way
+    assert again.report.cache == "hit" and again.train == packed.train
