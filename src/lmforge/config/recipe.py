@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Stage = Literal["pt", "sft"]
+Stage = Literal["pt", "sft", "rm", "dpo", "simpo", "orpo", "kto"]
+PREFERENCE_STAGES = ("rm", "dpo", "simpo", "orpo", "kto")
 TuningMethod = Literal["full", "freeze", "lora", "dora", "qlora"]
 Dtype = Literal["auto", "bf16", "fp16", "fp32"]
 DataFormat = Literal["auto", "messages", "sharegpt", "alpaca", "text", "preference", "kto"]
@@ -115,7 +116,13 @@ class DataSpec(Section):
     max_length: int = Field(2048, gt=8)
     packing: bool = Field(
         False,
-        description="pt: keep documents whole and pack them into bins instead of joining and cutting into blocks",
+        description="pack samples best-fit-decreasing into rows of max_length, each with its own position ids; "
+        "attention never crosses samples (pt: documents kept whole instead of joined and cut into blocks)",
+    )
+    group_by_length: bool = Field(
+        False,
+        description="without packing: put samples of similar length in the same batch so less of it is padding "
+        "(batches are still drawn in random order)",
     )
     train_on: Literal["all_assistant", "last_assistant", "everything"] = Field(
         "all_assistant", description="which tokens carry loss in chat data"
@@ -153,9 +160,25 @@ class TrainSpec(Section):
     log_every: int = Field(10, gt=0)
     seed: int = 42
     activation_checkpointing: bool = False
+    loss_chunk: int | Literal["auto", "off"] = Field(
+        "auto",
+        description="compute the loss from hidden states in chunks of this many tokens so full-vocabulary logits "
+        "are never held for the batch; auto = on (chunk sized to the vocabulary) when the vocabulary has 32768 "
+        "or more tokens; off = the model's own loss",
+    )
+    compile: bool = Field(False, description="torch.compile the model (first steps are slow while it compiles)")
     extra: dict[str, Any] = Field(
         default_factory=dict, description="passed as they are to transformers.TrainingArguments"
     )
+
+    @field_validator("loss_chunk", mode="before")
+    @classmethod
+    def _chunk_setting(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # YAML reads a bare off/on as a boolean
+            return "auto" if v else "off"
+        if isinstance(v, int) and v < 1:
+            raise ValueError("loss_chunk is a number of tokens per chunk (>= 1), auto or off")
+        return v
 
     @field_validator("warmup")
     @classmethod
@@ -165,12 +188,45 @@ class TrainSpec(Section):
         return v
 
 
+class PreferenceSpec(Section):
+    """Settings of the preference stages (rm, dpo, simpo, orpo, kto); see train/preference_losses.py."""
+
+    loss: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="dpo: the loss on the log-ratio margin")
+    beta: float | None = Field(
+        None, gt=0, description="dpo/kto: KL strength β (default 0.1); simpo: reward scale β (default 2.0); "
+        "orpo: weight λ of the odds-ratio term (default 0.1, TRL's `beta`)"
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo sigmoid: conservative DPO's flip rate ε")
+    margin: float = Field(0.0, description="rm: the margin m in -log σ(r_chosen - r_rejected - m)")
+    reference: Literal["auto", "copy", "adapter"] = Field(
+        "auto", description="dpo/kto reference model: a frozen copy, or the base with the adapter disabled "
+        "(no second copy); auto = adapter for lora/dora/qlora, copy otherwise"
+    )
+    precompute_reference: bool = Field(
+        False, description="dpo/kto: score the data with the reference once before training, then free it"
+    )
+    simpo_gamma: float = Field(0.5, description="simpo: the target reward margin γ")
+    desirable_weight: float = Field(1.0, gt=0, description="kto: λ_D, the weight of desirable examples")
+    undesirable_weight: float = Field(1.0, gt=0, description="kto: λ_U, the weight of undesirable examples")
+
+    def beta_for(self, stage: str) -> float:
+        """`beta`, or the stage's usual default when unset."""
+        return self.beta if self.beta is not None else (2.0 if stage == "simpo" else 0.1)
+
+    def reference_for(self, method: str) -> str:
+        """copy or adapter: `auto` resolved for a tuning method."""
+        if self.reference != "auto":
+            return self.reference
+        return "adapter" if method in ("lora", "dora", "qlora") else "copy"
+
+
 class Recipe(Section):
     stage: Stage = "sft"
     model: ModelSpec
     tuning: TuningSpec = Field(default_factory=TuningSpec)
     data: DataSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
+    preference: PreferenceSpec | None = Field(None, description="stages rm, dpo, simpo, orpo, kto")
     output: str
 
     @model_validator(mode="after")
@@ -180,4 +236,31 @@ class Recipe(Section):
                 f"model.init: from_config starts from random weights, so only tuning.method: full can train it "
                 f"(got {self.tuning.method!r}); pretrain with full first, then adapt the saved model"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _layout_fits_stage(self) -> "Recipe":
+        if self.stage in PREFERENCE_STAGES and (self.data.packing or self.data.group_by_length):
+            raise ValueError(f"data.packing and data.group_by_length apply to stages pt and sft; stage "
+                             f"{self.stage!r} batches chosen and rejected answers together, so set them to false")
+        return self
+
+    @model_validator(mode="after")
+    def _preference_fits_stage(self) -> "Recipe":
+        pref = self.preference
+        if pref is None:
+            return self
+        if self.stage not in PREFERENCE_STAGES:
+            raise ValueError(f"the preference section is for stages {', '.join(PREFERENCE_STAGES)}, not "
+                             f"{self.stage!r}; remove it or change the stage")
+        if pref.label_smoothing and pref.loss != "sigmoid":
+            raise ValueError(f"preference.label_smoothing applies to loss sigmoid (conservative DPO), not "
+                             f"{pref.loss!r}; set it to 0 or use loss: sigmoid")
+        reference = pref.reference_for(self.tuning.method)
+        if reference == "adapter" and self.tuning.method not in ("lora", "dora", "qlora"):
+            raise ValueError(f"preference.reference: adapter needs an adapter to disable (tuning.method lora, dora "
+                             f"or qlora), not {self.tuning.method!r}; use reference: copy")
+        if reference == "copy" and self.tuning.method == "qlora":
+            raise ValueError("preference.reference: copy would hold a second 4-bit model; with qlora use "
+                             "reference: adapter (the base with the adapter disabled)")
         return self

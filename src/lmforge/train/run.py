@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainingArguments
+from transformers import TrainingArguments, set_seed
 
-from lmforge.config.recipe import Recipe
+from lmforge.config.recipe import PREFERENCE_STAGES, Recipe
 from lmforge.data.dataset import build_datasets
 from lmforge.data.templates import resolve_chat_template
 from lmforge.errors import LmforgeError
@@ -32,7 +32,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
 
     tokenizer = load_tokenizer(recipe.model)
     template = _chat_template(recipe, tokenizer)
-    data = build_datasets(recipe, tokenizer)
+    data = _build_data(recipe, tokenizer)
     report = _report_dict(data.report)
     if checkpoint:
         _check_same_data(output, report["fingerprint"])
@@ -40,17 +40,11 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     else:
         rundir.write_run_start(output, recipe, report)
 
-    model = apply_tuning(load_model(recipe.model, recipe.tuning, tokenizer=tokenizer), recipe.tuning)
+    set_seed(recipe.train.seed)  # weights made here (from_config, LoRA, heads) are the same in every run
+    trainer = _make_trainer(recipe, tokenizer, data)
+    model = trainer.model
+    _check_trainable_attention(model)
     say(f"lmforge: {describe_trainable(model)}")
-    trainer = LmforgeTrainer(
-        model=model,
-        args=training_arguments(recipe, has_eval=data.eval is not None),
-        train_dataset=data.train,
-        eval_dataset=data.eval,
-        data_collator=Collator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
-        callbacks=[ProgressPrinter(), SaveOnSigterm(), NanGuard()],
-    )
     trainer.remove_callback(_printer_class())
     result = trainer.train(resume_from_checkpoint=checkpoint)
     _stop_if_nan(trainer)
@@ -62,6 +56,34 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     _save_final(trainer, output, recipe, template, metrics, parameter_counts(model))
     say(f"lmforge: done; final model in {output} ({_summary(metrics)})")
     return output
+
+
+def _build_data(recipe: Recipe, tokenizer):
+    """The examples of the recipe's stage: text and chats (dataset.py) or preference data (pairs.py)."""
+    if recipe.stage in PREFERENCE_STAGES:
+        from lmforge.data.pairs import build_preference_datasets
+
+        return build_preference_datasets(recipe, tokenizer)
+    return build_datasets(recipe, tokenizer)
+
+
+def _make_trainer(recipe: Recipe, tokenizer, data) -> LmforgeTrainer:
+    """The model and trainer of the recipe's stage family: pt/sft here, rm in reward.py, the rest in preference.py."""
+    args = training_arguments(recipe, has_eval=data.eval is not None)
+    callbacks = [ProgressPrinter(), SaveOnSigterm(), NanGuard()]
+    if recipe.stage == "rm":
+        from lmforge.train.reward import make_reward_trainer
+
+        return make_reward_trainer(recipe, tokenizer, data, args, callbacks)
+    if recipe.stage in PREFERENCE_STAGES:
+        from lmforge.train.preference import make_preference_trainer
+
+        return make_preference_trainer(recipe, tokenizer, data, args, callbacks)
+    model = apply_tuning(load_model(recipe.model, recipe.tuning, tokenizer=tokenizer), recipe.tuning)
+    return LmforgeTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                          data_collator=Collator(tokenizer.pad_token_id, attn_implementation=attention_of(model)),
+                          processing_class=tokenizer,
+                          callbacks=callbacks, loss_chunk=recipe.train.loss_chunk)
 
 
 def training_arguments(recipe: Recipe, *, has_eval: bool) -> TrainingArguments:
@@ -89,12 +111,16 @@ def training_arguments(recipe: Recipe, *, has_eval: bool) -> TrainingArguments:
         seed=t.seed,
         data_seed=t.seed,
         activation_checkpointing=t.activation_checkpointing,
+        torch_compile=t.compile,
         remove_unused_columns=False,
         report_to="none",
         disable_tqdm=True,
+        dataloader_pin_memory=torch.cuda.is_available(),
         bf16=precision == "bf16",
         fp16=precision == "fp16",
     )
+    if recipe.data.group_by_length:  # batches of similar lengths; the sampler reads them from the examples
+        args["train_sampling_strategy"] = "group_by_length"
     unknown = set(t.extra) - set(TrainingArguments.__dataclass_fields__)
     if unknown:
         raise LmforgeError(
@@ -103,6 +129,17 @@ def training_arguments(recipe: Recipe, *, has_eval: bool) -> TrainingArguments:
         )
     args.update(t.extra)
     return TrainingArguments(**args)
+
+
+def _check_trainable_attention(model) -> None:
+    if attention_of(model) == "flex_attention" and not torch.cuda.is_available():
+        raise LmforgeError("model.attn_implementation: flex_attention has no backward pass on CPU in PyTorch, so it "
+                           "cannot train here; use sdpa (packing stays exact with a block-diagonal mask)")
+
+
+def attention_of(model) -> str | None:
+    """The attention implementation the model runs with (after any fallback), which decides the batch layout."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None)
 
 
 def resolve_local_paths(recipe: Recipe) -> Recipe:
@@ -119,7 +156,7 @@ def resolve_local_paths(recipe: Recipe) -> Recipe:
 
 
 def _chat_template(recipe: Recipe, tokenizer) -> str | None:
-    if recipe.stage == "sft" or recipe.model.chat_template:
+    if recipe.stage != "pt" or recipe.model.chat_template:
         return resolve_chat_template(tokenizer, recipe.model.chat_template)
     return tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
 

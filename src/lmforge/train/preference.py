@@ -1,0 +1,233 @@
+"""Preference training: DPO (sigmoid, IPO, hinge, cDPO), SimPO, ORPO and KTO on `LmforgeTrainer`.
+
+DPO, SimPO and ORPO run the chosen and the rejected sides of a batch in one forward pass (the
+collator stacks them: rows [0, B) chosen, [B, 2B) rejected). DPO and KTO need the reference
+model's log-probabilities, from one of (`preference.reference`):
+- copy: a frozen copy of the starting model, in eval mode;
+- adapter: the same model with its peft adapter disabled (`with model.disable_adapter():`), so no
+  second copy exists (LoRA, DoRA, QLoRA);
+- either one once before training when `preference.precompute_reference` is set: the values are
+  stored with the examples and the copy is freed.
+IPO follows the paper (Azar et al. eq. 17) on summed log-probs; TRL divides each log-ratio by the
+completion length first. KTO's mismatched pairs for the KL estimate are fixed by the data
+(`data/pairs.add_kl_pairs`); the policy scores them without gradient.
+
+Metrics carry TRL's names and meaning (`rewards/chosen`, `rewards/margins`, `logps/rejected`,
+`logits/chosen`, ...). They are kept for every batch and averaged over the batches between two
+log events; eval metrics get the `eval_` prefix.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+from lmforge.config.recipe import PreferenceSpec, Recipe
+from lmforge.data.masks import IGNORE_INDEX
+from lmforge.errors import LmforgeError
+from lmforge.model.adapters import apply_tuning
+from lmforge.model.load import load_model
+from lmforge.train.collate import count_trained_tokens
+from lmforge.train.preference_losses import dpo_loss, kto_loss, orpo_loss, sequence_logps, simpo_loss
+from lmforge.train.trainer import LmforgeTrainer
+
+PAIR_REFERENCE_KEYS = ("reference_chosen_logps", "reference_rejected_logps")
+KTO_REFERENCE_KEYS = ("reference_logps", "reference_kl_logps")
+REFERENCE_STAGES = ("dpo", "kto")
+
+
+def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
+    length = max(len(r) for r in rows)
+    out = torch.full((len(rows), length), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+    return out
+
+
+def _padded(ids: list[list[int]], labels: list[list[int]], pad_token_id: int, prefix: str = "") -> dict:
+    return {f"{prefix}input_ids": pad_rows(ids, pad_token_id), f"{prefix}labels": pad_rows(labels, IGNORE_INDEX),
+            f"{prefix}attention_mask": pad_rows([[1] * len(r) for r in ids], 0)}
+
+
+class PairCollator:
+    """Pairs to one batch of 2B rows, chosen first then rejected, right-padded; stored reference values kept."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = [r["chosen_input_ids"] for r in rows] + [r["rejected_input_ids"] for r in rows]
+        labels = [r["chosen_labels"] for r in rows] + [r["rejected_labels"] for r in rows]
+        return {**_padded(ids, labels, self.pad_token_id), **_floats(rows, PAIR_REFERENCE_KEYS)}
+
+
+class KTOCollator:
+    """KTO examples and their mismatched (KL) pairs, right-padded; `desirable` as a boolean tensor."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = _padded([r["input_ids"] for r in rows], [r["labels"] for r in rows], self.pad_token_id)
+        batch.update(_padded([r["kl_input_ids"] for r in rows], [r["kl_labels"] for r in rows], self.pad_token_id,
+                             "kl_"))
+        batch["desirable"] = torch.tensor([bool(r["desirable"]) for r in rows])
+        return {**batch, **_floats(rows, KTO_REFERENCE_KEYS)}
+
+
+def _floats(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    return {k: torch.tensor([r[k] for r in rows], dtype=torch.float32) for k in keys if k in rows[0]}
+
+
+class MetricsTrainer(LmforgeTrainer):
+    """Keeps each batch's metrics and logs their mean over the log interval (`eval_` prefixed in evaluation)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False  # the losses are batch means: Trainer divides by grad_accum
+        self._stored: dict[str, defaultdict] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    def pair_loss(self, model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training and "labels" in inputs:
+            self.trained_tokens += count_trained_tokens(inputs["labels"])
+        loss, metrics = self.pair_loss(model, inputs)
+        for key, value in metrics.items():
+            self._stored["train" if model.training else "eval"][key].append(value)
+        return (loss, metrics) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        split = "train" if "loss" in logs else "eval" if "eval_loss" in logs else None
+        if split is not None:
+            prefix = "" if split == "train" else "eval_"
+            for key, values in self._stored[split].items():
+                logs[prefix + key] = sum(values) / len(values)
+            self._stored[split].clear()
+        super().log(logs, start_time)
+
+
+class PreferenceTrainer(MetricsTrainer):
+    """dpo, simpo, orpo (pairs) and kto (examples) with the reference handling the module docstring gives."""
+
+    def __init__(self, *args: Any, stage: str, spec: PreferenceSpec, reference: str | None = None,
+                 ref_model: torch.nn.Module | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stage, self.spec, self.beta = stage, spec, spec.beta_for(stage)
+        self.reference = reference if stage in REFERENCE_STAGES else None
+        self.ref_model = ref_model
+        if self.reference == "copy":
+            if ref_model is None:
+                raise LmforgeError(f"{stage}: reference copy needs the frozen copy of the starting model (ref_model)")
+            self.ref_model = ref_model.to(self.args.device).eval().requires_grad_(False)
+        if self.reference == "adapter" and not hasattr(self.accelerator.unwrap_model(self.model), "disable_adapter"):
+            raise LmforgeError(f"{stage}: preference.reference adapter needs a peft model (tuning.method lora, dora or "
+                               "qlora); use preference.reference: copy")
+        if spec.precompute_reference and self.reference:
+            self.precompute_reference()
+
+    # ---------------------------------------------------------------- losses
+
+    def pair_loss(self, model, inputs):
+        if self.stage == "kto":
+            return self._kto_loss(model, inputs)
+        logits = _logits(model, inputs)
+        sums, counts = sequence_logps(logits, inputs["labels"])
+        n = sums.shape[0] // 2
+        if self.stage == "dpo":
+            ref = self._reference(model, inputs, PAIR_REFERENCE_KEYS, "")
+            loss, metrics = dpo_loss(sums[:n], sums[n:], ref[:n], ref[n:], beta=self.beta, loss_type=self.spec.loss,
+                                     label_smoothing=self.spec.label_smoothing)
+        else:
+            means = sums / counts.clamp(min=1)
+            if self.stage == "simpo":
+                loss, metrics = simpo_loss(means[:n], means[n:], beta=self.beta, gamma=self.spec.simpo_gamma)
+            else:
+                loss, metrics = orpo_loss(means[:n], means[n:], beta=self.beta)
+        metrics.update(logit_metrics(logits, inputs["labels"], n))
+        return loss, metrics
+
+    def _kto_loss(self, model, inputs):
+        logps = sequence_logps(_logits(model, inputs), inputs["labels"])[0]
+        with torch.no_grad():
+            policy_kl = sequence_logps(_logits(model, inputs, "kl_"), inputs["kl_labels"])[0]
+        ref = self._reference(model, inputs, ("reference_logps",), "")
+        ref_kl = self._reference(model, inputs, ("reference_kl_logps",), "kl_")
+        return kto_loss(logps, ref, inputs["desirable"], policy_kl, ref_kl, beta=self.beta,
+                        desirable_weight=self.spec.desirable_weight, undesirable_weight=self.spec.undesirable_weight)
+
+    def _reference(self, model, inputs, keys: tuple[str, ...], prefix: str) -> torch.Tensor:
+        """Summed reference log-probs of the rows under `prefix`: stored with the examples, or computed now."""
+        if keys and all(k in inputs for k in keys):
+            return torch.cat([inputs[k] for k in keys])
+        with torch.no_grad():
+            if self.ref_model is not None:
+                logits = _logits(self.ref_model, inputs, prefix)
+            else:
+                with self.accelerator.unwrap_model(model).disable_adapter():
+                    logits = _logits(model, inputs, prefix)
+            return sequence_logps(logits, inputs[f"{prefix}labels"])[0]
+
+    # ---------------------------------------------------------------- precomputed reference
+
+    def precompute_reference(self) -> None:
+        """Score train and eval examples with the reference once, store the values with them, free the copy."""
+        keys = KTO_REFERENCE_KEYS if self.stage == "kto" else PAIR_REFERENCE_KEYS
+        model = self.model
+        was_training = model.training
+        model.eval()
+        size = self.args.per_device_eval_batch_size
+        for dataset in (self.train_dataset, self.eval_dataset):
+            for start in range(0, len(dataset or []), size):
+                rows = dataset[start:start + size]
+                batch = self._prepare_inputs(self.data_collator(rows))
+                if self.stage == "kto":
+                    values = [self._reference(model, batch, (), ""), self._reference(model, batch, (), "kl_")]
+                else:
+                    both = self._reference(model, batch, (), "")
+                    values = [both[: len(rows)], both[len(rows):]]
+                for key, column in zip(keys, values):
+                    for row, value in zip(rows, column.tolist()):
+                        row[key] = value
+        model.train(was_training)
+        self.ref_model = None
+
+
+def _logits(model, inputs: dict[str, torch.Tensor], prefix: str = "") -> torch.Tensor:
+    return model(input_ids=inputs[f"{prefix}input_ids"], attention_mask=inputs[f"{prefix}attention_mask"],
+                 use_cache=False).logits
+
+
+def logit_metrics(logits: torch.Tensor, labels: torch.Tensor, n: int) -> dict[str, float]:
+    """TRL's logits/chosen and logits/rejected: the mean logit over the completions' scored positions."""
+    mask = labels[:, 1:] != IGNORE_INDEX
+    out = {}
+    with torch.no_grad():
+        for side, rows in (("chosen", range(n)), ("rejected", range(n, 2 * n))):
+            total = sum(logits[r, :-1][mask[r]].float().sum() for r in rows)
+            count = int(mask[list(rows)].sum()) * logits.shape[-1]
+            out[f"logits/{side}"] = float(total / max(count, 1))
+    return out
+
+
+def make_preference_trainer(recipe: Recipe, tokenizer, data, args, callbacks) -> PreferenceTrainer:
+    """The trainer of a dpo, simpo, orpo or kto recipe: the model, its reference and the collator."""
+    spec = recipe.preference or PreferenceSpec()
+    reference = spec.reference_for(recipe.tuning.method) if recipe.stage in REFERENCE_STAGES else None
+    model = load_model(recipe.model, recipe.tuning, tokenizer=tokenizer)
+    ref_model = copy.deepcopy(model) if reference == "copy" else None
+    model = apply_tuning(model, recipe.tuning)
+    collator = KTOCollator(tokenizer.pad_token_id) if recipe.stage == "kto" else PairCollator(tokenizer.pad_token_id)
+    return PreferenceTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                             data_collator=collator, processing_class=tokenizer, callbacks=callbacks,
+                             stage=recipe.stage, spec=spec, reference=reference, ref_model=ref_model)
