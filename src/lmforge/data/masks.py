@@ -27,6 +27,12 @@ the reasoning of earlier turns) break the prefix property; data.split_turns then
 assistant turn, each the conversation up to that turn rendered as at inference, labelled on that turn
 only (encode_turns, encode_with_policy). With train_on everything nothing is derived, so `auto` never
 splits; `always` still splits, each sample labelled whole.
+
+Speed: rendering goes through `render.Renderer` (transformers' compiled template, called directly).
+`encode_batch` renders a run of conversations, then tokenises all their texts in one call. The
+{% generation %} cross-check reads the blocks' character spans from the render of T itself (the
+spans transformers derives its assistant mask from) and marks tokens from T's offsets as
+transformers does: no second render or tokenisation, and every conversation is still checked.
 """
 
 from __future__ import annotations
@@ -37,18 +43,19 @@ from dataclasses import dataclass
 
 import jinja2
 
+from lmforge.data.mask_tokens import (IGNORE_INDEX, Offsets, check_generation, compare_marks, forward_bounds,
+                                      label_tokens, tokenize)
 from lmforge.data.records import Conversation
+from lmforge.data.render import Renderer
 from lmforge.data.templates import TOOL_TEMPLATES, builtin_names, template_label
 from lmforge.errors import LmforgeError
 
-IGNORE_INDEX = -100
 TRAIN_ON = ("all_assistant", "last_assistant", "everything")
 SPLIT_TURNS = ("auto", "always", "never")
 
 # What may stand between the generation prompt and the reply: whitespace and a reasoning block
 # (Qwen3 gives the last assistant turn an empty one). The model has to generate it, so it is labelled.
 _LEAD_IN = re.compile(r"\s*(?:<think>.*?</think>)?\s*", re.DOTALL)
-_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _STOP_PATTERNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _REPLY_ENDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {template: end-of-turn text}
 # Turn properties that a per-turn sample (history rendered as at inference) can repair.
@@ -81,32 +88,8 @@ def encode_conversation(tokenizer, template: str, conv: Conversation, train_on: 
     A conversation without an assistant turn comes back with every label IGNORE_INDEX (under the
     assistant policies); the caller decides whether to drop (and count) it.
     """
-    _check_choice("data.train_on", train_on, TRAIN_ON)
-    messages = _messages(conv)
-    text = _render(tokenizer, template, messages, conv)
-    if conv.tools:
-        _check_tools_rendered(tokenizer, template, messages, text, conv)
-    input_ids, offsets = _tokenize(tokenizer, text, conv)
-    if train_on == "everything":  # nothing to derive; tool calls must still be in the text
-        for i, message in enumerate(messages):
-            missing = [name for name in _called_names(message) if name not in text]
-            if missing:
-                raise _turn_error(tokenizer, template, conv, messages, i, _TurnError(
-                    "tool calls not rendered", f"the call to {missing[0]!r} is missing from the rendered text"))
-        return Encoded(input_ids=input_ids, labels=[IGNORE_INDEX] + input_ids[1:], text=text)
-    turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
-    if train_on == "last_assistant":
-        turns = turns[-1:]
-    spans = []
-    for i in turns:
-        try:
-            spans.append(_assistant_span(tokenizer, template, messages, i, text, conv))
-        except _TurnError as err:
-            raise _turn_error(tokenizer, template, conv, messages, i, err) from None
-    labels = _label_tokens(text, input_ids, offsets, spans, conv)
-    if _GENERATION_TAG.search(template):
-        _cross_check(tokenizer, template, messages, input_ids, labels, conv, last_only=train_on == "last_assistant")
-    return Encoded(input_ids=input_ids, labels=labels, text=text)
+    draft = _draft(Renderer(tokenizer, template), conv, train_on)
+    return _finish(draft, *_tokenize([draft])[0])
 
 
 def encode_turns(tokenizer, template: str, conv: Conversation, train_on: str = "all_assistant") -> list[Encoded]:
@@ -116,20 +99,8 @@ def encode_turns(tokenizer, template: str, conv: Conversation, train_on: str = "
     turn's sample; everything labels each sample whole. Without an assistant turn the conversation
     comes back as one unlabelled sample, for the caller to count as dropped.
     """
-    _check_choice("data.train_on", train_on, TRAIN_ON)
-    turns = [i for i, message in enumerate(conv.messages) if message.role == "assistant"]
-    if not turns:
-        return [encode_conversation(tokenizer, template, conv, train_on)]
-    if train_on == "last_assistant":
-        turns = turns[-1:]
-    policy = "everything" if train_on == "everything" else "last_assistant"
-    samples = []
-    for i in turns:
-        part = Conversation(messages=conv.messages[: i + 1], source=conv.source, tools=conv.tools)
-        enc = encode_conversation(tokenizer, template, part, policy)
-        enc.split = True
-        samples.append(enc)
-    return samples
+    drafts = _turn_drafts(Renderer(tokenizer, template), conv, train_on)
+    return [_finish(d, ids, offsets) for d, (ids, offsets) in zip(drafts, _tokenize(drafts))]
 
 
 def encode_with_policy(tokenizer, template: str, conv: Conversation, train_on: str = "all_assistant",
@@ -141,19 +112,133 @@ def encode_with_policy(tokenizer, template: str, conv: Conversation, train_on: s
     samples then have `split` set, so the caller can count the split conversations).
     """
     _check_choice("data.split_turns", split_turns, SPLIT_TURNS)
-    if split_turns == "always":
-        return encode_turns(tokenizer, template, conv, train_on)
-    try:
-        return [encode_conversation(tokenizer, template, conv, train_on)]
-    except PrefixPropertyError:
-        if split_turns == "never":
-            raise
-    return encode_turns(tokenizer, template, conv, train_on)
+    drafts = _policy_drafts(Renderer(tokenizer, template), conv, train_on, split_turns)
+    return [_finish(d, ids, offsets) for d, (ids, offsets) in zip(drafts, _tokenize(drafts))]
+
+
+def encode_batch(tokenizer, template: str, convs: list[Conversation], train_on: str = "all_assistant",
+                 split_turns: str = "auto") -> list[list[Encoded] | LmforgeError]:
+    """encode_with_policy for each conversation, their texts tokenised in one call; a conversation
+    that cannot be encoded gives its LmforgeError in its place."""
+    renderer = Renderer(tokenizer, template)
+    out: list = []
+    for conv in convs:
+        try:
+            _check_choice("data.split_turns", split_turns, SPLIT_TURNS)
+            out.append(_policy_drafts(renderer, conv, train_on, split_turns))
+        except LmforgeError as err:
+            out.append(err)
+    tokens = iter(_tokenize([d for drafts in out if not isinstance(drafts, LmforgeError) for d in drafts]))
+    for k, drafts in enumerate(out):
+        if isinstance(drafts, LmforgeError):
+            continue
+        encoded = [(d, next(tokens)) for d in drafts]  # consumed whole even when a sample fails
+        try:
+            out[k] = [_finish(d, ids, offsets) for d, (ids, offsets) in encoded]
+        except LmforgeError as err:
+            out[k] = err
+    return out
 
 
 def generation_prompt(tokenizer, template: str, messages: list[dict], tools: list[dict] | None = None) -> str:
     """The prompt text the model continues at inference: the messages plus the assistant header."""
-    return _render(tokenizer, template, messages, None, add_generation_prompt=True, tools=tools)
+    renderer = Renderer(tokenizer, template)
+    return _render(renderer, renderer.prepare(messages), None, add_generation_prompt=True, tools=tools)
+
+
+@dataclass
+class _Draft:
+    """A conversation rendered and its labelled character spans derived; its tokens come later, in a batch."""
+
+    renderer: Renderer
+    conv: Conversation
+    text: str
+    spans: list[tuple[int, int]] | None  # None: train_on everything (every token but the first)
+    generation: list[tuple[int, int]] | None  # the {% generation %} blocks' spans in text, when tracked
+    last_only: bool = False
+    split: bool = False
+
+
+def _draft(renderer: Renderer, conv: Conversation, train_on: str) -> _Draft:
+    """T rendered and the character spans of what the model must generate (see the module docstring)."""
+    _check_choice("data.train_on", train_on, TRAIN_ON)
+    messages = renderer.prepare(_messages(conv))
+    text, generation = _render_spans(renderer, messages, conv)
+    if conv.tools:
+        _check_tools_rendered(renderer, messages, text, conv)
+    if train_on == "everything":  # nothing to derive; tool calls must still be in the text
+        for i, message in enumerate(messages):
+            missing = [name for name in _called_names(message) if name not in text]
+            if missing:
+                raise _turn_error(renderer.template, conv, messages, i, _TurnError(
+                    "tool calls not rendered", f"the call to {missing[0]!r} is missing from the rendered text"))
+        return _Draft(renderer, conv, text, None, None)
+    turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
+    if train_on == "last_assistant":
+        turns = turns[-1:]
+    spans = []
+    for i in turns:
+        try:
+            spans.append(_assistant_span(renderer, messages, i, text, conv))
+        except _TurnError as err:
+            raise _turn_error(renderer.template, conv, messages, i, err) from None
+    return _Draft(renderer, conv, text, spans, generation, last_only=train_on == "last_assistant")
+
+
+def _turn_drafts(renderer: Renderer, conv: Conversation, train_on: str) -> list[_Draft]:
+    """encode_turns' samples, as drafts."""
+    _check_choice("data.train_on", train_on, TRAIN_ON)
+    turns = [i for i, message in enumerate(conv.messages) if message.role == "assistant"]
+    if not turns:
+        return [_draft(renderer, conv, train_on)]
+    if train_on == "last_assistant":
+        turns = turns[-1:]
+    policy = "everything" if train_on == "everything" else "last_assistant"
+    drafts = []
+    for i in turns:
+        part = Conversation(messages=conv.messages[: i + 1], source=conv.source, tools=conv.tools)
+        drafts.append(_draft(renderer, part, policy))
+        drafts[-1].split = True
+    return drafts
+
+
+def _policy_drafts(renderer: Renderer, conv: Conversation, train_on: str, split_turns: str) -> list[_Draft]:
+    if split_turns == "always":
+        return _turn_drafts(renderer, conv, train_on)
+    try:
+        return [_draft(renderer, conv, train_on)]
+    except PrefixPropertyError:
+        if split_turns == "never":
+            raise
+    return _turn_drafts(renderer, conv, train_on)
+
+
+def _tokenize(drafts: list[_Draft]) -> list[tuple[list[int], Offsets]]:
+    if not drafts:
+        return []
+    return tokenize(drafts[0].renderer.tokenizer, [d.text for d in drafts], _where(drafts[0].conv))
+
+
+def _finish(draft: _Draft, input_ids: list[int], offsets: list[tuple[int, int]]) -> Encoded:
+    """The draft's labels from its tokens, cross-checked with the template's {% generation %} blocks."""
+    if draft.spans is None:
+        return Encoded(input_ids=input_ids, labels=[IGNORE_INDEX] + input_ids[1:], text=draft.text, split=draft.split)
+    where, bounds = _where(draft.conv), forward_bounds(offsets)
+    labels, ranges = label_tokens(draft.text, input_ids, offsets, draft.spans, where, bounds)
+    if draft.generation is not None:
+        check_generation(draft.renderer.tokenizer, where, input_ids, offsets, labels, ranges, draft.generation,
+                         draft.last_only, bounds)
+    elif draft.renderer.has_generation:  # spans not tracked: ask apply_chat_template for its mask
+        renderer = draft.renderer
+        out = renderer.tokenizer.apply_chat_template(_messages(draft.conv), chat_template=renderer.template,
+                                                     tools=draft.conv.tools, return_dict=True,
+                                                     return_assistant_tokens_mask=True)
+        if list(out["input_ids"]) != input_ids:
+            raise LmforgeError(f"{where}: apply_chat_template tokenises the conversation differently from the "
+                               "rendered text; the mask cannot be cross-checked for this tokenizer")
+        compare_marks(renderer.tokenizer, where, input_ids, labels, [bool(m) for m in out["assistant_masks"]],
+                      draft.last_only)
+    return Encoded(input_ids=input_ids, labels=labels, text=draft.text, split=draft.split)
 
 
 def _messages(conv: Conversation) -> list[dict]:
@@ -166,19 +251,19 @@ def _messages(conv: Conversation) -> list[dict]:
     return messages
 
 
-def _assistant_span(tokenizer, template: str, messages: list[dict], i: int, text: str, conv) -> tuple[int, int]:
+def _assistant_span(renderer: Renderer, messages: list[dict], i: int, text: str, conv) -> tuple[int, int]:
     """Character span [start, end) of T that the model must generate for assistant message i."""
-    prompt = _render(tokenizer, template, messages[:i], conv, add_generation_prompt=True)
+    prompt = _render(renderer, messages[:i], conv, add_generation_prompt=True)
     if not text.startswith(prompt):
         raise _TurnError("prefix property failed", "the generation prompt is not a prefix of the training text, "
                          "so the model would be trained on a context it never sees at inference "
                          f"({_diff(prompt, text)})")
     last = i == len(messages) - 1
-    finished = text if last else _render(tokenizer, template, messages[: i + 1], conv)
+    finished = text if last else _render(renderer, messages[: i + 1], conv)
     if messages[i].get("tool_calls"):
-        end = _tool_call_end(tokenizer, template, messages[i], text, finished, len(prompt))
+        end = _tool_call_end(renderer, messages[i], text, finished, len(prompt))
     else:
-        end = _reply_end(tokenizer, messages[i]["content"], text, finished, len(prompt), last)
+        end = _reply_end(renderer.tokenizer, messages[i]["content"], text, finished, len(prompt), last)
     _check_reasoning_kept(messages[i], text[len(prompt):end])
     return len(prompt), end
 
@@ -203,15 +288,15 @@ def _reply_end(tokenizer, content: str, text: str, finished: str, start: int, la
     return reply_end + len(end_of_turn)
 
 
-def _tool_call_end(tokenizer, template: str, message: dict, text: str, finished: str, start: int) -> int:
+def _tool_call_end(renderer: Renderer, message: dict, text: str, finished: str, start: int) -> int:
     """End (in T) of a tool-calling turn: its rendering as the last message, through its last stop token."""
     body = finished[_LEAD_IN.match(finished, start).end():].rstrip()
     missing = [name for name in _called_names(message) if name not in body]
     if missing:
         raise _TurnError("tool calls not rendered", f"the call to {missing[0]!r} is missing from the rendered turn "
                          f"{body[:80]!r}")
-    stops = list(_stop_pattern(tokenizer).finditer(body))
-    if not (stops and stops[-1].end() == len(body)) and not _ends_like_a_reply(tokenizer, template, body):
+    stops = list(_stop_pattern(renderer.tokenizer).finditer(body))
+    if not (stops and stops[-1].end() == len(body)) and not _ends_like_a_reply(renderer, body):
         raise _TurnError("no stop token", f"the tool-calling turn {body[-60:]!r} ends neither with a stop token nor "
                          "as text replies end: the model would never learn to stop")
     begin = _LEAD_IN.match(text, start).end()
@@ -221,13 +306,14 @@ def _tool_call_end(tokenizer, template: str, message: dict, text: str, finished:
     return begin + len(body)
 
 
-def _ends_like_a_reply(tokenizer, template: str, body: str) -> bool:
+def _ends_like_a_reply(renderer: Renderer, body: str) -> bool:
     """Whether `body` ends with the end-of-turn text a plain reply gets (markers that are not special tokens)."""
+    tokenizer, template = renderer.tokenizer, renderer.template
     ends = _REPLY_ENDS.setdefault(tokenizer, {})
     if template not in ends:
         probe = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "REPLY"}]
         try:
-            rendered = tokenizer.apply_chat_template(probe, chat_template=template, tokenize=False)
+            rendered = renderer.render(renderer.prepare(probe))
             ends[template] = _end_of_turn(tokenizer, rendered[rendered.rindex("REPLY") + 5:])
         except (jinja2.TemplateError, TypeError, ValueError):
             ends[template] = ""
@@ -287,71 +373,11 @@ def _stop_pattern(tokenizer) -> re.Pattern:
     return pattern
 
 
-def _tokenize(tokenizer, text: str, conv) -> tuple[list[int], list[tuple[int, int]]]:
-    try:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    except NotImplementedError as err:
-        raise LmforgeError(f"{_where(conv)}: masks need character offsets, which this tokenizer cannot give "
-                           f"({err}); use a fast (tokenizers-backed) tokenizer") from None
-    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-
-
-def _label_tokens(text: str, input_ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]],
-                  conv) -> list[int]:
-    """Label each token whose characters overlap a span, and check the labelled tokens cover every span."""
-    labels = [IGNORE_INDEX] * len(input_ids)
-    k = 0
-    for span_start, span_end in spans:
-        while k < len(offsets) and offsets[k][1] <= span_start:
-            k += 1
-        first, reach = k, span_start
-        while k < len(offsets) and offsets[k][0] < span_end:
-            labels[k] = input_ids[k]
-            reach = max(reach, offsets[k][1])
-            k += 1
-        if reach < span_end:
-            raise LmforgeError(f"{_where(conv)}: the tokenizer's character offsets do not cover the reply at "
-                               f"characters {span_start}-{span_end} (offsets stop at {reach}); the mask cannot be "
-                               "derived for this tokenizer")
-        if text[offsets[first][0]:span_start].strip():  # a token holding prompt text besides whitespace
-            raise LmforgeError(
-                f"{_where(conv)}: token boundary: the token {text[offsets[first][0]:offsets[first][1]]!r} joins the "
-                "end of the generation prompt to the reply, so the model would be trained to write part of its "
-                "prompt. Remove the reply's leading whitespace, or choose a template whose markers are special "
-                "tokens of this tokenizer with model.chat_template"
-            )
-    return labels
-
-
-def _cross_check(tokenizer, template: str, messages: list[dict], input_ids: list[int], labels: list[int], conv,
-                 last_only: bool = False):
-    """Compare with the assistant mask transformers derives from the template's {% generation %} blocks."""
-    out = tokenizer.apply_chat_template(messages, chat_template=template, tools=conv.tools, tokenize=True,
-                                        return_dict=True, return_assistant_tokens_mask=True)
-    if list(out["input_ids"]) != input_ids:
-        raise LmforgeError(f"{_where(conv)}: apply_chat_template tokenises the conversation differently from the "
-                           "rendered text; the mask cannot be cross-checked for this tokenizer")
-    theirs = [bool(m) for m in out["assistant_masks"]]
-    if last_only and any(theirs):  # keep only their last run of marked tokens
-        last = max(k for k, marked in enumerate(theirs) if marked)
-        first = next(k for k in range(last, -1, -1) if k == 0 or not theirs[k - 1])
-        theirs = [first <= k <= last for k in range(len(theirs))]
-    ours = [label != IGNORE_INDEX for label in labels]
-    if theirs != ours:
-        bad = next(k for k, (a, b) in enumerate(zip(theirs, ours)) if a != b)
-        raise LmforgeError(
-            f"{_where(conv)}: the template's {{% generation %}} blocks mark other tokens than the derived mask, first "
-            f"at token {bad} ({tokenizer.decode(input_ids[max(bad - 3, 0):bad + 3])!r}); the generation blocks should "
-            "hold exactly each reply and its end-of-turn token. Fix the template or choose another with "
-            f"model.chat_template (built-ins: {builtin_names()})"
-        )
-
-
-def _check_tools_rendered(tokenizer, template: str, messages: list[dict], text: str, conv: Conversation) -> None:
+def _check_tools_rendered(renderer: Renderer, messages: list[dict], text: str, conv: Conversation) -> None:
     """The tool schemas are part of the prompt: a template that ignores `tools` would hide them from the model."""
-    if _render(tokenizer, template, messages, conv, tools=None) == text:
+    if _render(renderer, messages, conv, tools=None) == text:
         raise LmforgeError(
-            f"{_where(conv)}: {template_label(template)} ignores the tools the conversation offers "
+            f"{_where(conv)}: {template_label(renderer.template)} ignores the tools the conversation offers "
             f"({', '.join(str(t.get('function', t).get('name', '?')) for t in conv.tools)}): the model would never "
             f"see them. {_TOOLS_HINT}"
         )
@@ -363,24 +389,33 @@ _TOOLS_HINT = (f"Choose a template with a tool format with model.chat_template (
 _NOT_SET = object()
 
 
-def _render(tokenizer, template: str, messages: list[dict], conv, add_generation_prompt: bool = False,
+def _render(renderer: Renderer, messages: list[dict], conv, add_generation_prompt: bool = False,
             tools=_NOT_SET) -> str:
     if tools is _NOT_SET:
         tools = conv.tools if conv is not None else None
     try:
-        return tokenizer.apply_chat_template(messages, chat_template=template, tools=tools, tokenize=False,
-                                             add_generation_prompt=add_generation_prompt)
+        return renderer.render(messages, tools, add_generation_prompt)
     except (jinja2.TemplateError, TypeError, ValueError) as err:
-        where = _where(conv) if conv is not None else "chat"
-        uses_tools = tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)
-        hint = f" The conversation uses tools, which this template may not support. {_TOOLS_HINT}." if uses_tools \
-            else f" Fix the record, or choose a template that accepts it with model.chat_template " \
-                 f"(built-ins: {builtin_names()})"
-        raise LmforgeError(f"{where}: {template_label(template)} rejects this conversation: {err}.{hint}") from None
+        raise _render_error(renderer, messages, conv, tools, err) from None
 
 
-def _turn_error(tokenizer, template: str, conv: Conversation, messages: list[dict], i: int,
-                err: _TurnError) -> LmforgeError:
+def _render_spans(renderer: Renderer, messages: list[dict], conv) -> tuple[str, list[tuple[int, int]] | None]:
+    try:
+        return renderer.render_spans(messages, conv.tools)
+    except (jinja2.TemplateError, TypeError, ValueError) as err:
+        raise _render_error(renderer, messages, conv, conv.tools, err) from None
+
+
+def _render_error(renderer: Renderer, messages: list[dict], conv, tools, err: Exception) -> LmforgeError:
+    where = _where(conv) if conv is not None else "chat"
+    uses_tools = tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)
+    hint = f" The conversation uses tools, which this template may not support. {_TOOLS_HINT}." if uses_tools \
+        else f" Fix the record, or choose a template that accepts it with model.chat_template " \
+             f"(built-ins: {builtin_names()})"
+    return LmforgeError(f"{where}: {template_label(renderer.template)} rejects this conversation: {err}.{hint}")
+
+
+def _turn_error(template: str, conv: Conversation, messages: list[dict], i: int, err: _TurnError) -> LmforgeError:
     turn = sum(1 for m in messages[:i] if m["role"] == "assistant")
     where = f"{_where(conv)}: assistant turn {turn} (message {i}): {err.prop}: {err.detail}."
     if err.prop == "tool calls not rendered":
