@@ -119,11 +119,9 @@ def build_datasets(recipe: Recipe, tokenizer, *, rejects_path: Path | None = Non
     return _finish(recipe, report, splits, rejects_bytes, rejects_at)
 
 
-def _build_fresh(recipe: Recipe, tokenizer, template: str | None, sources: list[DataSource]):
-    data = recipe.data
-    kind = KIND_BY_STAGE[recipe.stage]
-    if kind not in ("text", "conversation"):
-        raise LmforgeError(f"stage {recipe.stage}: encoding {kind} records into examples is not built yet")
+def read_and_mix(sources: list[DataSource], kind: str, data: DataSpec) -> tuple[list, list[Reject], dict[str, int]]:
+    """Every source read (bad records raised or collected per data.on_error), then mixed as the recipe says;
+    also the count each source contributes."""
     parts, rejects = [], []
     for source in sources:
         got = read_source(source, kind, on_error=data.on_error)
@@ -132,6 +130,15 @@ def _build_fresh(recipe: Recipe, tokenizer, template: str | None, sources: list[
     records, taken = mix(parts, data.seed)
     if len(sources) > 1:
         _say("lmforge: data: mixed " + ", ".join(f"{label} {n:,}" for label, n in taken.items()) + " records")
+    return records, rejects, taken
+
+
+def _build_fresh(recipe: Recipe, tokenizer, template: str | None, sources: list[DataSource]):
+    data = recipe.data
+    kind = KIND_BY_STAGE[recipe.stage]
+    if kind not in ("text", "conversation"):
+        raise LmforgeError(f"stage {recipe.stage}: encoding {kind} records into examples is not built yet")
+    records, rejects, taken = read_and_mix(sources, kind, data)
     train_records, eval_records = split_eval(records, data, recipe.stage, rejects)
     settings = encode_settings(recipe, template)
     workers = default_workers(data.workers)

@@ -35,10 +35,9 @@ from typing import Any
 
 from lmforge.config.recipe import Recipe
 from lmforge.data import cache
-from lmforge.data.dataset import REJECTS_FILE, DataBundle, DataReport, split_eval, write_rejects
+from lmforge.data.dataset import REJECTS_FILE, DataBundle, DataReport, read_and_mix, split_eval, write_rejects
 from lmforge.data.masks import IGNORE_INDEX, Encoded, encode_conversation
-from lmforge.data.mixing import mix
-from lmforge.data.readers import Reject, problems_error, read_source
+from lmforge.data.readers import Reject, problems_error
 from lmforge.data.records import Conversation, KTOExample, Message, PreferencePair
 from lmforge.data.registry import resolve_sources
 from lmforge.data.templates import resolve_chat_template
@@ -207,12 +206,7 @@ def build_preference_datasets(recipe: Recipe, tokenizer, *, rejects_path: Path |
     stage = "kto" if recipe.stage == "kto" else "dpo"  # the readers' name for the record kind
     template = resolve_chat_template(tokenizer, recipe.model.chat_template)
     sources = resolve_sources(data, stage)
-    parts, rejects = [], []
-    for source in sources:
-        got = read_source(source, stage, on_error=data.on_error)
-        parts.append((source, got.records))
-        rejects.extend(got.rejects)
-    records, taken = mix(parts, data.seed)
+    records, rejects, taken = read_and_mix(sources, stage, data)
     train_records, eval_records = split_eval(records, data, stage, rejects)
     train = _encode_split(recipe, tokenizer, template, train_records, "train", rejects)
     evaluation = None
