@@ -10,7 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmforge.config.recipe import ModelSpec, TuningSpec
 from lmforge.errors import LmforgeError
-from lmforge.model.adapters import apply_tuning, decoder_layers, describe_trainable, parameter_counts
+from lmforge.model.adapters import SEQ_CLS, apply_tuning, decoder_layers, describe_trainable, parameter_counts
 from lmforge.model.load import load_model
 
 TINY = dict(
@@ -187,6 +187,65 @@ def test_saved_adapter_reloads_with_the_same_logits(tmp_path, tiny_dir, method):
     again = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(tiny_dir), tmp_path / "adapter").eval()
     with torch.no_grad():
         torch.testing.assert_close(again(input_ids=ids).logits, before)
+
+
+# ---------------------------------------------------------------- a new head (reward models)
+
+
+def tiny_classifier(seed: int = 0):
+    from transformers import LlamaForSequenceClassification
+
+    torch.manual_seed(seed)
+    return LlamaForSequenceClassification(LlamaConfig(**TINY, num_labels=1, pad_token_id=0))
+
+
+HEAD_SAVED = {"base_model.model.score.modules_to_save.default.weight"}
+
+
+@pytest.mark.parametrize("target", ["all-linear", ["q_proj", "v_proj"]])
+def test_lora_on_a_classifier_adapts_the_body_and_trains_the_head_whole(target):
+    from peft import PeftModelForSequenceClassification
+
+    model = apply_tuning(tiny_classifier(), tuning("lora", lora={"r": 4, "target": target}), task_type=SEQ_CLS,
+                         head="score")
+    assert isinstance(model, PeftModelForSequenceClassification)
+    projections = PROJECTIONS if target == "all-linear" else tuple(target)
+    assert trainable(model) == lora_names("base_model.model.", projections=projections) | HEAD_SAVED
+    assert not any("score.lora_" in name for name, _ in model.named_parameters())  # the head is no target
+
+
+def test_dora_on_a_classifier_keeps_the_head_whole_and_reloads(tmp_path):
+    from peft import PeftModel
+    from transformers import LlamaForSequenceClassification
+
+    base_dir = tmp_path / "base"
+    tiny_classifier().save_pretrained(base_dir)
+    model = apply_tuning(LlamaForSequenceClassification.from_pretrained(base_dir), tuning("dora", lora={"r": 4}),
+                         task_type=SEQ_CLS, head="score")
+    assert HEAD_SAVED <= trainable(model)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                p.normal_(0, 0.5)
+    model.eval()
+    ids = torch.randint(1, 300, (2, 12))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    model.save_pretrained(tmp_path / "adapter")
+    again = PeftModel.from_pretrained(LlamaForSequenceClassification.from_pretrained(base_dir), tmp_path / "adapter")
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(input_ids=ids).logits, before)
+
+
+def test_freeze_on_a_classifier_trains_the_head_with_the_last_layers():
+    model = apply_tuning(tiny_classifier(), tuning("freeze", freeze={"layers": 1}), task_type=SEQ_CLS, head="score")
+    assert trainable(model) == {n for n, _ in model.named_parameters() if n.startswith(("model.layers.3.", "score."))}
+
+
+def test_the_head_cannot_be_a_lora_target():
+    with pytest.raises(LmforgeError, match="'score' is the new head, which trains whole; leave it out"):
+        apply_tuning(tiny_classifier(), tuning("lora", lora={"target": ["q_proj", "score"]}), task_type=SEQ_CLS,
+                     head="score")
 
 
 # ---------------------------------------------------------------- qlora

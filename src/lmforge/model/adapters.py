@@ -7,6 +7,10 @@ A name that matches nothing is an error that lists names the model has.
 Tied embeddings (lm_head sharing its weight with embed_tokens, as in many small models): there is one
 tensor, so `freeze.modules: [lm_head]` (or `[embed_tokens]`) trains both, and LoRA's `modules_to_save`
 keeps the pair tied (peft's `ensure_weight_tying`).
+
+A model with a new head (a reward model's one-output `score` layer) passes `head=` and peft's task type
+(`task_type=SEQ_CLS`): the head trains whole under every method (it joins `freeze.modules`; under LoRA it
+is left out of the targets and saved whole through `modules_to_save`).
 """
 
 from __future__ import annotations
@@ -24,11 +28,16 @@ from lmforge.errors import LmforgeError
 logger = logging.getLogger(__name__)
 
 ALL_LINEAR = "all-linear"
+CAUSAL_LM, SEQ_CLS = "CAUSAL_LM", "SEQ_CLS"  # peft task types: a generating model, a classification head
 LAYER_LIST_NAMES = ("layers", "h", "blocks", "layer")
 
 
-def apply_tuning(model, tuning: TuningSpec):
-    """Mark what trains as the tuning method says; LoRA-type methods return the peft-wrapped model."""
+def apply_tuning(model, tuning: TuningSpec, *, task_type: str = CAUSAL_LM, head: str | None = None):
+    """Mark what trains as the tuning method says; LoRA-type methods return the peft-wrapped model.
+
+    `task_type` is peft's (CAUSAL_LM, or SEQ_CLS for a classification head); `head` names a new module that
+    trains whole under every method.
+    """
     if _is_peft(model):
         raise LmforgeError("apply_tuning: the model already carries a peft adapter; load a plain base model")
     method = tuning.method
@@ -37,14 +46,17 @@ def apply_tuning(model, tuning: TuningSpec):
             param.requires_grad_(True)
         return model
     if method == "freeze":
-        apply_freeze(model, tuning.freeze)
+        freeze = tuning.freeze
+        if head is not None and head not in freeze.modules:
+            freeze = freeze.model_copy(update={"modules": [*freeze.modules, head]})
+        apply_freeze(model, freeze)
         return model
     if method == "qlora" and not getattr(model, "is_loaded_in_4bit", False):
         raise LmforgeError(
             "tuning.method: qlora needs the base model loaded in 4 bit; load it with "
             "lmforge.model.load.load_model(spec, tuning) using the same tuning section"
         )
-    return apply_lora(model, tuning.lora, dora=method == "dora")
+    return apply_lora(model, tuning.lora, dora=method == "dora", task_type=task_type, head=head)
 
 
 def apply_freeze(model: nn.Module, spec: FreezeSpec) -> None:
@@ -72,11 +84,22 @@ def apply_freeze(model: nn.Module, spec: FreezeSpec) -> None:
         logger.warning("lm_head and embed_tokens share one weight (tied embeddings): both train together")
 
 
-def apply_lora(model: nn.Module, spec: LoraSpec, *, dora: bool = False):
-    """Wrap `model` with a LoRA (or DoRA) adapter; only the adapter and `modules_to_save` train."""
+def apply_lora(model: nn.Module, spec: LoraSpec, *, dora: bool = False, task_type: str = CAUSAL_LM,
+               head: str | None = None):
+    """Wrap `model` with a LoRA (or DoRA) adapter; only the adapter, `modules_to_save` and `head` train.
+
+    `head` (a new layer such as a reward model's `score`) is never a LoRA target and is saved whole.
+    """
     from peft import LoraConfig, get_peft_model
 
     targets = _lora_targets(spec.target)
+    saved = list(spec.modules_to_save)
+    if head is not None:
+        find_modules(model, head, f"the {task_type} head")
+        if targets != ALL_LINEAR and head in targets:
+            raise LmforgeError(f"tuning.lora.target: {head!r} is the new head, which trains whole; leave it out "
+                               "of the targets")
+        saved += [] if head in saved else [head]
     named = [m for name in spec.modules_to_save for m in find_modules(model, name, "tuning.lora.modules_to_save")]
     if targets != ALL_LINEAR:
         named += [m for name in targets for m in find_modules(model, name, "tuning.lora.target")]
@@ -86,9 +109,10 @@ def apply_lora(model: nn.Module, spec: LoraSpec, *, dora: bool = False):
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
         target_modules=targets,
-        modules_to_save=list(spec.modules_to_save) or None,
+        exclude_modules=[head] if head is not None else None,
+        modules_to_save=saved or None,
         use_dora=dora,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
         ensure_weight_tying=tie,
     )
     try:

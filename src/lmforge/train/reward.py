@@ -6,8 +6,9 @@ the margin). The reward of a conversation is the head's output at its last token
 padding is on the right). Eval reports accuracy (the share of pairs ranked right) and the mean margin
 r_chosen - r_rejected, as `eval_accuracy` and `eval_margin`.
 
-With LoRA or DoRA the head is new, so it trains whole (`score` joins `lora.modules_to_save`); with
-freeze it joins `freeze.modules`. `score_conversation(run_dir, messages)` scores one conversation
+The head is new, so it trains whole under every tuning method (`apply_tuning(..., head="score")`: with
+LoRA or DoRA it is no target and joins `lora.modules_to_save`, in a peft SEQ_CLS adapter; with freeze it
+joins `freeze.modules`). `score_conversation(run_dir, messages)` scores one conversation
 with a trained run, rendered through the run's chat template exactly as in training.
 """
 
@@ -20,7 +21,7 @@ import torch
 
 from lmforge.config.recipe import ModelSpec, PreferenceSpec, Recipe, TuningSpec
 from lmforge.errors import LmforgeError
-from lmforge.model.adapters import apply_tuning
+from lmforge.model.adapters import SEQ_CLS, apply_tuning
 from lmforge.model.load import match_vocab, quantization_config, resolve_dtype
 from lmforge.train.preference import MetricsTrainer, PairCollator
 from lmforge.train.preference_losses import reward_pairwise_loss
@@ -56,33 +57,6 @@ def load_reward_model(spec: ModelSpec, tuning: TuningSpec, tokenizer):
     return model
 
 
-def reward_tuning(tuning: TuningSpec) -> TuningSpec:
-    """The tuning section with the new head trained whole under freeze (peft's SEQ_CLS adapters save it)."""
-    if tuning.method == "freeze" and HEAD not in tuning.freeze.modules:
-        freeze = tuning.freeze.model_copy(update={"modules": [*tuning.freeze.modules, HEAD]})
-        return tuning.model_copy(update={"freeze": freeze})
-    return tuning
-
-
-def apply_reward_tuning(model, tuning: TuningSpec):
-    """`apply_tuning`, except that LoRA-type adapters are made for sequence classification (peft SEQ_CLS):
-    the causal-LM wrapper `apply_lora` makes expects a generating model."""
-    if tuning.method not in ("lora", "dora", "qlora"):
-        return apply_tuning(model, tuning)
-    from peft import LoraConfig, get_peft_model
-
-    spec = tuning.lora
-    target = spec.target if spec.target == "all-linear" or isinstance(spec.target, list) else [spec.target]
-    config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=target,
-                        exclude_modules=[HEAD], modules_to_save=list(spec.modules_to_save),
-                        use_dora=tuning.method == "dora", task_type="SEQ_CLS")
-    try:
-        return get_peft_model(model, config)
-    except ValueError as err:
-        raise LmforgeError(f"tuning.lora: peft cannot adapt this reward model as asked ({str(err).splitlines()[0]}); "
-                           "target linear layers such as q_proj, v_proj, or use 'all-linear'") from err
-
-
 class RewardTrainer(MetricsTrainer):
     """Pairwise reward-model training on PairCollator batches (chosen rows first, then rejected)."""
 
@@ -100,8 +74,8 @@ class RewardTrainer(MetricsTrainer):
 
 def make_reward_trainer(recipe: Recipe, tokenizer, data, args, callbacks) -> RewardTrainer:
     spec = recipe.preference or PreferenceSpec()
-    tuning = reward_tuning(recipe.tuning)
-    model = apply_reward_tuning(load_reward_model(recipe.model, tuning, tokenizer), tuning)
+    model = load_reward_model(recipe.model, recipe.tuning, tokenizer)
+    model = apply_tuning(model, recipe.tuning, task_type=SEQ_CLS, head=HEAD)
     return RewardTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                          data_collator=PairCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                          callbacks=callbacks, margin=spec.margin)
