@@ -55,6 +55,18 @@ def test_examples_round_trip_through_an_entry(tmp_path):
     assert cache.load(tmp_path, "0" * 64) is None
 
 
+def test_per_example_columns_round_trip_beside_dotted_split_names(tmp_path):
+    kto = [{"input_ids": [1, 2], "labels": [-100, 2], "desirable": 1, "prompt_length": 1},
+           {"input_ids": [3, 4, 5], "labels": [-100, -100, 5], "desirable": 0, "prompt_length": 2}]
+    side = [{"input_ids": [7, 8], "labels": [-100, 8]}]
+    splits = {"train": cache.Examples.from_dicts(kto, columns=("desirable", "prompt_length")),
+              "train.chosen": cache.Examples.from_dicts(side)}
+    cache.save(tmp_path, "c" * 64, splits, {}, b"")
+    loaded, _, _ = cache.load(tmp_path, "c" * 64)
+    assert loaded["train"].to_dicts() == kto and loaded["train.chosen"].to_dicts() == side
+    assert loaded["train.chosen"].columns == {}
+
+
 def test_a_half_written_or_damaged_entry_is_not_used(tmp_path, capsys):
     (tmp_path / ".kkkk-tmp").mkdir()  # what a crash mid-write leaves: a hidden temporary directory
     (tmp_path / ".kkkk-tmp" / cache.ARRAYS_FILE).write_bytes(b"partial")

@@ -141,3 +141,16 @@ def test_kto_examples_get_mismatched_pairs(tmp_path, tiny_tokenizer, tiny_tokeni
     assert first["kl_input_ids"][:n] == first["input_ids"][:n]
     assert first["kl_input_ids"][n:] == last["input_ids"][last["prompt_length"]:]  # the one before, wrapping
     assert _labelled(first["kl_input_ids"], first["kl_labels"]) == _labelled(last["input_ids"], last["labels"])
+
+
+def test_an_empty_side_is_a_bad_record_like_the_others(tmp_path, tiny_tokenizer, tiny_tokenizer_dir):
+    data = _write_pairs(tmp_path / "p.jsonl", bad=False)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rows[1]["rejected"] = "   "
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(LmforgeError, match=r'p.jsonl:2: "rejected" is empty'):
+        build_preference_datasets(_recipe(tmp_path, data, tiny_tokenizer_dir), tiny_tokenizer)
+    bundle = build_preference_datasets(_recipe(tmp_path, data, tiny_tokenizer_dir, on_error="skip"), tiny_tokenizer)
+    assert bundle.report.rejected_reasons == {"empty assistant content": 1} and len(bundle.train) == 5
+    (reject,) = [json.loads(line) for line in Path(bundle.report.rejects_path).read_text().splitlines()]
+    assert reject["source"].endswith("p.jsonl:2") and reject["raw"]["rejected"] == "   "

@@ -1,7 +1,7 @@
 """On-disk cache of encoded examples, keyed by everything that decides them.
 
 An entry is a directory `<root>/<key>/` holding `arrays.npz` (the examples as flat int32 arrays plus
-their lengths), `meta.json` (the report figures) and `rejects.jsonl` (the records skipped under
+their lengths, and any per-example values such as KTO's desirable flag), `meta.json` (the report figures) and `rejects.jsonl` (the records skipped under
 `on_error: skip`). It is written into a temporary sibling directory and renamed into place in one
 step, so a crash leaves either a whole entry or none; a reader never sees half of one.
 
@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -45,9 +45,12 @@ class Examples:
     labels: np.ndarray  # int32, same layout
     lengths: np.ndarray  # int64, one per example
     position_ids: np.ndarray | None = None  # int32, same layout (packed pretraining)
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # int64, one value per example (KTO: desirable)
 
     @classmethod
-    def from_dicts(cls, examples: list[dict]) -> "Examples":
+    def from_dicts(cls, examples: list[dict], columns: tuple[str, ...] = ()) -> "Examples":
+        """Flat arrays of dicts with "input_ids" and "labels" (and "position_ids"); `columns` names int values
+        each example carries besides."""
         lengths = np.array([len(e["input_ids"]) for e in examples], dtype=np.int64)
         has_positions = bool(examples) and "position_ids" in examples[0]
         return cls(
@@ -55,18 +58,22 @@ class Examples:
             labels=_flat(e["labels"] for e in examples),
             lengths=lengths,
             position_ids=_flat(e["position_ids"] for e in examples) if has_positions else None,
+            columns={name: np.array([e[name] for e in examples], dtype=np.int64) for name in columns},
         )
 
     def to_dicts(self) -> list[dict]:
-        """The examples as the trainer takes them: dicts of plain int lists."""
+        """The examples as the trainer takes them: dicts of plain int lists (and the columns' ints)."""
         ends = np.cumsum(self.lengths)
         ids, labels = self.input_ids.tolist(), self.labels.tolist()
         positions = self.position_ids.tolist() if self.position_ids is not None else None
+        columns = {name: values.tolist() for name, values in self.columns.items()}
         out, start = [], 0
-        for end in ends.tolist():
+        for k, end in enumerate(ends.tolist()):
             example = {"input_ids": ids[start:end], "labels": labels[start:end]}
             if positions is not None:
                 example["position_ids"] = positions[start:end]
+            for name, values in columns.items():
+                example[name] = values[k]
             out.append(example)
             start = end
         return out
@@ -175,12 +182,13 @@ def load(root: Path, key: str) -> tuple[dict[str, Examples], dict[str, Any], byt
 
 
 def _split_from(arrays, name: str) -> Examples:
-    positions = f"{name}.position_ids"
+    positions, column = f"{name}.position_ids", f"{name}.column."
     return Examples(
         input_ids=arrays[f"{name}.input_ids"],
         labels=arrays[f"{name}.labels"],
         lengths=arrays[f"{name}.lengths"],
         position_ids=arrays[positions] if positions in arrays.files else None,
+        columns={key.removeprefix(column): arrays[key] for key in arrays.files if key.startswith(column)},
     )
 
 
@@ -201,6 +209,7 @@ def save(root: Path, key: str, splits: dict[str, Examples], meta: dict[str, Any]
                            f"{name}.lengths": ex.lengths})
             if ex.position_ids is not None:
                 arrays[f"{name}.position_ids"] = ex.position_ids
+            arrays.update({f"{name}.column.{column}": values for column, values in ex.columns.items()})
         with (tmp / ARRAYS_FILE).open("wb") as f:
             np.savez(f, **arrays)
         (tmp / REJECTS_FILE).write_bytes(rejects)

@@ -20,14 +20,18 @@ leaves the two answers identical there).
 KTO's KL estimate needs each prompt paired with another example's completion. The pairs are fixed
 here, per split: example i gets the completion of example `kl_mismatch_order(n)[i]` (the one before
 it), so the reference can score them once, before training (`preference.precompute_reference`).
-Preference data is encoded in this process and not cached: two renders per pair are cheap next to
-the training step.
+
+The examples are cached like SFT data (`cache.py`, `data.cache`), keyed by the same fingerprint (the data's
+content, tokenizer, template, stage, max_length, truncation, on_error, seed...); a hit skips reading and
+encoding and prints the same report and rejects file as the build it saved. KTO's mismatched pairs are
+derived after the cache.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +47,9 @@ from lmforge.data.registry import resolve_sources
 from lmforge.data.templates import resolve_chat_template
 from lmforge.errors import LmforgeError
 
+PAIR_SIDES = ("chosen", "rejected")
+KTO_COLUMNS = ("desirable", "prompt_length")
+CACHE_LAYOUT = "preference-1"  # how preference examples lie in a cache entry: change it when that changes
 SAME = "chosen equals rejected"
 EMPTY_REPLY = "empty reply"
 NO_ROOM = "no room for the answers"
@@ -201,25 +208,91 @@ def build_preference_datasets(recipe: Recipe, tokenizer, *, rejects_path: Path |
 
     Pairs: {"chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"};
     KTO: {"input_ids", "labels", "desirable", "prompt_length", "kl_input_ids", "kl_labels"}.
+    Cached like SFT data (`data.cache`), under the same fingerprint; rejected records go to `rejects_path`
+    (default: `<output>/rejects.jsonl`).
     """
     data = recipe.data
-    stage = "kto" if recipe.stage == "kto" else "dpo"  # the readers' name for the record kind
     template = resolve_chat_template(tokenizer, recipe.model.chat_template)
-    sources = resolve_sources(data, stage)
-    records, rejects, taken = read_and_mix(sources, stage, data)
-    train_records, eval_records = split_eval(records, data, stage, rejects)
+    sources = resolve_sources(data, record_kind(recipe.stage))
+    fingerprint = cache.fingerprint(recipe, sources, tokenizer, template)
+    rejects_at = rejects_path or Path(recipe.output) / REJECTS_FILE
+    root, key = cache.cache_root(data.cache_dir), cache.make_key({"fingerprint": fingerprint, "layout": CACHE_LAYOUT})
+    if data.cache:
+        hit = cache.load(root, key)
+        if hit is not None:
+            _say(f"lmforge: data: cache hit, reusing {root / key}")
+            arrays, meta, rejects_bytes = hit
+            report = DataReport(**meta["report"])
+            report.cache = "hit"
+            return _finish(recipe, report, _from_arrays(arrays), rejects_bytes, rejects_at)
+    start = time.perf_counter()
+    splits, report, rejects_bytes = _build_fresh(recipe, tokenizer, template, sources, fingerprint)
+    report.cache = "miss" if data.cache else "off"
+    if data.cache:
+        entry = cache.save(root, key, _to_arrays(splits, recipe.stage == "kto"), {"report": vars(report)},
+                           rejects_bytes)
+        seconds = time.perf_counter() - start
+        _say(f"lmforge: data: cache miss, encoded in {seconds:.1f}s ({report.tokens / max(seconds, 1e-9):,.0f} "
+             f"tokens/s); cached in {entry}")
+    return _finish(recipe, report, splits, rejects_bytes, rejects_at)
+
+
+def record_kind(stage: str) -> str:
+    """The readers' name for a preference stage's records: kto examples, else pairs (read as dpo)."""
+    return "kto" if stage == "kto" else "dpo"
+
+
+def _build_fresh(recipe: Recipe, tokenizer, template: str, sources: list,
+                 fingerprint: str) -> tuple[dict[str, list[dict]], DataReport, bytes]:
+    data, kind = recipe.data, record_kind(recipe.stage)
+    records, rejects, taken = read_and_mix(sources, kind, data)
+    train_records, eval_records = split_eval(records, data, kind, rejects)
     train = _encode_split(recipe, tokenizer, template, train_records, "train", rejects)
     evaluation = None
     if eval_records is not None:
         evaluation = _encode_split(recipe, tokenizer, template, eval_records, "eval", rejects)
-    report = _report(recipe, train, evaluation, rejects, taken, cache.fingerprint(recipe, sources, tokenizer, template))
-    if rejects:
-        rejects_at = rejects_path or Path(recipe.output) / REJECTS_FILE
-        report.rejects_path = str(write_rejects(rejects_at, _rejects_jsonl(rejects)))
-        _say(f"lmforge: data: skipped {len(rejects):,} bad records (data.on_error: skip): "
+    report = _report(recipe, train, evaluation, rejects, taken, fingerprint)
+    splits = {"train": train.examples, **({"eval": evaluation.examples} if evaluation else {})}
+    return splits, report, _rejects_jsonl(rejects)
+
+
+def _finish(recipe: Recipe, report: DataReport, splits: dict[str, list[dict]], rejects_bytes: bytes,
+            rejects_at: Path) -> DataBundle:
+    """The same messages and rejects file whether the examples were just encoded or come from the cache."""
+    if report.rejected:
+        report.rejects_path = str(write_rejects(rejects_at, rejects_bytes))
+        _say(f"lmforge: data: skipped {report.rejected:,} bad records (data.on_error: skip): "
              f"{_counts(report.rejected_reasons)}; they are listed with why in {report.rejects_path}")
     _say(_summary(recipe, report))
-    return DataBundle(train=train.examples, eval=evaluation.examples if evaluation else None, report=report)
+    if recipe.stage == "kto":  # derived from the examples, so not cached
+        for examples in splits.values():
+            add_kl_pairs(examples, recipe.data.max_length)
+    return DataBundle(train=splits["train"], eval=splits.get("eval"), report=report)
+
+
+def _to_arrays(splits: dict[str, list[dict]], kto: bool) -> dict[str, cache.Examples]:
+    """Flat arrays for the cache: KTO examples as they are (desirable, prompt_length as columns); pairs as
+    one entry per side, `<split>.chosen` and `<split>.rejected`."""
+    if kto:
+        return {name: cache.Examples.from_dicts(examples, columns=KTO_COLUMNS) for name, examples in splits.items()}
+    return {f"{name}.{side}": cache.Examples.from_dicts(
+                [{"input_ids": ex[f"{side}_input_ids"], "labels": ex[f"{side}_labels"]} for ex in examples])
+            for name, examples in splits.items() for side in PAIR_SIDES}
+
+
+def _from_arrays(arrays: dict[str, cache.Examples]) -> dict[str, list[dict]]:
+    """The examples `_to_arrays` stored, by split."""
+    splits: dict[str, list[dict]] = {}
+    for name, ex in arrays.items():
+        split, _, side = name.partition(".")
+        rows = ex.to_dicts()
+        if not side:
+            splits[split] = rows
+            continue
+        examples = splits.setdefault(split, [{} for _ in rows])
+        for example, row in zip(examples, rows):
+            example[f"{side}_input_ids"], example[f"{side}_labels"] = row["input_ids"], row["labels"]
+    return splits
 
 
 def _encode_split(recipe: Recipe, tokenizer, template: str, records: list, split: str, rejects: list) -> _Split:
@@ -250,8 +323,6 @@ def _encode_split(recipe: Recipe, tokenizer, template: str, records: list, split
         why = _counts(out.reasons) or "all bad"
         raise LmforgeError(f"no {split} sample is left of {len(records)} records ({why}); "
                            f"raise data.max_length (now {data.max_length}) or check the data")
-    if recipe.stage == "kto":
-        add_kl_pairs(out.examples, data.max_length)
     return out
 
 
