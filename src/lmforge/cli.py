@@ -9,7 +9,7 @@ import typing
 from pathlib import Path
 
 from lmforge import __version__
-from lmforge.config.recipe import DataFormat
+from lmforge.config.recipe import PREFERENCE_STAGES, DataFormat
 from lmforge.errors import LmforgeError
 
 DATA_FORMATS = typing.get_args(DataFormat)
@@ -27,7 +27,8 @@ def _add_data_tools(data_verbs) -> None:
     stats = data_verbs.add_parser(
         "stats", help="sample, token and truncation figures of the training data",
         description="Samples, token-length percentiles, trained-token fraction, truncated/dropped/rejected "
-                    "counts and the packing efficiency, from the examples exactly as training builds them.",
+                    "counts and the packing efficiency, from the examples exactly as training builds them; for "
+                    "preference stages, pairs (KTO: examples) with prompt/chosen/rejected lengths.",
     )
     stats.add_argument("recipe", type=Path, help="the YAML recipe")
     stats.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe keys")
@@ -84,12 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = data_verbs.add_parser(
         "inspect",
         help="show rendered samples with the trained tokens marked",
-        description="Show rendered samples with the trained (loss-bearing) tokens marked; needs only the tokenizer.",
+        description="Show rendered samples with the trained (loss-bearing) tokens marked; needs only the tokenizer. "
+                    "Preference stages show each pair's prompt, then the chosen and rejected replies (KTO: the "
+                    "completion and its label).",
     )
     inspect.add_argument("recipe", type=Path, help="the YAML recipe")
     inspect.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe keys")
     inspect.add_argument("-n", type=int, default=None, help="number of samples (default: 5 shown, all with --json)")
-    inspect.add_argument("--json", action="store_true", help="one JSON object per sample: text, input_ids, labels")
+    inspect.add_argument("--json", action="store_true",
+                         help="one JSON object per sample: text, input_ids, labels (pairs: one each for chosen, rejected)")
     inspect.add_argument("--html", type=Path, help="where to write the HTML view")
     _add_data_tools(data_verbs)
 
@@ -163,7 +167,12 @@ def _dispatch_data(args: argparse.Namespace) -> int:
     from lmforge.data import tools
 
     if args.data_command == "stats":
-        return tools.run_stats(load_recipe(args.recipe, args.overrides), as_json=args.json)
+        recipe = load_recipe(args.recipe, args.overrides)
+        if recipe.stage in PREFERENCE_STAGES:
+            from lmforge.data.pair_stats import run_pair_stats
+
+            return run_pair_stats(recipe, as_json=args.json)
+        return tools.run_stats(recipe, as_json=args.json)
     if args.data_command == "convert":
         return tools.run_convert(args.input, args.output, to=args.to, fmt=args.format, on_error=args.on_error)
     if args.data_command == "validate":

@@ -76,3 +76,36 @@ def test_validate_exits_1_and_lists_every_problem(tmp_path):
     assert "not valid UTF-8" in out.stdout and "3 of 4 records have problems" in out.stdout
     help_text = lmforge("data", "--help", cwd=tmp_path).stdout
     assert all(verb in help_text for verb in ("inspect", "stats", "convert", "validate", "split"))
+
+
+def test_inspect_and_stats_on_a_dpo_and_a_kto_recipe(tiny_tokenizer_dir, tmp_path):
+    pairs = [{"prompt": f"What is {k} plus 1?", "chosen": f"{k} plus 1 is {k + 1}.", "rejected": f"{k} plus 1 is 9."}
+             for k in range(4)]
+    pairs[2]["rejected"] = pairs[2]["chosen"]  # a bad pair: skipped and counted under data.on_error: skip
+    kto = [{"prompt": f"What is {k} plus 1?", "completion": f"{k} plus 1 is {k + 1 + k % 2}.", "label": k % 2 == 0}
+           for k in range(4)]
+    for name, rows, stage in (("pairs", pairs, "dpo"), ("kto", kto, "kto")):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        recipe = {"stage": stage, "model": {"path": str(tiny_tokenizer_dir)}, "output": f"run-{stage}",
+                  "data": {"train": [{"path": f"{name}.jsonl"}], "max_length": 64, "on_error": "skip"}}
+        (tmp_path / f"{stage}.yaml").write_text(yaml.safe_dump(recipe))
+
+    shown = lmforge("data", "inspect", "dpo.yaml", "--json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    samples = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert [s["index"] for s in samples] == [0, 1, 3] and "left out 1 bad records" in shown.stderr
+    assert all(s["chosen"]["labels"][s["prompt_length"]] != -100 for s in samples)
+
+    viewed = lmforge("data", "inspect", "kto.yaml", "-n", "2", "--html", "kto.html", cwd=tmp_path)
+    assert viewed.returncode == 0, viewed.stderr
+    assert viewed.stdout.count("── example ") == 2 and "⟦0 plus 1 is 1.<|im_end|>⟧" in viewed.stdout
+    assert "completion (undesirable)" in (tmp_path / "kto.html").read_text(encoding="utf-8")
+
+    stats = lmforge("data", "stats", "dpo.yaml", "--json", cwd=tmp_path)
+    assert stats.returncode == 0, stats.stderr
+    figures = json.loads(stats.stdout)
+    assert (figures["samples"], figures["rejected_reasons"]) == (3, {"chosen equals rejected": 1})
+    assert set(figures["length"]) == {"prompt", "chosen", "rejected", "longest side"}
+    table = lmforge("data", "stats", "kto.yaml", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "labels            2 desirable, 2 undesirable" in table.stdout and "  completion" in table.stdout

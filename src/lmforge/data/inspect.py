@@ -1,7 +1,8 @@
 """`lmforge data inspect`: the samples as training sees them, with the trained (loss-bearing) tokens marked.
 
 Needs only the tokenizer. Samples come in data-file order (the i-th SFT sample is the i-th record of
-data.train), cut to data.max_length as in training. Three views:
+data.train), cut to data.max_length as in training. The preference stages (pairs, KTO examples) have
+their own views in `pair_inspect.py`; `run_inspect` serves every stage. Three views:
 
 - `--json`: one JSON object per line per sample on stdout, nothing else there:
   {"index", "source", "text", "input_ids", "labels", "truncated", "dropped"} (+ "position_ids" when packed).
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from lmforge.config.recipe import Recipe
+from lmforge.config.recipe import PREFERENCE_STAGES, Recipe
 from lmforge.data.dataset import encode_sample, encode_settings, read_records
 from lmforge.data.registry import resolve_sources
 from lmforge.data.masks import IGNORE_INDEX
@@ -69,21 +70,28 @@ def run_inspect(recipe: Recipe, n: int | None, as_json: bool, html_path: Path | 
         raise LmforgeError(f"-n {n}: the number of samples must be at least 1")
     limit = n if n is not None else (None if as_json else DEFAULT_SAMPLES)
     tokenizer = load_tokenizer(recipe.model)
-    samples = collect_samples(recipe, tokenizer, limit)
+    if recipe.stage in PREFERENCE_STAGES:
+        from lmforge.data import pair_inspect
+
+        samples = pair_inspect.collect_preference_samples(recipe, tokenizer, limit)
+        view, write = pair_inspect.terminal_view, pair_inspect.write_html
+    else:
+        samples = collect_samples(recipe, tokenizer, limit)
+        view, write = terminal_view, write_html
     if as_json:
         for sample in samples:
             stream.write(json.dumps(sample.as_json(), ensure_ascii=False) + "\n")
         stream.flush()
         if html_path is not None:
-            write_html(html_path, recipe, tokenizer, samples)
+            write(html_path, recipe, tokenizer, samples)
             print(f"lmforge: wrote the HTML view to {html_path}", file=sys.stderr)
         return
     color = hasattr(stream, "isatty") and stream.isatty()
     stream.write(_legend(color) + "\n\n")
     for sample in samples:
-        stream.write(terminal_view(tokenizer, sample, color) + "\n\n")
+        stream.write(view(tokenizer, sample, color) + "\n\n")
     path = html_path or DEFAULT_HTML
-    write_html(path, recipe, tokenizer, samples)
+    write(path, recipe, tokenizer, samples)
     stream.write(f"HTML view: {path.resolve()}\n")
 
 
@@ -143,13 +151,18 @@ def segments(tokenizer, input_ids: list[int], labels: list[int]) -> list[tuple[s
 
 
 def terminal_view(tokenizer, sample: Sample, color: bool) -> str:
+    return f"── {_title(sample)} ──\n" + marked_text(segments(tokenizer, sample.input_ids, sample.labels), color)
+
+
+def marked_text(runs: list[tuple[str, bool]], color: bool) -> str:
+    """Runs of (text, trained) for a terminal: trained in green and context grey, or trained inside ⟦…⟧."""
     parts = []
-    for text, trained in segments(tokenizer, sample.input_ids, sample.labels):
+    for text, trained in runs:
         if color:
             parts.append((ANSI_TRAINED if trained else ANSI_CONTEXT) + text + ANSI_RESET)
         else:
             parts.append(f"{OPEN_MARK}{text}{CLOSE_MARK}" if trained else text)
-    return f"── {_title(sample)} ──\n" + "".join(parts)
+    return "".join(parts)
 
 
 def _title(sample: Sample) -> str:
@@ -182,24 +195,35 @@ def write_html(path: Path, recipe: Recipe, tokenizer, samples: list[Sample]) -> 
     total = sum(len(s.input_ids) for s in samples)
     trained = sum(s.trained for s in samples)
     share = trained / total if total else 0.0
-    body = [
+    body = [*html_head(recipe),
+            f'<p class="counts">{len(samples)} samples, {total} tokens, {trained} trained ({share:.1%}).</p>']
+    for sample in samples:
+        spans = html_spans(segments(tokenizer, sample.input_ids, sample.labels))
+        body.append(f"<section><h2>{html.escape(_title(sample))}</h2><pre>{spans}</pre></section>")
+    write_page(path, body)
+
+
+def html_head(recipe: Recipe) -> list[str]:
+    """The page's title, the recipe figures that shape the samples, and the legend."""
+    return [
         "<h1>lmforge data inspect</h1>",
         f"<p>stage {recipe.stage} · model {html.escape(recipe.model.path)} · template "
         f"{html.escape(recipe.model.chat_template or 'the tokenizer’s own')} · "
         f"max_length {recipe.data.max_length}</p>",
         '<p class="legend">Legend: <mark class="trained">trained token</mark> carries loss (its label is its id); '
         '<span class="context">context</span> is seen but not trained on (label -100).</p>',
-        f'<p class="counts">{len(samples)} samples, {total} tokens, {trained} trained ({share:.1%}).</p>',
     ]
-    for sample in samples:
-        spans = "".join(
-            f'<mark class="trained">{html.escape(text)}</mark>' if is_trained
-            else f'<span class="context">{html.escape(text)}</span>'
-            for text, is_trained in segments(tokenizer, sample.input_ids, sample.labels)
-        )
-        body.append(f"<section><h2>{html.escape(_title(sample))}</h2><pre>{spans}</pre></section>")
+
+
+def html_spans(runs: list[tuple[str, bool]]) -> str:
+    return "".join(f'<mark class="trained">{html.escape(text)}</mark>' if trained
+                   else f'<span class="context">{html.escape(text)}</span>' for text, trained in runs)
+
+
+def write_page(path: Path, body: list[str], style: str = "") -> None:
+    """The body's HTML lines as a self-contained page at `path`."""
     page = (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>lmforge data inspect</title>'
-            f"<style>{HTML_STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+            f"<style>{HTML_STYLE}{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(page, encoding="utf-8")

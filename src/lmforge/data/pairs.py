@@ -107,7 +107,12 @@ def encode_kto(tokenizer, template: str, example: KTOExample, max_length: int, t
 
 def prompt_length(encoded: Encoded) -> int:
     """Tokens before the first labelled one: the prompt, rendered with the generation header."""
-    return next((k for k, label in enumerate(encoded.labels) if label != IGNORE_INDEX), len(encoded.labels))
+    return first_labelled(encoded.labels)
+
+
+def first_labelled(labels: list[int]) -> int:
+    """The index of the first label that is not IGNORE_INDEX (len(labels) when there is none)."""
+    return next((k for k, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
 
 
 def pair_example(fitted: Fitted) -> dict:
