@@ -1,6 +1,6 @@
 """TRL's SFTTrainer on the benchmark data: run by sft_throughput.py inside the TRL environment.
 
-Assistant-only loss (the template's {% generation %} blocks), fp32, SDPA, no gradient checkpointing
+Assistant-only loss (the template's {% generation %} blocks), fp32 (or --dtype bf16), SDPA, no gradient checkpointing
 (TRL's SFTConfig turns it on by default; lmforge and LLaMA-Factory runs have it off). With --packing,
 TRL's default best-fit-decreasing packing, which makes batches padding-free (one row, position ids).
 Writes the Trainer's metrics and the step count to --metrics.
@@ -28,11 +28,14 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--packing", action="store_true")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="weights; bf16 also turns on bf16 autocast")
+    p.add_argument("--attn", default="sdpa")
     a = p.parse_args()
 
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(a.model)
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="sdpa")
+    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=dtype, attn_implementation=a.attn)
     dataset = load_dataset("json", data_files=a.data, split="train")
     config = SFTConfig(
         output_dir=a.out,
@@ -48,7 +51,7 @@ def main() -> None:
         packing=a.packing,
         assistant_only_loss=True,
         gradient_checkpointing=False,
-        bf16=False,
+        bf16=a.dtype == "bf16",
         fp16=False,
         save_strategy="no",
         logging_steps=10,
@@ -64,6 +67,7 @@ def main() -> None:
     data = trainer.train_dataset
     labels = data["labels"] if "labels" in data.column_names else None
     metrics.update(steps=trainer.state.global_step, setup_s=ready - started, rows=len(data),
+                   peak_gpu_memory_mib=round(torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None,
                    trained_tokens_in_data=sum(sum(x != -100 for x in row) for row in labels) if labels is not None else None)
     with open(a.metrics, "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2)

@@ -7,8 +7,11 @@ samples run one by one within 1e-5, and changing one sample's tokens changes no 
 
 Flash attention needs a GPU and the flash-attn package, so its path is checked with a reference varlen
 attention registered under another name: it is served exactly what flash attention would be (no mask,
-the cu_seqlens keyword arguments) and computes causal attention inside each sample. Flex attention runs
-for real on CPU, but PyTorch has no flex backward on CPU, so its gradients are checked on CUDA only.
+the cu_seqlens keyword arguments) and computes causal attention inside each sample. lmforge_varlen
+(model/varlen.py) is checked for real; in fp32 it runs SDPA per sample on every device (its bf16 flash
+kernel is checked in tests/model/test_varlen.py on CUDA). Flex attention runs for real on CPU, but
+PyTorch has no flex backward on CPU, so its gradients are checked on CUDA only. On a machine with
+CUDA every backend here runs there.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_atten
 
 from lmforge.data.masks import IGNORE_INDEX
 from lmforge.data.packing import best_fit_decreasing, pack_examples
+from lmforge.model import varlen
 from lmforge.train.collate import Collator, additive_mask
 
 VOCAB, MAX_LENGTH, TOL = 64, 16, 1e-5
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 REFERENCE_VARLEN = "lmforge_reference_varlen"
 LENGTHS = [7, 5, 9, 3, 11, 4, 6]  # 45 tokens: 3 rows of 16 with BFD ([11, 5], [9, 7], [6, 4, 3])
 
@@ -52,6 +57,7 @@ BACKENDS = {
     "eager": ("eager", "eager"),
     "flex": ("flex_attention", "flex_attention"),
     "flash_varlen": (REFERENCE_VARLEN, "flash_attention_2"),
+    "lmforge_varlen": (varlen.NAME, varlen.NAME),
 }
 
 
@@ -70,17 +76,17 @@ def make_samples(lengths: list[int], seed: int = 0) -> list[dict]:
 @pytest.fixture(scope="module")
 def models() -> dict[str, LlamaForCausalLM]:
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                          attn_implementation="sdpa")
-    base = LlamaForCausalLM(config).eval()
+    base = LlamaForCausalLM(config).eval()  # head dim 16: flex attention's GPU kernel needs >= 16
     out = {}
     for name, (impl, _) in BACKENDS.items():
         model = LlamaForCausalLM(copy.deepcopy(config)).eval()  # each model its own config
         model.load_state_dict(base.state_dict())
         model.set_attn_implementation(impl)
         assert model.config._attn_implementation == impl
-        out[name] = model
+        out[name] = model.to(DEVICE)
     return out
 
 
@@ -89,6 +95,7 @@ def packed_batch(backend: str, samples: list[dict]) -> tuple[dict, list[tuple[in
     rows, _ = pack_examples(samples, MAX_LENGTH)
     bins = best_fit_decreasing([len(s["input_ids"]) for s in samples], MAX_LENGTH)
     batch = Collator(pad_token_id=0, attn_implementation=BACKENDS[backend][1])(rows)
+    batch = {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     mask = batch.get("attention_mask")
     if mask is not None and mask.dim() == 4 and mask.dtype == torch.bool:  # as LmforgeTrainer.compute_loss does
         batch["attention_mask"] = additive_mask(mask, torch.float32)
@@ -107,11 +114,12 @@ def packed_batch(backend: str, samples: list[dict]) -> tuple[dict, list[tuple[in
 
 def sample_loss_sum(logits: torch.Tensor, labels: list[int]) -> torch.Tensor:
     """Summed next-token cross-entropy of one sample from its own logits (length n x vocab)."""
-    return F.cross_entropy(logits[:-1], torch.tensor(labels[1:]), ignore_index=IGNORE_INDEX, reduction="sum")
+    target = torch.tensor(labels[1:], device=logits.device)
+    return F.cross_entropy(logits[:-1], target, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def alone(model, sample: dict) -> torch.Tensor:
-    return model(input_ids=torch.tensor([sample["input_ids"]]), use_cache=False).logits[0]
+    return model(input_ids=torch.tensor([sample["input_ids"]], device=DEVICE), use_cache=False).logits[0]
 
 
 def packed_logits(model, batch: dict) -> torch.Tensor:
@@ -127,7 +135,7 @@ def test_collated_batch_layout(backend):
         assert batch["attention_mask"].shape == (3, 1, MAX_LENGTH, MAX_LENGTH)
     else:  # padding-free: one row of every token, no mask
         assert batch["input_ids"].shape == (1, sum(LENGTHS)) and "attention_mask" not in batch
-    if backend == "flash_varlen":
+    if backend in ("flash_varlen", "lmforge_varlen"):
         starts = sorted(start for _, start, _ in where)
         assert batch["cu_seq_lens_q"].tolist() == starts + [sum(LENGTHS)]
         assert batch["max_length_q"] == max(LENGTHS)
@@ -165,10 +173,10 @@ def test_per_sample_gradients_equal_the_samples_run_alone(models, backend):
     params = [p for p in model.parameters() if p.requires_grad]
     samples = make_samples(LENGTHS, seed=1)
     batch, where = packed_batch(backend, samples)
-    logits = packed_logits(model, batch)
-    for k, (sample, (r, start, n)) in enumerate(zip(samples, where)):
-        packed = torch.autograd.grad(sample_loss_sum(logits[r, start:start + n], sample["labels"]), params,
-                                     retain_graph=k < len(samples) - 1)
+    for sample, (r, start, n) in zip(samples, where):
+        # a fresh forward per sample: compiled flex attention on CUDA frees its buffers after one backward
+        logits = packed_logits(model, batch)
+        packed = torch.autograd.grad(sample_loss_sum(logits[r, start:start + n], sample["labels"]), params)
         single = torch.autograd.grad(sample_loss_sum(alone(model, sample), sample["labels"]), params)
         for got, want in zip(packed, single):
             torch.testing.assert_close(got, want, atol=TOL, rtol=0)

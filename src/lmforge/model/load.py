@@ -229,6 +229,9 @@ def _require_bitsandbytes() -> None:
 def _check_attention_name(name: str) -> None:
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+    from lmforge.model import varlen  # registers lmforge_varlen
+
+    varlen.register()
     known = ["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()]
     if "/" in name or name in known:  # "org/repo" names a kernel on the hub
         return

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 IGNORE_INDEX = -100
-VARLEN_FLASH = ("flash_attention_2", "flash_attention_3", "flash_attention_4")
+VARLEN_FLASH = ("flash_attention_2", "flash_attention_3", "flash_attention_4", "lmforge_varlen")
 VARLEN_FLEX = "flex_attention"
 
 
@@ -19,12 +19,13 @@ class Collator:
     crossing samples there, so packed batches carry a 4D boolean block-diagonal mask (True = may
     attend) that the trainer turns into an additive mask in the model's dtype.
 
-    Flash attention 2/3/4 and flex attention (`is_varlen`): padding-free. The batch's samples are put
+    Flash attention 2/3/4, lmforge_varlen (PyTorch's own varlen flash kernel, model/varlen.py) and flex
+    attention (`is_varlen`): padding-free. The batch's samples are put
     back to back in one row of shape (1, total tokens) with position ids restarting at 0 for each and
     no attention mask; each sample's first label becomes IGNORE_INDEX so no sample is predicted from the
     one before (the causal shift drops that label anyway when the sample has a row of its own).
     transformers 5.24 then keeps attention inside each sample:
-    - flash: `_flash_attention_forward` runs the varlen kernel on cu_seqlens. We send them
+    - flash and lmforge_varlen: `_flash_attention_forward` (or model/varlen.py) runs the varlen kernel on cu_seqlens. We send them
       (`cu_seq_lens_q/k`, `max_length_q/k`) so they are not derived again from the position ids in
       every layer; without them it derives them from the position ids, but only for a batch of one
       row and no attention mask, which is why the batch is one row.

@@ -51,6 +51,8 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
 
     metrics = {k: v for k, v in result.metrics.items() if not k.endswith("_flos")}
     metrics["trained_tokens"] = trainer.trained_tokens
+    if torch.cuda.is_available():
+        metrics["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     if data.eval is not None:
         metrics.update(trainer.evaluate())
     _save_final(trainer, output, recipe, template, metrics, parameter_counts(model))

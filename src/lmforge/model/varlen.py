@@ -1,0 +1,135 @@
+"""Padding-free attention with PyTorch's own kernels: `model.attn_implementation: lmforge_varlen`.
+
+Packed training wants attention that stays inside each sample without a (tokens x tokens) mask. The
+flash-attn package does that with its varlen kernel, but it has to be built for each torch and CUDA
+pair and often is not installed. PyTorch (>= 2.9) ships the same FlashAttention-2 varlen kernel as
+`torch.nn.attention.varlen.varlen_attn`; this implementation calls it, so packing on a GPU is
+padding-free with nothing extra to install.
+
+It is registered with transformers' public `AttentionInterface` (and its mask interface, with the same
+mask rule as flash attention: no mask unless there is padding). The collator treats it like flash
+attention: one row of samples back to back, `cu_seq_lens_q/k` and `max_length_q/k` in the batch.
+What runs where:
+- cu_seqlens given (or found from position ids that restart inside one row), CUDA, fp16/bf16: one
+  `varlen_attn` call per layer.
+- cu_seqlens on CPU or in fp32: SDPA once per sample, causal. Exact, but one call per sample; on a
+  CPU the block-diagonal mask of `sdpa` packing is faster.
+- no samples to separate (evaluation, generation): SDPA with a causal mask, padding from the 2D mask.
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
+
+NAME = "lmforge_varlen"
+KERNEL_DTYPES = (torch.float16, torch.bfloat16)
+CAUSAL = (-1, 0)  # varlen_attn's window (left, right): any distance back, nothing ahead
+
+
+def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                             attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                             **kwargs) -> tuple[torch.Tensor, None]:
+    """transformers' attention signature: query (B, H, Tq, D), key/value (B, Hkv, Tk, D); returns (B, Tq, H, D)."""
+    if dropout:
+        raise ValueError(f"{NAME} runs without attention dropout; set the model's attention_dropout to 0")
+    cu_seqlens = _cu_seqlens(query, key, attention_mask, kwargs)
+    if cu_seqlens is None:
+        out = _masked_sdpa(query, key, value, attention_mask, scaling)
+    elif query.is_cuda and query.dtype in KERNEL_DTYPES and kernel_available():
+        out = _kernel(query, key, value, cu_seqlens, int(kwargs.get("max_length_q") or 0), scaling)
+    else:
+        out = _per_sample_sdpa(query, key, value, cu_seqlens, scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+@lru_cache(maxsize=1)
+def kernel_available() -> bool:
+    """Whether this PyTorch has the varlen flash kernel (torch.nn.attention.varlen, PyTorch >= 2.9)."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _cu_seqlens(query: torch.Tensor, key: torch.Tensor, attention_mask, kwargs: dict) -> torch.Tensor | None:
+    """The samples' boundaries in a one-row batch: from the batch, or from position ids restarting at 0."""
+    if query.shape[0] != 1 or query.shape[2] != key.shape[2] or attention_mask is not None:
+        return None
+    given = kwargs.get("cu_seq_lens_q")
+    if given is not None:
+        return given.to(device=query.device, dtype=torch.int32)
+    positions = kwargs.get("position_ids")
+    if positions is None or positions.shape[-1] != query.shape[2]:
+        return None
+    flat = positions.reshape(-1)
+    starts = torch.nonzero(flat == 0).reshape(-1)
+    if starts.numel() < 2 or int(starts[0]) != 0:
+        return None  # one sample (plain causal attention does it), or positions that do not start at 0
+    end = torch.tensor([flat.numel()], device=starts.device)
+    return torch.cat([starts, end]).to(device=query.device, dtype=torch.int32)
+
+
+def _kernel(query, key, value, cu_seqlens, longest: int, scaling) -> torch.Tensor:
+    from torch.nn.attention.varlen import varlen_attn
+
+    if not longest:
+        longest = int(cu_seqlens.diff().max())
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
+    extra = {}
+    if k.shape[1] != q.shape[1]:
+        if "enable_gqa" in _kernel_parameters():
+            extra["enable_gqa"] = True
+        else:
+            groups = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    out = varlen_attn(q.contiguous(), k.contiguous(), v.contiguous(), cu_seqlens, cu_seqlens, longest, longest,
+                      scale=scaling, window_size=CAUSAL, **extra)
+    return out.transpose(0, 1).unsqueeze(0)  # (1, heads, tokens, dim)
+
+
+@lru_cache(maxsize=1)
+def _kernel_parameters() -> frozenset[str]:
+    from torch.nn.attention.varlen import varlen_attn
+
+    return frozenset(inspect.signature(varlen_attn).parameters)
+
+
+def _per_sample_sdpa(query, key, value, cu_seqlens, scaling) -> torch.Tensor:
+    bounds = cu_seqlens.tolist()
+    gqa = key.shape[1] != query.shape[1]
+    spans = [F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,
+                                            scale=scaling, enable_gqa=gqa)
+             for a, b in zip(bounds, bounds[1:]) if b > a]
+    return torch.cat(spans, dim=2)
+
+
+def _masked_sdpa(query, key, value, attention_mask, scaling) -> torch.Tensor:
+    """Causal attention where queries are the last Tq of Tk positions; padding keys (2D mask 0) are masked."""
+    q_len, k_len = query.shape[2], key.shape[2]
+    gqa = key.shape[1] != query.shape[1]
+    if attention_mask is None and q_len in (1, k_len):
+        return F.scaled_dot_product_attention(query, key, value, is_causal=q_len > 1, scale=scaling, enable_gqa=gqa)
+    rows = torch.arange(k_len - q_len, k_len, device=query.device)
+    allowed = rows[:, None] >= torch.arange(k_len, device=query.device)[None, :]  # (Tq, Tk)
+    mask = allowed[None, None]
+    if attention_mask is not None:
+        keys = attention_mask[:, -k_len:].to(device=query.device, dtype=torch.bool)
+        mask = mask & keys[:, None, None, :]
+        mask = mask | (rows[:, None] == torch.arange(k_len, device=query.device)[None, :])[None, None]  # no empty row
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling, enable_gqa=gqa)
+
+
+def register() -> None:
+    """Make `lmforge_varlen` a valid `attn_implementation` (idempotent)."""
+    AttentionInterface.register(NAME, varlen_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, flash_attention_mask)
+
+
+register()
