@@ -8,11 +8,13 @@ import pytest
 
 from lmforge.data.mask_tokens import (
     IGNORE_INDEX,
+    _direct_backend,
     check_generation,
     compare_marks,
     forward_bounds,
     generation_marks,
     label_tokens,
+    tokenize,
 )
 from lmforge.errors import LmforgeError
 
@@ -85,3 +87,42 @@ def test_generation_blocks_that_disagree_name_the_token():
                                            r" than the derived mask, first at token 1"):
         check_generation(FakeTokenizer(), "data.jsonl:3", [5, 6, 7, 8], offsets, labels, ranges, [(1, 4)], False,
                          forward_bounds(offsets))
+
+
+TRICKY_TEXTS = ["", " ", "Hello world", "  two  spaces\n\nand lines\t", "émoji 🙂 and 中文 text",
+                "<s>[INST] hi [/INST]",
+                "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n A<|im_end|>\n", "<think>\nr\n</think>\n\nok",
+                "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nx<|eot_id|>", "\u200b\ufeffodd\r\n"]
+
+
+def _call_result(tok, texts):
+    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False,
+              return_token_type_ids=False)
+    return [(list(ids), [tuple(o) for o in offsets]) for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"])]
+
+
+def _texts_for(tok) -> list[str]:
+    specials = [t for t in tok.all_special_tokens if t]
+    return TRICKY_TEXTS + [f"{a} middle {b}end" for a, b in zip(specials, specials[1:] + specials[:1])]
+
+
+def test_the_direct_tokenizer_call_gives_what_the_tokenizer_call_gives(shared_tokenizer_dir, tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    for directory in (shared_tokenizer_dir, tiny_tokenizer_dir):
+        tok = AutoTokenizer.from_pretrained(directory)
+        assert _direct_backend(tok) is not None, directory.name  # these all take the direct path
+        texts = _texts_for(tok)
+        assert [(list(i), [tuple(o) for o in off]) for i, off in tokenize(tok, texts, "w")] == _call_result(tok, texts)
+
+
+def test_a_tokenizer_whose_backend_truncates_goes_through_the_call(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tok.backend_tokenizer.enable_truncation(max_length=3)  # the call turns this off; a direct call would not
+    assert _direct_backend(tok) is None
+    long = ["a b c d e f g h i j"]
+    got = tokenize(tok, long, "w")
+    assert len(got[0][0]) > 3 and tok.backend_tokenizer.truncation is None
+    assert _direct_backend(tok) is not None and tokenize(tok, long, "w") == got

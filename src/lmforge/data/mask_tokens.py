@@ -16,6 +16,14 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 
+from tokenizers import Tokenizer as RustTokenizer
+from transformers import PreTrainedTokenizerBase
+
+try:
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+except ImportError:  # another transformers layout: always go through tokenizer(...)
+    TokenizersBackend = None
+
 from lmforge.data.templates import builtin_names
 from lmforge.errors import LmforgeError
 
@@ -25,7 +33,17 @@ Bounds = tuple[tuple[int, ...], tuple[int, ...]]  # (token starts, token ends)
 
 
 def tokenize(tokenizer, texts: list[str], where: str) -> list[tuple[list[int], Offsets]]:
-    """(input_ids, character offsets) of each text, in one tokenizer call."""
+    """(input_ids, character offsets) of each text, in one tokenizer call.
+
+    `tokenizer(texts, add_special_tokens=False, ...)` on a tokenizers-backed tokenizer turns truncation
+    and padding off and sets `encode_special_tokens` on its Rust tokenizer, calls its `encode_batch`, then
+    copies each encoding into a BatchEncoding. Where the Rust tokenizer is already in that state and the
+    class does not change the call, `encode_batch` is called directly and the ids and offsets read from
+    its encodings: the same values, without the copies (about a tenth of the tokenising time).
+    """
+    backend = _direct_backend(tokenizer)
+    if backend is not None:
+        return [(e.ids, e.offsets) for e in backend.encode_batch(texts, add_special_tokens=False)]
     try:
         enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False,
                         return_token_type_ids=False)
@@ -33,6 +51,20 @@ def tokenize(tokenizer, texts: list[str], where: str) -> list[tuple[list[int], O
         raise LmforgeError(f"{where}: masks need character offsets, which this tokenizer cannot give ({err}); use "
                            "a fast (tokenizers-backed) tokenizer") from None
     return list(zip(enc["input_ids"], enc["offset_mapping"]))
+
+
+def _direct_backend(tokenizer):
+    """The Rust tokenizer when calling it directly gives what `tokenizer(...)` gives (see `tokenize`), else None."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    cls = type(tokenizer)
+    if TokenizersBackend is None or not (
+            isinstance(backend, RustTokenizer) and cls._encode_plus is TokenizersBackend._encode_plus
+            and cls.__call__ is PreTrainedTokenizerBase.__call__ and not hasattr(tokenizer, "_switch_to_input_mode")):
+        return None
+    if backend.truncation is not None or backend.padding is not None or \
+            backend.encode_special_tokens != bool(tokenizer.split_special_tokens):
+        return None  # the call changes this state first: take the call (later batches can then go direct)
+    return backend
 
 
 def forward_bounds(offsets: Offsets) -> Bounds | None:
