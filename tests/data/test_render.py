@@ -60,6 +60,8 @@ def test_renders_as_apply_chat_template(shared_tokenizer_dir):
     for name, template in templates(tok).items():
         renderer = Renderer(tok, template)
         assert renderer.direct
+        compiled, plain = renderer._templates()
+        assert (plain is not compiled) == renderer.has_generation, name  # built-ins render with blocks inlined
         for c in conversations_for(name):
             messages = c.as_dicts()
             for end in range(1, len(messages) + 1):
@@ -121,3 +123,37 @@ def test_masks_without_the_compiler_agree(shared_tokenizer_dir, monkeypatch):
             "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     with pytest.raises(LmforgeError, match=r"the template's \{% generation %\} blocks mark other tokens"):
         encode_conversation(tok, wide, CONVERSATIONS[0])
+
+
+SCOPED = ("{%- set x = 'outer' -%}{%- for m in messages -%}{%- generation -%}{%- set x = m['content'] -%}{{ x }}"
+          "{%- endgeneration -%}|{{ x }};{%- endfor -%}")
+
+
+@pytest.mark.parametrize("shared_tokenizer_dir", [Path(__file__).resolve().parents[3] / "shared" / "tokenizers" /
+                                                  "qwen3"], indirect=True, ids=["qwen3"])
+def test_generation_blocks_are_inlined_only_where_that_renders_the_same(shared_tokenizer_dir):
+    tok = load(shared_tokenizer_dir)
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    shared = ("{%- set ns = namespace(n=0) -%}{%- for m in messages -%}{%- generation -%}{%- set ns.n = ns.n + 1 -%}"
+              "{{ m['content'] }}{%- endgeneration -%}{{ ns.n }}{%- endfor -%}")
+    local = ("{%- for m in messages -%}{%- generation -%}{%- set c = m['content'] | trim -%}{{ c }}"
+             "{%- endgeneration -%};{%- endfor -%}")
+    read_in_another_block = ("{% for m in messages %}{% generation %}{% set c = m['content'] %}{{ c }}"
+                             "{% endgeneration %}{% generation %}[{{ c }}]{% set c = 'z' %}{% endgeneration %}"
+                             "{% endfor %}")
+    cases = {SCOPED: False, read_in_another_block: False, local: True, shared: True,
+             "{% for m in messages %}{% generation %}{{ caller is defined }}{% endgeneration %}{% endfor %}": False,
+             "{% for m in messages %}{% generation %}{% for k in m %}{% break %}{% endfor %}{% endgeneration %}"
+             "{% endfor %}": False}
+    for template, inlined in cases.items():
+        renderer = Renderer(tok, template)
+        compiled, plain = renderer._templates()
+        assert (plain is not compiled) == inlined, template
+        assert renderer.render(messages) == tok.apply_chat_template(messages, chat_template=template, tokenize=False)
+    assert Renderer(tok, SCOPED).render(messages) == "a|outer;b|outer;"
+    env = Renderer(tok, SCOPED)._templates()[0].environment
+    tree = env.parse(SCOPED)
+    render._inline_generation(tree)  # what inlining regardless would render: not the same
+    forced = env.template_class.from_code(env, env.compile(tree), env.make_globals(None))
+    inlined = "".join(forced.root_render_func(forced.new_context({"messages": messages}, shared=True)))
+    assert inlined == "a|a;b|b;"

@@ -15,6 +15,13 @@ Records hold JSON data only (the readers build them from JSON), which transforme
 returns unchanged, and the sandbox cannot change them, so they are passed without a copy.
 `render_spans` also returns the character spans the template's `{% generation %}` blocks produced,
 from the same render, as transformers tracks them for `return_assistant_tokens_mask`.
+
+A `{% generation %}` block renders its body as a macro (`caller`) and, with the tracker off, returns
+that body's text unchanged; macro calls through the sandbox are most of the cost of a small template.
+`render` (no spans wanted) therefore uses the template with each block replaced by its body, when that
+provably renders the same: when no body assigns a variable (a macro keeps its assignments to itself;
+namespace attributes are shared either way), uses loop controls, imports, defines macros or blocks, or
+reads `caller`, `varargs` or `kwargs`. Otherwise it renders with the template as it is.
 tests/data/test_render.py checks the text and the spans against apply_chat_template.
 
 A tokenizer class with its own apply_chat_template, or a transformers without the compile function,
@@ -27,6 +34,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import jinja2
+from jinja2 import nodes
 from transformers import PreTrainedTokenizerBase
 
 try:
@@ -51,6 +60,7 @@ class Renderer:
         self.has_generation = bool(GENERATION_TAG.search(template))
         self._variables = dict(tokenizer.special_tokens_map) if self.direct else {}
         self._compiled = None
+        self._plain = None  # the template without {% generation %} blocks where it renders the same, else _compiled
 
     def prepare(self, messages: list[dict]) -> list[dict]:
         """The messages as apply_chat_template hands them to the template (render and render_spans take
@@ -62,7 +72,8 @@ class Renderer:
         if not self.direct:
             return self.tokenizer.apply_chat_template(messages, chat_template=self.template, tools=tools,
                                                       tokenize=False, add_generation_prompt=add_generation_prompt)
-        return "".join(self._generate(messages, tools, add_generation_prompt))
+        plain = self._templates()[1]
+        return "".join(plain.root_render_func(self._context(plain, messages, tools, add_generation_prompt)))
 
     def render_spans(self, messages: list[dict], tools: list[dict] | None = None
                      ) -> tuple[str, list[tuple[int, int]] | None]:
@@ -72,21 +83,81 @@ class Renderer:
             return self.render(messages, tools), None
         blocks: list[str] = []
         spans: list[tuple[int, int]] = []
-        pieces = self._generate(messages, tools, False)  # compiles the template first
-        with self._compiled.environment.activate_tracker(blocks, spans):
+        compiled = self._templates()[0]
+        pieces = compiled.root_render_func(self._context(compiled, messages, tools, False))
+        with compiled.environment.activate_tracker(blocks, spans):
             for block in pieces:
                 blocks.append(block)
         return "".join(blocks), [tuple(span) for span in spans]
 
-    def _generate(self, messages: list[dict], tools: list[dict] | None, add_generation_prompt: bool):
-        """The rendered pieces, as jinja's Template.render makes them: one context of the template's globals
-        and the variables (here the globals are copied once, not merged from their ChainMap every render)."""
+    def _templates(self) -> tuple[jinja2.Template, jinja2.Template]:
+        """(the compiled template, the one `render` uses), compiled on first use."""
         if self._compiled is None:
             self._compiled = _compile_jinja_template(self.template)
             self._variables = {**self._compiled.globals, **self._variables}
+            self._plain = without_generation_blocks(self._compiled, self.template) if self.has_generation \
+                else self._compiled
+        return self._compiled, self._plain
+
+    def _context(self, compiled: jinja2.Template, messages: list[dict], tools: list[dict] | None,
+                 add_generation_prompt: bool) -> jinja2.runtime.Context:
+        """One context of the template's globals and the variables, as jinja's Template.render makes it (here
+        the globals are copied once, not merged from their ChainMap every render)."""
         variables = {**self._variables, "messages": messages, "tools": tools, "documents": None,
                      "add_generation_prompt": add_generation_prompt}
-        return self._compiled.root_render_func(self._compiled.new_context(variables, shared=True))
+        return compiled.new_context(variables, shared=True)
+
+
+_SCOPE_CHANGES = (nodes.Macro, nodes.Break, nodes.Continue, nodes.Import, nodes.FromImport, nodes.Include,
+                  nodes.Block, nodes.Extends)
+_MACRO_NAMES = ("caller", "varargs", "kwargs")
+
+
+def without_generation_blocks(compiled: jinja2.Template, source: str) -> jinja2.Template:
+    """The template with each {% generation %} block replaced by its body, compiled in the same environment;
+    the template itself when some block's body would render differently outside a macro (module docstring)."""
+    env = compiled.environment
+    tree = env.parse(source)
+    if not all(_inlinable(block, tree) for block in tree.find_all(nodes.CallBlock) if _is_generation(block)):
+        return compiled
+    _inline_generation(tree)
+    return env.template_class.from_code(env, env.compile(tree), env.make_globals(None))
+
+
+def _is_generation(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.CallBlock) and isinstance(node.call.node, nodes.ExtensionAttribute) \
+        and node.call.node.name == "_generation_support" and not node.args and not node.call.args
+
+
+def _inlinable(block: nodes.CallBlock, tree: nodes.Template) -> bool:
+    """Whether the block's body renders the same outside its macro: it uses nothing a macro scopes (loop
+    controls, macros, imports, caller), and no name it assigns is read anywhere else in the template (in
+    the macro the assignment ends with the block; inlined, it would stay visible after it). A namespace
+    attribute (`set ns.x`) is not a name: the same namespace object is changed either way."""
+    inside = [node for body_node in block.body for node in (body_node, *body_node.find_all(nodes.Node))]
+    if any(isinstance(node, _SCOPE_CHANGES) or (isinstance(node, nodes.Name) and node.name in _MACRO_NAMES)
+           for node in inside):
+        return False
+    assigned = {node.name for node in inside if isinstance(node, nodes.Name) and node.ctx == "store"}
+    ids = {id(node) for node in inside}
+    read_elsewhere = {node.name for node in tree.find_all(nodes.Name) if node.ctx == "load" and id(node) not in ids}
+    return not assigned & read_elsewhere
+
+
+def _inline_generation(node: nodes.Node) -> None:
+    for field in node.fields:
+        value = getattr(node, field)
+        if isinstance(value, list):
+            spliced = []
+            for child in value:
+                spliced.extend(child.body if _is_generation(child) else [child])
+            setattr(node, field, spliced)
+            children = spliced
+        else:
+            children = [value]
+        for child in children:
+            if isinstance(child, nodes.Node):
+                _inline_generation(child)
 
 
 def _template_message(message: dict[str, Any]) -> dict[str, Any]:
