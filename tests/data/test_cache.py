@@ -139,3 +139,33 @@ def test_a_cache_hit_rewrites_the_rejects_file(shared_tokenizer_dir, tmp_path, c
 def test_examples_flat_arrays_are_int32():
     flat = cache.Examples.from_dicts([{"input_ids": [150000, 2], "labels": [-100, 2]}])
     assert flat.input_ids.dtype == np.int32 and flat.lengths.tolist() == [2]
+
+
+def test_a_hit_maps_the_arrays_read_only_with_the_values_np_load_reads(tmp_path):
+    flat = cache.Examples.from_dicts([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]},
+                                      {"input_ids": [4], "labels": [4]}])
+    empty = cache.Examples(input_ids=np.zeros(0, np.int32), labels=np.zeros(0, np.int32),
+                           lengths=np.zeros(0, np.int64))
+    entry = cache.save(tmp_path, "m" * 64, {"train": flat, "eval": empty}, {}, b"")
+    mapped = cache.mapped_arrays(entry / cache.ARRAYS_FILE)
+    with np.load(entry / cache.ARRAYS_FILE) as read:
+        assert sorted(mapped) == sorted(read.files)
+        for name in read.files:
+            assert mapped[name].dtype == read[name].dtype and np.array_equal(mapped[name], read[name])
+    assert not mapped["train.input_ids"].flags.writeable
+    compressed = tmp_path / "compressed.npz"
+    np.savez_compressed(compressed, **mapped)
+    compressed.replace(entry / cache.ARRAYS_FILE)  # a new file: the mapped one stays valid while it is used
+    assert mapped["train.input_ids"].tolist() == [1, 2, 3, 4]
+    del mapped
+    # compressed members cannot be mapped: the entry is rebuilt
+    assert cache.load(tmp_path, "m" * 64) is None
+
+
+def test_a_truncated_arrays_file_is_not_used(tmp_path, capsys):
+    flat = cache.Examples.from_dicts([{"input_ids": list(range(100)), "labels": list(range(100))}])
+    entry = cache.save(tmp_path, "t" * 64, {"train": flat}, {}, b"")
+    data = (entry / cache.ARRAYS_FILE).read_bytes()
+    (entry / cache.ARRAYS_FILE).write_bytes(data[:200] + data[-300:])  # bytes cut out of the middle
+    assert cache.load(tmp_path, "t" * 64) is None
+    assert "ignoring the damaged data cache entry" in capsys.readouterr().err

@@ -4,6 +4,7 @@ An entry is a directory `<root>/<key>/` holding `arrays.npz` (the examples as fl
 their lengths, and any per-example values such as KTO's desirable flag), `meta.json` (the report figures) and `rejects.jsonl` (the records skipped under
 `on_error: skip`). It is written into a temporary sibling directory and renamed into place in one
 step, so a crash leaves either a whole entry or none; a reader never sees half of one.
+A hit maps the arrays from the file read-only (`mapped_arrays`) rather than reading them.
 
 The key is the sha256 of the data fingerprint (`fingerprint_parts`: the data's content, the
 tokenizer, the chat template, the stage and every data setting that shapes the examples), the cache
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -172,10 +175,10 @@ def load(root: Path, key: str) -> tuple[dict[str, Examples], dict[str, Any], byt
         return None
     try:
         meta = json.loads((entry / META_FILE).read_text(encoding="utf-8"))
-        with np.load(entry / ARRAYS_FILE) as arrays:
-            splits = {name: _split_from(arrays, name) for name in meta["splits"]}
+        arrays = mapped_arrays(entry / ARRAYS_FILE)
+        splits = {name: _split_from(arrays, name) for name in meta["splits"]}
         rejects = (entry / REJECTS_FILE).read_bytes()
-    except (OSError, ValueError, KeyError) as err:  # damaged by hand or by a full disk: rebuild
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:  # damaged by hand or by a full disk: rebuild
         print(f"lmforge: ignoring the damaged data cache entry {entry} ({err})", file=sys.stderr)
         return None
     return splits, meta, rejects
@@ -187,9 +190,41 @@ def _split_from(arrays, name: str) -> Examples:
         input_ids=arrays[f"{name}.input_ids"],
         labels=arrays[f"{name}.labels"],
         lengths=arrays[f"{name}.lengths"],
-        position_ids=arrays[positions] if positions in arrays.files else None,
-        columns={key.removeprefix(column): arrays[key] for key in arrays.files if key.startswith(column)},
+        position_ids=arrays[positions] if positions in arrays else None,
+        columns={key.removeprefix(column): arrays[key] for key in arrays if key.startswith(column)},
     )
+
+
+def mapped_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz written by np.savez, memory-mapped read-only instead of read: np.savez stores
+    each array uncompressed, so its bytes lie in the file as they are and opening an entry costs nothing
+    per token (the pages are read when used). No CRC check: a damaged entry is found by its size only."""
+    with path.open("rb") as f, zipfile.ZipFile(f) as archive:
+        members = [(info, _npy_header(f, info)) for info in archive.infolist()]
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if members else None
+    out = {}
+    for info, (shape, fortran, dtype, offset) in members:
+        count = int(np.prod(shape, dtype=np.int64))
+        flat = np.frombuffer(mapped, dtype=dtype, count=count, offset=offset) if count else np.zeros(0, dtype)
+        out[info.filename.removesuffix(".npy")] = flat.reshape(shape, order="F" if fortran else "C")
+    return out
+
+
+def _npy_header(f, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, offset of the data in the file) of one stored .npy member."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"{info.filename} is compressed")
+    f.seek(info.header_offset)
+    local = f.read(30)  # the member's local header: its name and extra field lengths are at bytes 26-29
+    if local[:4] != b"PK\x03\x04":
+        raise ValueError(f"{info.filename}: no local file header")
+    f.seek(info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little"))
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(f)
+    if dtype.hasobject:
+        raise ValueError(f"{info.filename} holds Python objects")
+    return shape, fortran, dtype, f.tell()
 
 
 def save(root: Path, key: str, splits: dict[str, Examples], meta: dict[str, Any], rejects: bytes) -> Path:

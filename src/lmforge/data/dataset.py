@@ -21,6 +21,7 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from lmforge.data.preprocess import (EncodedChunk, EncodeSettings, default_worke
                                      processes_for)
 from lmforge.data.readers import KIND_BY_STAGE, Reject, read_source
 from lmforge.data.registry import resolve_sources
+from lmforge.data.rows import ExampleRows
 from lmforge.data.templates import resolve_chat_template
 from lmforge.data.text import make_blocks, pack_documents
 from lmforge.errors import LmforgeError
@@ -72,8 +74,8 @@ class DataReport:
 
 @dataclass
 class DataBundle:
-    train: list[dict]
-    eval: list[dict] | None
+    train: Sequence[dict]  # rows.ExampleRows for SFT/pt: each example built from the flat arrays when read
+    eval: Sequence[dict] | None
     report: DataReport
 
 
@@ -316,7 +318,7 @@ def _finish(recipe: Recipe, report: DataReport, splits: dict[str, cache.Examples
     if recipe.data.packing and recipe.stage == "sft":  # packing hook (I5-A): SFT samples into bins, packing.py
         splits = {name: _pack_split(name, ex, recipe.data.max_length, report) for name, ex in splits.items()}
         evaluation = splits.get("eval")
-    return DataBundle(train=splits["train"].to_dicts(), eval=evaluation.to_dicts() if evaluation else None,
+    return DataBundle(train=ExampleRows(splits["train"]), eval=ExampleRows(evaluation) if evaluation else None,
                       report=report)
 
 

@@ -1,0 +1,71 @@
+"""The examples of a split as the trainer reads them: rows looked up in the flat arrays when asked for.
+
+`cache.Examples` holds a split as flat arrays (all examples back to back, and their lengths); the
+trainer asks for one example at a time, as a dict of plain int lists. `ExampleRows` answers that from
+the arrays on demand instead of building every dict up front: a split of 100k examples costs one
+cumulative sum to open (nothing per example), and the arrays may be memory-mapped from the data cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from lmforge.data.cache import Examples
+
+
+class ExampleRows(Sequence):
+    """A read-only sequence of {"input_ids", "labels"} (+ "position_ids", + per-example columns) dicts."""
+
+    def __init__(self, examples: Examples) -> None:
+        self.examples = examples
+        ends = np.cumsum(examples.lengths, dtype=np.int64)
+        self._starts = (ends - examples.lengths).tolist()
+        self._ends = ends.tolist()
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self._row(k) for k in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"example {index} of {len(self)}")
+        return self._row(index)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self._row(k) for k in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ExampleRows):
+            return _same_examples(self.examples, other.examples)
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # mutable arrays underneath: not hashable, like a list
+
+    def __repr__(self) -> str:
+        return f"ExampleRows({len(self)} examples, {int(self.examples.lengths.sum())} tokens)"
+
+    def _row(self, k: int) -> dict[str, Any]:
+        ex, start, end = self.examples, self._starts[k], self._ends[k]
+        row: dict[str, Any] = {"input_ids": ex.input_ids[start:end].tolist(), "labels": ex.labels[start:end].tolist()}
+        if ex.position_ids is not None:
+            row["position_ids"] = ex.position_ids[start:end].tolist()
+        for name, values in ex.columns.items():
+            row[name] = int(values[k])
+        return row
+
+
+def _same_examples(a: Examples, b: Examples) -> bool:
+    if (a.position_ids is None) != (b.position_ids is None) or set(a.columns) != set(b.columns):
+        return False
+    pairs = [(a.input_ids, b.input_ids), (a.labels, b.labels), (a.lengths, b.lengths),
+             *([(a.position_ids, b.position_ids)] if a.position_ids is not None else []),
+             *((a.columns[name], b.columns[name]) for name in a.columns)]
+    return all(np.array_equal(x, y) for x, y in pairs)

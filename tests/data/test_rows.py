@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+
+from lmforge.data import cache
+from lmforge.data.rows import ExampleRows
+
+EXAMPLES = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_ids": [0, 1, 0]},
+            {"input_ids": [4], "labels": [4], "position_ids": [0]},
+            {"input_ids": [5, 6], "labels": [-100, 6], "position_ids": [0, 1]}]
+
+
+def test_rows_read_like_the_list_of_dicts_they_stand_for():
+    rows = ExampleRows(cache.Examples.from_dicts(EXAMPLES))
+    assert len(rows) == 3 and list(rows) == EXAMPLES
+    assert rows[0] == EXAMPLES[0] and rows[-1] == EXAMPLES[-1] and rows[1:] == EXAMPLES[1:]
+    assert all(type(t) is int for t in rows[2]["input_ids"])  # plain ints, as the collator expects
+    with pytest.raises(IndexError):
+        rows[3]
+    with pytest.raises(IndexError):
+        rows[-4]
+    (first, *_), = [rows]
+    assert first == EXAMPLES[0]
+
+
+def test_rows_carry_per_example_columns_and_compare_by_content():
+    kto = [{"input_ids": [1, 2], "labels": [-100, 2], "desirable": 1},
+           {"input_ids": [3], "labels": [3], "desirable": 0}]
+    rows = ExampleRows(cache.Examples.from_dicts(kto, columns=("desirable",)))
+    assert list(rows) == kto and rows == kto
+    assert rows == ExampleRows(cache.Examples.from_dicts(kto, columns=("desirable",)))
+    assert rows != ExampleRows(cache.Examples.from_dicts(kto))  # the column is missing
+    changed = [dict(kto[0]), {**kto[1], "labels": [-100]}]
+    assert rows != ExampleRows(cache.Examples.from_dicts(changed, columns=("desirable",))) and rows != changed
+
+
+def test_empty_rows():
+    empty = cache.Examples(input_ids=np.zeros(0, np.int32), labels=np.zeros(0, np.int32),
+                           lengths=np.zeros(0, np.int64))
+    rows = ExampleRows(empty)
+    assert len(rows) == 0 and list(rows) == [] and rows == []
