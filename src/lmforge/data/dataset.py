@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from lmforge.config.recipe import DataSource, DataSpec, Recipe
-from lmforge.data import cache
+from lmforge.data import cache, stream
 from lmforge.data.masks import IGNORE_INDEX, Encoded
 from lmforge.data.mixing import mix
 from lmforge.data.packing import pack_arrays
-from lmforge.data.preprocess import (EncodedChunk, EncodeSettings, default_workers, encode_record, encode_records,
-                                     processes_for)
+from lmforge.data.preprocess import (EncodedChunk, EncodeSettings, collector_paused, default_workers, encode_record,
+                                     encode_records, processes_for)
 from lmforge.data.readers import KIND_BY_STAGE, Reject, read_source
 from lmforge.data.registry import resolve_sources
 from lmforge.data.rows import ExampleRows
@@ -125,14 +125,19 @@ def read_and_mix(sources: list[DataSource], kind: str, data: DataSpec) -> tuple[
     """Every source read (bad records raised or collected per data.on_error), then mixed as the recipe says;
     also the count each source contributes."""
     parts, rejects = [], []
-    for source in sources:
-        got = read_source(source, kind, on_error=data.on_error)
-        parts.append((source, got.records))
-        rejects.extend(got.rejects)
+    with collector_paused():
+        for source in sources:
+            got = read_source(source, kind, on_error=data.on_error)
+            parts.append((source, got.records))
+            rejects.extend(got.rejects)
     records, taken = mix(parts, data.seed)
+    _say_mixed(sources, taken)
+    return records, rejects, taken
+
+
+def _say_mixed(sources: list[DataSource], taken: dict[str, int]) -> None:
     if len(sources) > 1:
         _say("lmforge: data: mixed " + ", ".join(f"{label} {n:,}" for label, n in taken.items()) + " records")
-    return records, rejects, taken
 
 
 def _build_fresh(recipe: Recipe, tokenizer, template: str | None, sources: list[DataSource]):
@@ -140,11 +145,18 @@ def _build_fresh(recipe: Recipe, tokenizer, template: str | None, sources: list[
     kind = KIND_BY_STAGE[recipe.stage]
     if kind not in ("text", "conversation"):
         raise LmforgeError(f"stage {recipe.stage}: encoding {kind} records into examples is not built yet")
-    records, rejects, taken = read_and_mix(sources, kind, data)
-    train_records, eval_records = split_eval(records, data, recipe.stage, rejects)
     settings = encode_settings(recipe, template)
     workers = default_workers(data.workers)
-    train = _encode_split(recipe, tokenizer, settings, workers, train_records, "train", rejects)
+    if stream.streamable(sources, data):  # every record once, in file order: read in the workers
+        got = stream.encode_sources(tokenizer, sources, settings, workers, data.on_error)
+        _say_mixed(sources, got.taken)
+        rejects, taken = got.rejects, got.taken
+        _, eval_records = split_eval([], data, recipe.stage, rejects)
+        train = _split_of(recipe, got.chunks, sum(taken.values()), "train", rejects)
+    else:
+        records, rejects, taken = read_and_mix(sources, kind, data)
+        train_records, eval_records = split_eval(records, data, recipe.stage, rejects)
+        train = _encode_split(recipe, tokenizer, settings, workers, train_records, "train", rejects)
     evaluation = None
     if eval_records is not None:
         evaluation = _encode_split(recipe, tokenizer, settings, workers, eval_records, "eval", rejects)
@@ -216,20 +228,27 @@ def _encode_split(recipe: Recipe, tokenizer, settings: EncodeSettings, workers: 
         _say(f"lmforge: data: encoding {len(records):,} {split} records in {processes_for(len(records), workers)} "
              "processes")
     chunks = encode_records(tokenizer, records, settings, workers, stop_on_error=strict)
+    return _split_of(recipe, chunks, len(records), split, rejects)
+
+
+def _split_of(recipe: Recipe, chunks: list[EncodedChunk], n_records: int, split: str, rejects: list) -> _Split:
+    """The encoded chunks of a split's records as one split; records that cannot be encoded raise (strict) or
+    become rejects."""
+    data = recipe.data
     errors = [e for c in chunks for e in c.errors]
-    if errors and strict:
+    if errors and data.on_error == "strict":
         raise _encode_error(errors)
     rejects.extend(Reject(source, reason, raw, category=ENCODE_FAILED) for source, reason, raw in errors)
     if recipe.stage == "pt":
-        return _text_split(chunks, data, split, len(records))
-    out = _Split(_concat(chunks), records=len(records) - len(errors))
+        return _text_split(chunks, data, split, n_records)
+    out = _Split(_concat(chunks), records=n_records - len(errors))
     for c in chunks:
         out.truncated += c.truncated
         out.truncated_history += c.cut_history
         out.split += c.split
         out.reasons.update(c.reasons)
     if not len(out.examples.lengths):
-        raise LmforgeError(f"no {split} sample is left: all {len(records)} were dropped ({_reasons(out.reasons)}); "
+        raise LmforgeError(f"no {split} sample is left: all {n_records} were dropped ({_reasons(out.reasons)}); "
                            f"raise data.max_length (now {data.max_length}) or check the data with "
                            "`lmforge data inspect`")
     return out

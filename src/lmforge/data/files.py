@@ -100,6 +100,27 @@ def _rows_jsonl(path: Path) -> Iterator[Row]:
             yield from _jsonl_line(f"{path}:{number}", raw[3:] if number == 1 and raw.startswith(BOM) else raw)
 
 
+def jsonl_range_rows(path: Path, start: int, stop: int, first_line: int) -> Iterator[Row]:
+    """The rows of bytes [start, stop) of a JSON Lines file, as `file_rows` gives them: `start` is the beginning
+    of line `first_line` (0 for the file's start) and `stop` the end of a line or of the file."""
+    with path.open("rb") as f:
+        f.seek(start)
+        data = f.read(stop - start)
+    for number, (at, end) in enumerate(line_bounds(data), first_line):
+        raw = data[at:end]
+        yield from _jsonl_line(f"{path}:{number}", raw[3:] if number == 1 and raw.startswith(BOM) else raw)
+
+
+def line_bounds(data: bytes, start: int = 0) -> Iterator[tuple[int, int]]:
+    """(start, end) of each line of `data` from `start`, its newline included, as iterating a binary file cuts
+    lines (at b"\\n" only; a last line without one is a line)."""
+    size = len(data)
+    while start < size:
+        end = data.find(b"\n", start) + 1 or size
+        yield start, end
+        start = end
+
+
 def _jsonl_line(where: str, raw: bytes) -> Iterator[Row]:
     line = _decode(raw)
     if isinstance(line, RecordProblem):

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from lmforge.config.recipe import DataSource
 from lmforge.data.files import source_parts
-from lmforge.data.formats import FORMATS, KINDS, check_source, detect, parse
+from lmforge.data.formats import FORMATS, KINDS, Format, check_source, detect, parse
 from lmforge.data.problems import BAD_VALUE, MALFORMED, RecordProblem, UnknownFormat, kind_of
 from lmforge.data.records import Record
 from lmforge.errors import LmforgeError
@@ -52,32 +52,51 @@ def read_source(source: DataSource, kind: str, on_error: str = "strict", base_di
         raise ValueError(f"kind {kind!r}: expected one of {', '.join(KINDS)} or a stage {', '.join(KIND_BY_STAGE)}")
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error {on_error!r}: expected one of {', '.join(ON_ERROR)}")
-    fixed = None if source.format == "auto" else FORMATS[source.format]
-    if fixed is not None:
-        check_source(source, fixed, kind)
+    fixed = fixed_format(source, kind)
     records: list[Record] = []
     rejects: list[Reject] = []
     for _, rows in source_parts(source, base_dir):
-        fmt = fixed
-        for where, obj in rows:
-            try:
-                fmt = fmt or detect(_object(obj), source, kind)
-                record = parse(_object(obj), fmt, source, kind)
-            except UnknownFormat as err:
-                rejects.append(_reject(where, err, obj, on_error))
-                if on_error == "strict":
-                    break  # every later record of this file would fail the same way
-                continue
-            except RecordProblem as err:
-                rejects.append(_reject(where, err, obj, on_error))
-                continue
-            record.source = where
-            records.append(record)
-    if rejects and on_error == "strict":
-        raise problems_error(source.label(), rejects, len(records) + len(rejects))
-    if not records:
-        raise _nothing_read(source, rejects)
+        parse_rows(rows, fixed, source, kind, on_error, records, rejects)
+    check_read(source, records, rejects, on_error)
     return SourceRead(records=records, rejects=rejects)
+
+
+def fixed_format(source: DataSource, kind: str) -> Format | None:
+    """The source's given format (checked against the kind), or None for format: auto."""
+    fixed = None if source.format == "auto" else FORMATS[source.format]
+    if fixed is not None:
+        check_source(source, fixed, kind)
+    return fixed
+
+
+def parse_rows(rows: Iterable[tuple[str, Any]], fmt: Format | None, source: DataSource, kind: str, on_error: str,
+               records: list[Record], rejects: list[Reject]) -> tuple[Format | None, bool]:
+    """Parse the rows of one file into `records`, bad ones into `rejects`. `fmt` None: told by the first
+    readable record. Returns (the format, whether the file must be read no further: strict and unknown)."""
+    for where, obj in rows:
+        try:
+            fmt = fmt or detect(_object(obj), source, kind)
+            record = parse(_object(obj), fmt, source, kind)
+        except UnknownFormat as err:
+            rejects.append(_reject(where, err, obj, on_error))
+            if on_error == "strict":
+                return fmt, True  # every later record of this file would fail the same way
+            continue
+        except RecordProblem as err:
+            rejects.append(_reject(where, err, obj, on_error))
+            continue
+        record.source = where
+        records.append(record)
+    return fmt, False
+
+
+def check_read(source: DataSource, records: list | int, rejects: list[Reject], on_error: str) -> None:
+    """Raise when a source read strictly had bad records, or when it gave no record (`records`: or their count)."""
+    count = records if isinstance(records, int) else len(records)
+    if rejects and on_error == "strict":
+        raise problems_error(source.label(), rejects, count + len(rejects))
+    if not count:
+        raise _nothing_read(source, rejects)
 
 
 def iter_rows(source: DataSource, base_dir: Path | None = None) -> Iterator[tuple[str, dict]]:
