@@ -61,6 +61,7 @@ class Renderer:
         self._variables = dict(tokenizer.special_tokens_map) if self.direct else {}
         self._compiled = None
         self._plain = None  # the template without {% generation %} blocks where it renders the same, else _compiled
+        self._global_names: tuple[str, ...] = ()
 
     def prepare(self, messages: list[dict]) -> list[dict]:
         """The messages as apply_chat_template hands them to the template (render and render_spans take
@@ -95,17 +96,20 @@ class Renderer:
         if self._compiled is None:
             self._compiled = _compile_jinja_template(self.template)
             self._variables = {**self._compiled.globals, **self._variables}
+            self._global_names = tuple(self._compiled.globals)
             self._plain = without_generation_blocks(self._compiled, self.template) if self.has_generation \
                 else self._compiled
         return self._compiled, self._plain
 
     def _context(self, compiled: jinja2.Template, messages: list[dict], tools: list[dict] | None,
                  add_generation_prompt: bool) -> jinja2.runtime.Context:
-        """One context of the template's globals and the variables, as jinja's Template.render makes it (here
-        the globals are copied once, not merged from their ChainMap every render)."""
+        """One context of the template's globals and the variables, as jinja's Template.render makes it through
+        `new_context(shared=True)` (here the globals and their names are copied once, not read from their
+        ChainMap every render)."""
         variables = {**self._variables, "messages": messages, "tools": tools, "documents": None,
                      "add_generation_prompt": add_generation_prompt}
-        return compiled.new_context(variables, shared=True)
+        return compiled.environment.context_class(compiled.environment, variables, compiled.name, compiled.blocks,
+                                                  globals=self._global_names)
 
 
 _SCOPE_CHANGES = (nodes.Macro, nodes.Break, nodes.Continue, nodes.Import, nodes.FromImport, nodes.Include,

@@ -167,10 +167,10 @@ def _plan_file(source: DataSource, index: int, path: Path, kind: str, on_error: 
             held = Held(index, [], [])
             tasks.append(held)
             for at, end in line_bounds(data):
-                fmt, stop = parse_rows(jsonl_range_rows(path, at, end, line), None, source, kind, on_error,
-                                       held.records, held.rejects)
+                fmt, unknown = parse_rows(jsonl_range_rows(path, at, end, line), None, source, kind, on_error,
+                                          held.records, held.rejects)
                 start, line = end, line + 1
-                if stop:
+                if unknown:  # strict: the rest of the file is not read
                     return tasks, line - 1
                 if fmt is not None:
                     break
