@@ -96,6 +96,7 @@ def build_datasets(recipe: Recipe, tokenizer, *, rejects_path: Path | None = Non
 
     Rejected records go to `rejects_path` (default: `<output>/rejects.jsonl`).
     """
+    begin = time.perf_counter()
     data = recipe.data
     template = resolve_chat_template(tokenizer, recipe.model.chat_template) if recipe.stage == "sft" else None
     sources = resolve_sources(data, recipe.stage)
@@ -106,7 +107,8 @@ def build_datasets(recipe: Recipe, tokenizer, *, rejects_path: Path | None = Non
     if data.cache:
         hit = cache.load(root, key)
         if hit is not None:
-            _say(f"lmforge: data: cache hit, reusing {root / key}")
+            _say(f"lmforge: data: cache hit, reusing {root / key} (looked up and loaded in "
+                 f"{time.perf_counter() - begin:.2f}s)")
             return _from_cache(hit, recipe, rejects_at)
     start = time.perf_counter()
     train, evaluation, rejects, taken = _build_fresh(recipe, tokenizer, template, sources)
