@@ -9,10 +9,10 @@ assistant turn i the conversation is rendered three ways,
 
 and the labelled characters of turn i run from the end of P_i (which must be a prefix of T) through
 the reply and its end-of-turn text: the part of F_i after the reply up to and including the first
-special token (e.g. <|im_end|>, <|eot_id|>, </s>). T is tokenised once with offsets, and a token is
-labelled when its characters overlap a labelled span. Where the template marks replies with
-{% generation %}, transformers' assistant mask must agree token for token. Whatever property fails
-stops the run with a message: a silently wrong mask trains a wrong model.
+special token (e.g. <|im_end|>, <|eot_id|>, </s>; found by turn_ends.py). T is tokenised once with
+offsets (mask_tokens.py), and a token is labelled when its characters overlap a labelled span. Where the
+template marks replies with {% generation %}, transformers' assistant mask must agree token for token.
+Whatever property fails stops the run with a message: a silently wrong mask trains a wrong model.
 
 An assistant turn that calls tools is labelled the same way: what it must generate is the template's
 rendering of its content and tool calls, read from F_i, through the end-of-turn token; it has to hold
@@ -37,8 +37,6 @@ transformers does: no second render or tokenisation, and every conversation is s
 
 from __future__ import annotations
 
-import re
-import weakref
 from dataclasses import dataclass
 
 import jinja2
@@ -48,16 +46,12 @@ from lmforge.data.mask_tokens import (IGNORE_INDEX, Offsets, check_generation, c
 from lmforge.data.records import Conversation
 from lmforge.data.render import Renderer
 from lmforge.data.templates import TOOL_TEMPLATES, builtin_names, template_label
+from lmforge.data.turn_ends import TurnError, called_names, check_reasoning_kept, reply_end, tool_call_end
 from lmforge.errors import LmforgeError
 
 TRAIN_ON = ("all_assistant", "last_assistant", "everything")
 SPLIT_TURNS = ("auto", "always", "never")
 
-# What may stand between the generation prompt and the reply: whitespace and a reasoning block
-# (Qwen3 gives the last assistant turn an empty one). The model has to generate it, so it is labelled.
-_LEAD_IN = re.compile(r"\s*(?:<think>.*?</think>)?\s*", re.DOTALL)
-_STOP_PATTERNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_REPLY_ENDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {template: end-of-turn text}
 # Turn properties that a per-turn sample (history rendered as at inference) can repair.
 _SPLITTABLE = ("prefix property failed", "content not found", "end of turn differs")
 
@@ -72,14 +66,6 @@ class Encoded:
 
 class PrefixPropertyError(LmforgeError):
     """The template renders the history differently from the turn itself; split_turns can repair it."""
-
-
-class _TurnError(Exception):
-    """A property of the template that failed for one assistant turn (turned into an LmforgeError)."""
-
-    def __init__(self, prop: str, detail: str):
-        super().__init__(f"{prop}: {detail}")
-        self.prop, self.detail = prop, detail
 
 
 def encode_conversation(tokenizer, template: str, conv: Conversation, train_on: str = "all_assistant") -> Encoded:
@@ -168,9 +154,9 @@ def _draft(renderer: Renderer, conv: Conversation, train_on: str) -> _Draft:
         _check_tools_rendered(renderer, messages, text, conv)
     if train_on == "everything":  # nothing to derive; tool calls must still be in the text
         for i, message in enumerate(messages):
-            missing = [name for name in _called_names(message) if name not in text]
+            missing = [name for name in called_names(message) if name not in text]
             if missing:
-                raise _turn_error(renderer.template, conv, messages, i, _TurnError(
+                raise _turn_error(renderer.template, conv, messages, i, TurnError(
                     "tool calls not rendered", f"the call to {missing[0]!r} is missing from the rendered text"))
         return _Draft(renderer, conv, text, None, None)
     turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
@@ -180,7 +166,7 @@ def _draft(renderer: Renderer, conv: Conversation, train_on: str) -> _Draft:
     for i in turns:
         try:
             spans.append(_assistant_span(renderer, messages, i, text, conv))
-        except _TurnError as err:
+        except TurnError as err:
             raise _turn_error(renderer.template, conv, messages, i, err) from None
     return _Draft(renderer, conv, text, spans, generation, last_only=train_on == "last_assistant")
 
@@ -255,122 +241,17 @@ def _assistant_span(renderer: Renderer, messages: list[dict], i: int, text: str,
     """Character span [start, end) of T that the model must generate for assistant message i."""
     prompt = _render(renderer, messages[:i], conv, add_generation_prompt=True)
     if not text.startswith(prompt):
-        raise _TurnError("prefix property failed", "the generation prompt is not a prefix of the training text, "
-                         "so the model would be trained on a context it never sees at inference "
-                         f"({_diff(prompt, text)})")
+        raise TurnError("prefix property failed", "the generation prompt is not a prefix of the training text, "
+                        "so the model would be trained on a context it never sees at inference "
+                        f"({_diff(prompt, text)})")
     last = i == len(messages) - 1
     finished = text if last else _render(renderer, messages[: i + 1], conv)
     if messages[i].get("tool_calls"):
-        end = _tool_call_end(renderer, messages[i], text, finished, len(prompt))
+        end = tool_call_end(renderer, messages[i], text, finished, len(prompt))
     else:
-        end = _reply_end(renderer.tokenizer, messages[i]["content"], text, finished, len(prompt), last)
-    _check_reasoning_kept(messages[i], text[len(prompt):end])
+        end = reply_end(renderer.tokenizer, messages[i]["content"], text, finished, len(prompt), last)
+    check_reasoning_kept(messages[i], text[len(prompt):end])
     return len(prompt), end
-
-
-def _reply_end(tokenizer, content: str, text: str, finished: str, start: int, last: bool) -> int:
-    """End (in T) of a text reply and its end-of-turn text."""
-    reply_end = _find_reply(text, start, content)
-    if reply_end is None:
-        dropped = " (it drops the reasoning of earlier turns)" if "</think>" in content else ""
-        raise _TurnError("content not found", f"the reply does not follow the generation prompt as written: the "
-                         f"template changes or moves it{dropped}; after the prompt comes {text[start:][:80]!r}")
-    finished_end = reply_end if last else _find_reply(finished, start, content)
-    if finished_end is None:
-        raise _TurnError("content not found", "the reply is rendered differently when it is the last message")
-    end_of_turn = _end_of_turn(tokenizer, finished[finished_end:])
-    if not end_of_turn:
-        raise _TurnError("no stop token", "the template ends assistant turns with no stop token: the model would "
-                         "never learn to stop")
-    if not text.startswith(end_of_turn, reply_end):
-        raise _TurnError("end of turn differs", f"the turn ends with {end_of_turn!r} when it is the last message "
-                         f"but with {text[reply_end:reply_end + len(end_of_turn) + 20]!r} in the whole conversation")
-    return reply_end + len(end_of_turn)
-
-
-def _tool_call_end(renderer: Renderer, message: dict, text: str, finished: str, start: int) -> int:
-    """End (in T) of a tool-calling turn: its rendering as the last message, through its last stop token."""
-    body = finished[_LEAD_IN.match(finished, start).end():].rstrip()
-    missing = [name for name in _called_names(message) if name not in body]
-    if missing:
-        raise _TurnError("tool calls not rendered", f"the call to {missing[0]!r} is missing from the rendered turn "
-                         f"{body[:80]!r}")
-    stops = list(_stop_pattern(renderer.tokenizer).finditer(body))
-    if not (stops and stops[-1].end() == len(body)) and not _ends_like_a_reply(renderer, body):
-        raise _TurnError("no stop token", f"the tool-calling turn {body[-60:]!r} ends neither with a stop token nor "
-                         "as text replies end: the model would never learn to stop")
-    begin = _LEAD_IN.match(text, start).end()
-    if not text.startswith(body, begin):
-        raise _TurnError("content not found", "the tool-calling turn is rendered differently when it is the last "
-                         f"message; in the whole conversation it reads {text[begin:begin + 80]!r}")
-    return begin + len(body)
-
-
-def _ends_like_a_reply(renderer: Renderer, body: str) -> bool:
-    """Whether `body` ends with the end-of-turn text a plain reply gets (markers that are not special tokens)."""
-    tokenizer, template = renderer.tokenizer, renderer.template
-    ends = _REPLY_ENDS.setdefault(tokenizer, {})
-    if template not in ends:
-        probe = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "REPLY"}]
-        try:
-            rendered = renderer.render(renderer.prepare(probe))
-            ends[template] = _end_of_turn(tokenizer, rendered[rendered.rindex("REPLY") + 5:])
-        except (jinja2.TemplateError, TypeError, ValueError):
-            ends[template] = ""
-    return bool(ends[template]) and body.endswith(ends[template])
-
-
-def _called_names(message: dict) -> list[str]:
-    return [call.get("function", call)["name"] for call in message.get("tool_calls") or []]
-
-
-def _check_reasoning_kept(message: dict, labelled: str) -> None:
-    """A turn that carries reasoning must be trained with it; templates that drop it need per-turn samples."""
-    reasoning = message.get("reasoning_content") or ""
-    content = message["content"] or ""
-    if not reasoning and "</think>" in content:
-        reasoning = content.rpartition("</think>")[0].replace("<think>", "")
-    reasoning = reasoning.strip()
-    if reasoning and reasoning not in labelled:
-        raise _TurnError("content not found", "the turn's reasoning is missing from the training text (the template "
-                         "drops the reasoning of earlier turns)")
-
-
-def _find_reply(text: str, start: int, content: str) -> int | None:
-    """End of the reply in `text` when it follows `start` after only whitespace or a think block."""
-    begin = _LEAD_IN.match(text, start).end()
-    stripped = content.strip()
-    if not stripped:  # an empty reply: the lead-in has eaten any whitespace it held
-        return begin
-    needles = [content.lstrip(), stripped]  # templates keep the text as it is, or trim it
-    if "</think>" in content:  # reasoning written into the content: the template may have moved it into the lead-in
-        reasoning, _, answer = content.rpartition("</think>")
-        reasoning = reasoning.replace("<think>", "").strip()
-        if "</think>" in text[start:begin] and reasoning in text[start:begin]:
-            needles.append(answer.strip())
-    for needle in needles:
-        if text.startswith(needle, begin):
-            return begin + len(needle)
-    return None
-
-
-def _end_of_turn(tokenizer, suffix: str) -> str:
-    """What ends a reply: the text after it through the first special token, else the text stripped."""
-    match = _stop_pattern(tokenizer).search(suffix)
-    return suffix[: match.end()] if match else suffix.rstrip()
-
-
-def _stop_pattern(tokenizer) -> re.Pattern:
-    """Regex of the tokenizer's special tokens, longest first; built once per tokenizer (thousands in some)."""
-    pattern = _STOP_PATTERNS.get(tokenizer)
-    if pattern is None:
-        tokens = set(tokenizer.all_special_tokens)
-        tokens |= {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
-        tokens.discard("")
-        alternatives = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
-        pattern = re.compile(alternatives or r"(?!)")
-        _STOP_PATTERNS[tokenizer] = pattern
-    return pattern
 
 
 def _check_tools_rendered(renderer: Renderer, messages: list[dict], text: str, conv: Conversation) -> None:
@@ -415,7 +296,7 @@ def _render_error(renderer: Renderer, messages: list[dict], conv, tools, err: Ex
     return LmforgeError(f"{where}: {template_label(renderer.template)} rejects this conversation: {err}.{hint}")
 
 
-def _turn_error(template: str, conv: Conversation, messages: list[dict], i: int, err: _TurnError) -> LmforgeError:
+def _turn_error(template: str, conv: Conversation, messages: list[dict], i: int, err: TurnError) -> LmforgeError:
     turn = sum(1 for m in messages[:i] if m["role"] == "assistant")
     where = f"{_where(conv)}: assistant turn {turn} (message {i}): {err.prop}: {err.detail}."
     if err.prop == "tool calls not rendered":
