@@ -78,6 +78,7 @@ def test_pt_run_writes_a_complete_run_dir(tmp_path, tiny_model_dir):
     assert info["lmforge"] and len(info["data"]["fingerprint"]) >= 16
     assert "trainable" in out.stderr and "trained tok/s" in out.stderr
     assert "train_loss" in (run / "README.md").read_text()
+    assert json.loads((run / "config.json").read_text())["use_cache"] is True  # saved for generating
 
 
 def test_sft_lora_run_saves_adapter_and_template(tmp_path, tiny_model_dir):

@@ -9,7 +9,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge.errors import LmforgeError
-from lmforge.infer.chat import chat, generate_reply, load_run, stop_token_ids
+from lmforge.infer.chat import chat, generate_replies, generate_reply, load_run, stop_token_ids
 
 MESSAGES = [{"role": "user", "content": "What is 7 times 6?"}]
 
@@ -33,6 +33,15 @@ def test_generate_reply_returns_new_text_only_and_stops_at_max_new_tokens(tiny):
     assert len(new) <= 4
     assert reply == tokenizer.decode(new, skip_special_tokens=True).strip()
     assert generate_reply(model, tokenizer, template, MESSAGES, max_new_tokens=4) == reply  # greedy
+
+
+def test_batched_replies_equal_one_at_a_time(tiny):
+    model, tokenizer, template = tiny
+    conversations = [MESSAGES, [{"role": "user", "content": "Hi"}],
+                     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 plus 30?"},
+                      {"role": "assistant", "content": "42."}, {"role": "user", "content": "And 2 plus 2?"}]]
+    one_by_one = [generate_reply(model, tokenizer, template, c, max_new_tokens=6) for c in conversations]
+    assert generate_replies(model, tokenizer, template, conversations, max_new_tokens=6, batch_size=2) == one_by_one
 
 
 def test_stop_tokens_are_eos_and_the_end_of_turn(tiny):

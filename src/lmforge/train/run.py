@@ -185,6 +185,9 @@ def _check_same_data(output: Path, fingerprint: str) -> None:
 
 
 def _save_final(trainer, output: Path, recipe: Recipe, template, metrics, params) -> None:
+    config = getattr(trainer.model, "config", None)
+    if config is not None and hasattr(config, "use_cache"):
+        config.use_cache = True  # training turns the KV cache off; whoever loads the model next generates
     trainer.save_model(str(output))
     if template:
         (output / rundir.TEMPLATE_FILE).write_text(template, encoding="utf-8")
