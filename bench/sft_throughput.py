@@ -79,16 +79,17 @@ def lmforge_packs_sft() -> bool:
     return got.returncode == 0
 
 
-def run_lmforge(s: Setting, data: common.ChatData, model: Path, packed: bool, work: Path) -> Result:
-    mode = "packed" if packed else "unpacked"
+def run_lmforge(s: Setting, data: common.ChatData, model: Path, packed: bool, work: Path,
+                attn: str = "sdpa") -> Result:
+    mode = ("packed" if packed else "unpacked") + ("" if attn == "sdpa" else f" {attn}")
     res = Result(LMFORGE, mode)
     if packed and not lmforge_packs_sft():
         res.note = NEEDS_PACKING
         return res
-    out = work / f"lmforge-{mode}"
+    out = work / f"lmforge-{mode.replace(' ', '-')}"
     recipe = {
         "stage": "sft",
-        "model": {"path": str(model), "dtype": "fp32", "attn_implementation": "sdpa"},
+        "model": {"path": str(model), "dtype": "fp32", "attn_implementation": attn},
         "tuning": {"method": "full"},
         "data": {"train": [{"path": str(data.path)}], "max_length": s.max_length, "packing": packed,
                  "cache": False, "workers": s.threads},
@@ -96,10 +97,10 @@ def run_lmforge(s: Setting, data: common.ChatData, model: Path, packed: bool, wo
                   "save_every": 10**9, "keep": 1, "log_every": LOG_EVERY, "seed": SEED},
         "output": str(out),
     }
-    path = work / f"lmforge-{mode}.yaml"
+    path = out.with_suffix(".yaml")
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     lmforge_cli = common.MAIN_PY.parent / "lmforge"
-    ran = common.run_watched([str(lmforge_cli), "train", str(path), "--overwrite"], work / f"lmforge-{mode}.log",
+    ran = common.run_watched([str(lmforge_cli), "train", str(path), "--overwrite"], out.with_suffix(".log"),
                              common.bench_env(s.threads))
     return _finish(res, ran, out / "metrics.json", lambda m: m.get("trained_tokens"))
 
@@ -233,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=common.os.cpu_count() or 1)
     p.add_argument("--repeats", type=int, default=1, help="runs of each mode; the table keeps the fastest")
     p.add_argument("--only", default="lmforge,trl,lf", help="comma-separated subset of lmforge, trl, lf")
-    p.add_argument("--modes", default="unpacked,packed", help="comma-separated subset of unpacked, packed")
+    p.add_argument("--modes", default="unpacked,packed",
+                   help="comma-separated subset of unpacked, packed, varlen (lmforge only: packed with lmforge_varlen)")
     a = p.parse_args(argv)
     s = Setting(conversations=a.conversations or (32 if a.quick else 400),
                 max_length=a.max_length or (256 if a.quick else 1024),
@@ -246,10 +248,15 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for name in a.only.split(","):
         for mode in a.modes.split(","):
+            if mode == "varlen" and name != "lmforge":
+                continue
             runs = []
             for i in range(a.repeats):
                 common.say(f"bench: {name} {mode} ({i + 1}/{a.repeats}) ...")
-                r = runners[name](s, data, model, mode == "packed", work)
+                if mode == "varlen":  # lmforge packed with lmforge_varlen: padding-free, SDPA per sample on CPU
+                    r = run_lmforge(s, data, model, True, work, attn="lmforge_varlen")
+                else:
+                    r = runners[name](s, data, model, mode == "packed", work)
                 common.say(f"bench: {name} {mode}: " + (f"{r.train_s:.1f}s training" if r.train_s else r.note))
                 runs.append(r)
                 if r.train_s is None:
