@@ -151,6 +151,7 @@ def test_generation_blocks_are_inlined_only_where_that_renders_the_same(shared_t
         assert (plain is not compiled) == inlined, template
         assert renderer.render(messages) == tok.apply_chat_template(messages, chat_template=template, tokenize=False)
     assert Renderer(tok, SCOPED).render(messages) == "a|outer;b|outer;"
+    assert Renderer(tok, local)._templates()[1] is Renderer(tok, local)._templates()[1]  # compiled once, reused
     env = Renderer(tok, SCOPED)._templates()[0].environment
     tree = env.parse(SCOPED)
     render._inline_generation(tree)  # what inlining regardless would render: not the same

@@ -31,6 +31,7 @@ blocks with apply_chat_template's assistant mask).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -97,8 +98,7 @@ class Renderer:
             self._compiled = _compile_jinja_template(self.template)
             self._variables = {**self._compiled.globals, **self._variables}
             self._global_names = tuple(self._compiled.globals)
-            self._plain = without_generation_blocks(self._compiled, self.template) if self.has_generation \
-                else self._compiled
+            self._plain = _inlined(self.template) if self.has_generation else self._compiled
         return self._compiled, self._plain
 
     def _context(self, compiled: jinja2.Template, messages: list[dict], tools: list[dict] | None,
@@ -115,6 +115,13 @@ class Renderer:
 _SCOPE_CHANGES = (nodes.Macro, nodes.Break, nodes.Continue, nodes.Import, nodes.FromImport, nodes.Include,
                   nodes.Block, nodes.Extends)
 _MACRO_NAMES = ("caller", "varargs", "kwargs")
+
+
+@functools.lru_cache(maxsize=64)
+def _inlined(template: str) -> jinja2.Template:
+    """`without_generation_blocks` of the compiled template, made once per template (compiling takes
+    milliseconds, and a Renderer is made per conversation in some paths)."""
+    return without_generation_blocks(_compile_jinja_template(template), template)
 
 
 def without_generation_blocks(compiled: jinja2.Template, source: str) -> jinja2.Template:
