@@ -153,7 +153,7 @@ def _build_fresh(recipe: Recipe, tokenizer, template: str | None, sources: list[
         got = stream.encode_sources(tokenizer, sources, settings, workers, data.on_error)
         _say_mixed(sources, got.taken)
         rejects, taken = got.rejects, got.taken
-        _, eval_records = split_eval([], data, recipe.stage, rejects)
+        _, eval_records = split_eval([], data, recipe.stage, rejects)  # data.eval.path, if any (no fraction)
         train = _split_of(recipe, got.chunks, sum(taken.values()), "train", rejects)
     else:
         records, rejects, taken = read_and_mix(sources, kind, data)

@@ -97,7 +97,7 @@ def _decode(raw: bytes) -> str | RecordProblem:
 def _rows_jsonl(path: Path) -> Iterator[Row]:
     with path.open("rb") as f:
         for number, raw in enumerate(f, 1):
-            yield from _jsonl_line(f"{path}:{number}", raw[3:] if number == 1 and raw.startswith(BOM) else raw)
+            yield from _numbered_line(path, number, raw)
 
 
 def jsonl_range_rows(path: Path, start: int, stop: int, first_line: int) -> Iterator[Row]:
@@ -107,14 +107,17 @@ def jsonl_range_rows(path: Path, start: int, stop: int, first_line: int) -> Iter
         f.seek(start)
         data = f.read(stop - start)
     for number, (at, end) in enumerate(line_bounds(data), first_line):
-        raw = data[at:end]
-        yield from _jsonl_line(f"{path}:{number}", raw[3:] if number == 1 and raw.startswith(BOM) else raw)
+        yield from _numbered_line(path, number, data[at:end])
 
 
-def line_bounds(data: bytes, start: int = 0) -> Iterator[tuple[int, int]]:
-    """(start, end) of each line of `data` from `start`, its newline included, as iterating a binary file cuts
-    lines (at b"\\n" only; a last line without one is a line)."""
-    size = len(data)
+def _numbered_line(path: Path, number: int, raw: bytes) -> Iterator[Row]:
+    yield from _jsonl_line(f"{path}:{number}", raw[3:] if number == 1 and raw.startswith(BOM) else raw)
+
+
+def line_bounds(data: bytes) -> Iterator[tuple[int, int]]:
+    """(start, end) of each line of `data` (bytes or a memory map), its newline included, as iterating a binary
+    file cuts lines (at b"\\n" only; a last line without one is a line)."""
+    start, size = 0, len(data)
     while start < size:
         end = data.find(b"\n", start) + 1 or size
         yield start, end

@@ -57,7 +57,7 @@ def read_source(source: DataSource, kind: str, on_error: str = "strict", base_di
     rejects: list[Reject] = []
     for _, rows in source_parts(source, base_dir):
         parse_rows(rows, fixed, source, kind, on_error, records, rejects)
-    check_read(source, records, rejects, on_error)
+    check_read(source, len(records), rejects, on_error)
     return SourceRead(records=records, rejects=rejects)
 
 
@@ -90,9 +90,8 @@ def parse_rows(rows: Iterable[tuple[str, Any]], fmt: Format | None, source: Data
     return fmt, False
 
 
-def check_read(source: DataSource, records: list | int, rejects: list[Reject], on_error: str) -> None:
-    """Raise when a source read strictly had bad records, or when it gave no record (`records`: or their count)."""
-    count = records if isinstance(records, int) else len(records)
+def check_read(source: DataSource, count: int, rejects: list[Reject], on_error: str) -> None:
+    """Raise when a source read strictly had bad records, or when it gave no record (`count` records read)."""
     if rejects and on_error == "strict":
         raise problems_error(source.label(), rejects, count + len(rejects))
     if not count:

@@ -90,7 +90,7 @@ def streamable(sources: list[DataSource], data: DataSpec) -> bool:
         return False
     try:
         return all(f.suffix.lower() == ".jsonl" for s in sources for f in resolve_files(s.path))
-    except Exception:  # noqa: BLE001 (the reader gives the message the user should see)
+    except (LmforgeError, OSError):  # the reader gives the message the user should see
         return False
 
 
