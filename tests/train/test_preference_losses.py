@@ -19,6 +19,7 @@ import torch
 from lmforge.data.masks import IGNORE_INDEX
 from lmforge.errors import LmforgeError
 from lmforge.train.preference_losses import (
+    chosen_nll,
     dpo_loss,
     kl_mismatch_order,
     kto_loss,
@@ -208,6 +209,27 @@ def test_dpo_loss_matches_trl_dpo_trainer(trl, tokenizer, tmp_path, loss_type):
     assert_same_grads(policy, trainer.model)
     assert_same_metrics(metrics, trainer._metrics["train"])
     assert 0.0 < metrics["rewards/accuracies"] < 1.0  # the batch exercises both outcomes
+
+
+def test_dpo_with_an_nll_term_on_chosen_matches_trl_sigmoid_plus_sft(trl, tokenizer, tmp_path):
+    """RPO: DPO plus w x the chosen replies' per-token NLL; TRL combines loss_type ["sigmoid", "sft"]
+    with loss_weights [1, w]."""
+    policy, reference = tiny_model(0), tiny_model(1)
+    beta, weight = 0.3, 0.7
+    trainer = dpo_trainer(trl, tokenizer, tmp_path, policy, reference, loss_type=["sigmoid", "sft"],
+                          loss_weights=[1.0, weight], beta=beta)
+    batch = one_batch(trainer)
+    their_loss = trainer.compute_loss(trainer.model, batch)
+    their_loss.backward()
+
+    logps, (chosen_lengths, _) = our_dpo_inputs(policy, reference, batch)
+    loss, _ = dpo_loss(*logps, beta=beta)
+    nll = chosen_nll(logps[0], chosen_lengths)
+    total = loss + weight * nll
+    total.backward()
+    torch.testing.assert_close(total, their_loss.detach(), **TOL)
+    assert_same_grads(policy, trainer.model)
+    assert nll > 0
 
 
 def test_conservative_dpo_matches_trl_on_flipped_pairs(trl, tokenizer, tmp_path):

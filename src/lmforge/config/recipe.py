@@ -205,6 +205,11 @@ class PreferenceSpec(Section):
     precompute_reference: bool = Field(
         False, description="dpo/kto: score the data with the reference once before training, then free it"
     )
+    sft_weight: float = Field(
+        0.0, ge=0, description="dpo: weight of an NLL term on the chosen replies (mean over their tokens) added to "
+        "the loss, as in RPO (Pang et al. 2024); keeps DPO from lowering the chosen replies' likelihood. TRL: "
+        "loss_type [sigmoid, sft] with loss_weights [1, w]"
+    )
     simpo_gamma: float = Field(0.5, description="simpo: the target reward margin γ")
     desirable_weight: float = Field(1.0, gt=0, description="kto: λ_D, the weight of desirable examples")
     undesirable_weight: float = Field(1.0, gt=0, description="kto: λ_U, the weight of undesirable examples")

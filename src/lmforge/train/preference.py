@@ -31,7 +31,14 @@ from lmforge.errors import LmforgeError
 from lmforge.model.adapters import apply_tuning
 from lmforge.model.load import load_model
 from lmforge.train.collate import count_trained_tokens
-from lmforge.train.preference_losses import dpo_loss, kto_loss, orpo_loss, sequence_logps, simpo_loss
+from lmforge.train.preference_losses import (
+    chosen_nll,
+    dpo_loss,
+    kto_loss,
+    orpo_loss,
+    sequence_logps,
+    simpo_loss,
+)
 from lmforge.train.trainer import LmforgeTrainer
 
 PAIR_REFERENCE_KEYS = ("reference_chosen_logps", "reference_rejected_logps")
@@ -148,6 +155,10 @@ class PreferenceTrainer(MetricsTrainer):
             ref = self._reference(model, inputs, PAIR_REFERENCE_KEYS, "")
             loss, metrics = dpo_loss(sums[:n], sums[n:], ref[:n], ref[n:], beta=self.beta, loss_type=self.spec.loss,
                                      label_smoothing=self.spec.label_smoothing)
+            if self.spec.sft_weight:
+                nll = chosen_nll(sums[:n], counts[:n])
+                loss = loss + self.spec.sft_weight * nll
+                metrics["nll_loss"] = float(nll.detach())
         else:
             means = sums / counts.clamp(min=1)
             if self.stage == "simpo":

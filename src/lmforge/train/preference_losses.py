@@ -118,6 +118,13 @@ def dpo_loss(
     return losses.mean(), metrics
 
 
+def chosen_nll(policy_chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor) -> torch.Tensor:
+    """The chosen replies' negative log-likelihood per token, over all of the batch's chosen tokens
+    (RPO's NLL term; TRL's DPO loss_type "sft")."""
+    _same_shape(policy_chosen_logps, chosen_lengths, "chosen_nll")
+    return -policy_chosen_logps.sum() / chosen_lengths.sum().clamp(min=1)
+
+
 def simpo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
