@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import re
 
+import pytest
+
 from lmforge.quickstart import synth
 from lmforge.quickstart.preference import preference_pairs, wrong_reply
 
@@ -24,3 +26,22 @@ def test_one_pair_per_assistant_turn_with_the_gold_history():
         assert p["prompt"][-1]["role"] == "user" and p["chosen"] != p["rejected"]
         assert p["chosen"].rsplit(" is ", 1)[0] == p["rejected"].rsplit(" is ", 1)[0]
     assert preference_pairs(chats) == pairs  # seeded
+
+
+def test_the_models_own_wrong_replies_become_the_rejected_ones():
+    chats = synth.make_task(0, train_chats=3, docs=1, heldout=1).train_chats
+    asked = synth.questions(chats)
+    replies = [correct if i % 2 else "no idea." for i, (_, correct) in enumerate(asked)]
+    replies[-1] = ""  # an empty reply is not a usable rejected one
+    pairs = preference_pairs(chats, replies=replies)
+    for i, (p, (_, correct)) in enumerate(zip(pairs, asked)):
+        assert p["chosen"] == correct and p["rejected"] != correct
+        own = i % 2 == 0 and i != len(asked) - 1
+        assert p["model_mistake"] is own
+        assert (p["rejected"] == "no idea.") is own
+
+
+def test_a_reply_per_question_is_required():
+    chats = synth.make_task(0, train_chats=2, docs=1, heldout=1).train_chats
+    with pytest.raises(ValueError):
+        preference_pairs(chats, replies=["x"])

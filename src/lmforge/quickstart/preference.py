@@ -1,13 +1,16 @@
 """The quickstart's preference extension: a reward model and DPO on top of the quickstart's SFT model.
 
-Preference data comes from the same generator: every assistant turn of a chat becomes a pair whose
-prompt is the conversation before it, the chosen reply the correct one ("7 times 6 is 42.") and
-the rejected reply the same sentence with a wrong number ("7 times 6 is 44."). Train pairs come from
-the training chats, held-out pairs from the held-out chats.
+Preference data comes from the same generator and from the SFT model itself: every assistant turn of
+a chat becomes a pair whose prompt is the conversation before it and whose chosen reply is the
+correct one ("7 times 6 is 42."). The rejected reply is the SFT model's own greedy reply where that
+is wrong (its real mistakes: the negatives DPO has to push down), else the correct sentence with a
+nearby wrong number ("7 times 6 is 44."). Train pairs come from the training chats, held-out pairs
+from the held-out chats.
 
 Figures: the reward model's held-out pairwise accuracy (r_chosen > r_rejected) and mean margin; for
-DPO, the held-out preference for correct answers, the share of pairs with log p(chosen) - log p(rejected)
-> 0 and the mean of that margin, for the SFT model it starts from and for the DPO model.
+the SFT model DPO starts from and for the DPO model, the held-out preference for correct answers
+(the share of pairs with log p(chosen) - log p(rejected) > 0, and the mean of that margin) and the
+exact-match accuracy of their greedy replies to the held-out questions.
 
     python -m lmforge.quickstart.preference [--workdir runs/quickstart] [--quick]
 
@@ -44,18 +47,43 @@ def wrong_reply(reply: str, rng: random.Random) -> str:
     return f"{match.group(1)}{number + rng.choice((-3, -2, -1, 1, 2, 3))}."
 
 
-def preference_pairs(chats: list[list[dict]], seed: int = 0) -> list[dict]:
-    """One {"prompt": messages, "chosen": reply, "rejected": reply} per assistant turn of each chat."""
+def preference_pairs(chats: list[list[dict]], seed: int = 0, replies: list[str] | None = None) -> list[dict]:
+    """One {"prompt": messages, "chosen": reply, "rejected": reply} per assistant turn of each chat.
+
+    replies: a model's reply to each question (synth.questions order); a wrong one becomes the rejected
+    reply, a right (or missing) one is replaced by the correct sentence with a nearby wrong number.
+    """
     rng = random.Random(seed)
-    return [{"prompt": prompt, "chosen": reply, "rejected": wrong_reply(reply, rng)}
-            for prompt, reply in synth.questions(chats)]
+    asked = synth.questions(chats)
+    replies = replies if replies is not None else [None] * len(asked)
+    pairs = []
+    for (prompt, correct), reply in zip(asked, replies, strict=True):
+        own = bool(reply) and reply != correct
+        pairs.append({"prompt": prompt, "chosen": correct,
+                      "rejected": reply if own else wrong_reply(correct, rng), "model_mistake": own})
+    return pairs
 
 
-def write_preference_data(data_dir: Path, seed: int = 0) -> dict[str, Path]:
-    """pref.jsonl (from the training chats) and pref_heldout.jsonl (from the held-out chats) in data_dir."""
+def model_replies(run_dir: Path, chats: list[list[dict]]) -> list[str]:
+    """The greedy reply of a trained run to every question of `chats` (synth.questions order)."""
+    from lmforge.infer.chat import generate_replies, load_run
+    from lmforge.quickstart.evaluate import MAX_NEW_TOKENS
+
+    model, tokenizer, template = load_run(run_dir)
+    prompts = [prompt for prompt, _ in synth.questions(chats)]
+    return generate_replies(model, tokenizer, template, prompts, max_new_tokens=MAX_NEW_TOKENS)
+
+
+def write_preference_data(data_dir: Path, sft_dir: Path | None = None, seed: int = 0) -> dict[str, Path]:
+    """pref.jsonl (from the training chats) and pref_heldout.jsonl (from the held-out chats) in data_dir.
+
+    With sft_dir, the rejected replies include that model's own mistakes (see `preference_pairs`).
+    """
     out = {"train": data_dir / "pref.jsonl", "heldout": data_dir / "pref_heldout.jsonl"}
     for split, source in (("train", "sft.jsonl"), ("heldout", "heldout.jsonl")):
-        rows = preference_pairs(synth.read_chats(data_dir / source), seed)
+        chats = synth.read_chats(data_dir / source)
+        replies = model_replies(sft_dir, chats) if sft_dir is not None else None
+        rows = preference_pairs(chats, seed, replies)
         out[split].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return out
 
@@ -107,14 +135,18 @@ def _summary(margins: list[float]) -> dict[str, float]:
 def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = False) -> dict[str, Any]:
     """Write the preference data, train the reward model and DPO from WORKDIR/sft, and report the figures."""
     from lmforge.config.load import load_recipe
+    from lmforge.quickstart.evaluate import score_run
     from lmforge.train.run import run_training
 
     workdir = Path(workdir)
     if not (workdir / "sft").is_dir() or not (workdir / "data" / "heldout.jsonl").is_file():
         raise LmforgeError(f"{workdir} holds no finished quickstart (sft/ and data/heldout.jsonl); run "
                            f"`lmforge quickstart --workdir {workdir}` first")
-    files = write_preference_data(workdir / "data")
-    heldout = [json.loads(line) for line in files["heldout"].read_text().splitlines()]
+    print(f"preference data: the SFT model answers every question; its wrong answers become rejected replies",
+          flush=True)
+    files = write_preference_data(workdir / "data", sft_dir=workdir / "sft")
+    train = _read_jsonl(files["train"])
+    heldout = _read_jsonl(files["heldout"])
     runs = {}
     for stage in ("rm", "dpo"):
         overrides = [f"model.path={workdir / 'sft'}", f"data.train.0.path={files['train']}",
@@ -123,22 +155,33 @@ def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = Fal
             overrides += [f"train.max_steps={QUICK_STEPS}", f"train.save_every={QUICK_STEPS}", "train.log_every=5"]
         print(f"lmforge train examples/{RECIPES[stage]} {' '.join(overrides)} --overwrite", flush=True)
         runs[stage] = run_training(load_recipe(EXAMPLES / RECIPES[stage], overrides), overwrite=True)
+    questions = synth.questions(synth.read_chats(workdir / "data" / "heldout.jsonl"))
     figures = {"heldout_pairs": len(heldout),
+               "model_mistakes": {"train": sum(p["model_mistake"] for p in train),
+                                  "heldout": sum(p["model_mistake"] for p in heldout)},
                "reward_model": reward_accuracy(runs["rm"], heldout),
                "preference_for_correct": {"sft": preference_for_correct(workdir / "sft", heldout),
-                                          "dpo": preference_for_correct(runs["dpo"], heldout)}}
+                                          "dpo": preference_for_correct(runs["dpo"], heldout)},
+               "exact_match": {name: round(score_run(path, questions).exact, 4)
+                               for name, path in (("sft", workdir / "sft"), ("dpo", runs["dpo"]))}}
     (workdir / "preference_results.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
     _print(figures)
     return figures
 
 
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def _print(figures: dict[str, Any]) -> None:
-    rm, pref = figures["reward_model"], figures["preference_for_correct"]
-    print(f"\npreference results on {figures['heldout_pairs']} held-out pairs (correct vs wrong number)")
+    rm, pref, exact = figures["reward_model"], figures["preference_for_correct"], figures["exact_match"]
+    mistakes = figures["model_mistakes"]
+    print(f"\npreference results on {figures['heldout_pairs']} held-out pairs (correct vs wrong answer; "
+          f"{mistakes['heldout']} of the wrong ones are the SFT model's own, {mistakes['train']} in training)")
     print(f"  reward model: pairwise accuracy {rm['accuracy']:.1%}, mean margin {rm['mean_margin']:.3f}")
     for name in ("sft", "dpo"):
         print(f"  {name:<4} log p(correct) > log p(wrong): {pref[name]['accuracy']:.1%}, "
-              f"mean margin {pref[name]['mean_margin']:.3f} nats")
+              f"mean margin {pref[name]['mean_margin']:.3f} nats; greedy replies exactly right: {exact[name]:.1%}")
 
 
 def main() -> None:
