@@ -5,8 +5,9 @@
 
 Every framework trains the same tiny Llama (fp32, SDPA, full fine-tuning, no gradient checkpointing)
 on the same chat data for one epoch, with the same batch size, max_length, learning rate and thread
-count, the loss on the assistant replies only. Modes: lmforge unpacked / packed (data.packing), TRL
-unpacked / packing (best-fit decreasing), LLaMA-Factory unpacked / neat_packing.
+count, the loss on the assistant replies only. Modes: lmforge unpacked / packed (data.packing) / packed
+with lmforge_varlen (varlen), TRL unpacked / packing (best-fit decreasing), LLaMA-Factory unpacked /
+neat_packing.
 
 Trained tokens/s = the loss-bearing tokens of the data (counted once, with the bench tokenizer, from
 the template's assistant mask) / the Trainer's train_runtime; every mode trains each sample exactly
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=common.os.cpu_count() or 1)
     p.add_argument("--repeats", type=int, default=1, help="runs of each mode; the table keeps the fastest")
     p.add_argument("--only", default="lmforge,trl,lf", help="comma-separated subset of lmforge, trl, lf")
-    p.add_argument("--modes", default="unpacked,packed",
+    p.add_argument("--modes", default="unpacked,packed,varlen",
                    help="comma-separated subset of unpacked, packed, varlen (lmforge only: packed with lmforge_varlen)")
     a = p.parse_args(argv)
     s = Setting(conversations=a.conversations or (32 if a.quick else 400),
