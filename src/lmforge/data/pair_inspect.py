@@ -24,7 +24,7 @@ from pathlib import Path
 from lmforge.config.recipe import Recipe
 from lmforge.data.dataset import read_records
 from lmforge.data.inspect import Sample, html_head, html_spans, marked_text, segments, write_page
-from lmforge.data.pairs import PAIR_SIDES, Fitted, encode_kto, encode_pair, prompt_length, record_kind
+from lmforge.data.pairs import PAIR_SIDES, Fitted, encode_record, prompt_length, record_kind
 from lmforge.data.records import PreferencePair
 from lmforge.data.registry import resolve_sources
 from lmforge.data.templates import resolve_chat_template
@@ -74,10 +74,7 @@ def collect_preference_samples(recipe: Recipe, tokenizer, limit: int | None) -> 
         if limit is not None and len(samples) >= limit:
             break
         try:
-            if isinstance(record, PreferencePair):
-                fitted = encode_pair(tokenizer, template, record, data.max_length, data.truncation)
-            else:
-                fitted = encode_kto(tokenizer, template, record, data.max_length, data.truncation)
+            fitted = encode_record(tokenizer, template, record, data)
         except LmforgeError as err:
             if data.on_error == "strict":
                 raise LmforgeError(f"{err}; or set data.on_error: skip to leave such records out") from None

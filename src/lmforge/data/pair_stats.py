@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from lmforge.config.recipe import Recipe
 from lmforge.data.masks import IGNORE_INDEX
 from lmforge.data.pairs import PAIR_SIDES, build_preference_datasets, first_labelled
-from lmforge.data.tools import DEFAULT_REJECTS, PERCENTILES, percentile
+from lmforge.data.tools import DEFAULT_REJECTS, PERCENTILES, outcome_lines, percentile
 
 LONGEST, SEQUENCE = "longest side", "sequence"  # the length max_length limits: of a pair, of a KTO example
 
@@ -85,17 +85,8 @@ def format_pair_stats(s: dict[str, Any], recipe: Recipe) -> str:
         lines.append(f"  {name:<16}" + "".join(f"{d[k]:>8,}" for k in (*(f"p{p}" for p in PERCENTILES), "max")))
     lines += [
         f"max_length        {s['max_length']:,}",
-        f"truncated         {s['truncated']:,}" + (f" ({s['truncated_history']:,} by dropping older turns)"
-                                                  if s["truncated_history"] else "")
-        + f" (data.truncation: {recipe.data.truncation})",
-        f"dropped           {s['dropped']:,}" + _by(s["dropped_reasons"]),
-        f"rejected          {s['rejected']:,}" + _by(s["rejected_reasons"])
-        + (f" -> {s['rejects_path']}" if s["rejects_path"] else ""),
+        *outcome_lines(s, recipe),
     ]
     if len(s["sources"]) > 1:
         lines.append("mix               " + ", ".join(f"{k} {v:,}" for k, v in s["sources"].items()))
     return "\n".join(lines)
-
-
-def _by(reasons: dict[str, int]) -> str:
-    return f" ({', '.join(f'{n:,} {why}' for why, n in reasons.items())})" if reasons else ""

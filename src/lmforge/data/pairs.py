@@ -105,6 +105,13 @@ def encode_kto(tokenizer, template: str, example: KTOExample, max_length: int, t
     return _fit(tokenizer, template, example.prompt, [example.completion], example, max_length, truncation)
 
 
+def encode_record(tokenizer, template: str, record: PreferencePair | KTOExample, data) -> Fitted:
+    """A pair or a KTO example encoded and fitted to `data.max_length` under `data.truncation`."""
+    if isinstance(record, PreferencePair):
+        return encode_pair(tokenizer, template, record, data.max_length, data.truncation)
+    return encode_kto(tokenizer, template, record, data.max_length, data.truncation)
+
+
 def prompt_length(encoded: Encoded) -> int:
     """Tokens before the first labelled one: the prompt, rendered with the generation header."""
     return first_labelled(encoded.labels)
@@ -305,10 +312,7 @@ def _encode_split(recipe: Recipe, tokenizer, template: str, records: list, split
     out, bad = _Split(examples=[]), []
     for record in records:
         try:
-            if isinstance(record, PreferencePair):
-                fitted = encode_pair(tokenizer, template, record, data.max_length, data.truncation)
-            else:
-                fitted = encode_kto(tokenizer, template, record, data.max_length, data.truncation)
+            fitted = encode_record(tokenizer, template, record, data)
         except LmforgeError as err:
             bad.append(Reject(record.source, str(err).removeprefix(f"{record.source}: "), _raw(record),
                               getattr(err, "category", ENCODE_FAILED)))

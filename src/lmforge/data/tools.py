@@ -97,12 +97,7 @@ def format_stats(s: dict[str, Any], recipe: Recipe) -> str:
         f"tokens            {s['tokens']:,}, trained {s['trained_tokens']:,} ({s['trained_fraction']:.1%})",
         f"length (tokens)   p50 {length['p50']:,}  p90 {length['p90']:,}  p99 {length['p99']:,}  "
         f"max {length['max']:,}  (max_length {s['max_length']:,})",
-        f"truncated         {s['truncated']:,}" + (f" ({s['truncated_history']:,} by dropping older turns)"
-                                                  if s["truncated_history"] else "")
-        + f" (data.truncation: {recipe.data.truncation})",
-        f"dropped           {s['dropped']:,}" + _by(s["dropped_reasons"]),
-        f"rejected          {s['rejected']:,}" + _by(s["rejected_reasons"])
-        + (f" -> {s['rejects_path']}" if s["rejects_path"] else ""),
+        *outcome_lines(s, recipe),
         f"packing estimate  {s['packing_efficiency']:.1%} of {s['packed_rows']:,} rows of {s['max_length']:,} tokens "
         "filled (best-fit decreasing)",
     ]
@@ -111,6 +106,17 @@ def format_stats(s: dict[str, Any], recipe: Recipe) -> str:
     if len(s["sources"]) > 1:
         lines.append("mix               " + ", ".join(f"{k} {v:,}" for k, v in s["sources"].items()))
     return "\n".join(lines)
+
+
+def outcome_lines(s: dict[str, Any], recipe: Recipe) -> list[str]:
+    """The truncated, dropped and rejected lines of a stats table (SFT/pt and preference data alike)."""
+    history = f" ({s['truncated_history']:,} by dropping older turns)" if s["truncated_history"] else ""
+    rejects = f" -> {s['rejects_path']}" if s["rejects_path"] else ""
+    return [
+        f"truncated         {s['truncated']:,}{history} (data.truncation: {recipe.data.truncation})",
+        f"dropped           {s['dropped']:,}" + _by(s["dropped_reasons"]),
+        f"rejected          {s['rejected']:,}" + _by(s["rejected_reasons"]) + rejects,
+    ]
 
 
 def _by(reasons: dict[str, int]) -> str:
