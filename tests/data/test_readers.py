@@ -250,6 +250,15 @@ def test_stage_names_are_accepted_as_kinds(tmp_path):
         read_source(DataSource(path=str(path)), "text", on_error="ignore")
 
 
+def test_every_stage_of_a_recipe_names_a_record_kind():
+    from typing import get_args
+
+    from lmforge.config.recipe import Recipe
+
+    stages = get_args(Recipe.model_fields["stage"].annotation)
+    assert stages and set(stages) == set(KIND_BY_STAGE)
+
+
 def test_iter_rows_yields_raw_rows_lazily(tmp_path):
     from lmforge.data.readers import iter_rows
 

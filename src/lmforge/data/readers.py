@@ -23,7 +23,8 @@ from lmforge.data.records import Record
 from lmforge.errors import LmforgeError
 
 MAX_PROBLEMS = 10
-KIND_BY_STAGE = {"pt": "text", "sft": "conversation", "rm": "preference", "dpo": "preference", "kto": "kto"}
+KIND_BY_STAGE = {"pt": "text", "sft": "conversation", "rm": "preference", "dpo": "preference", "simpo": "preference",
+                 "orpo": "preference", "kto": "kto"}
 ON_ERROR = ("strict", "skip")
 
 
