@@ -35,26 +35,13 @@ LF_PY = BENCH / ".venv-lf" / "bin" / "python"
 TRL_VENV_PY = BENCH / ".venv-trl" / "bin" / "python"
 READY = ".bench-ready"  # written by setup.sh when an environment is finished
 
-IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 VOCAB_SIZE = 2048
 MODEL_MAX_POSITIONS = 4096
 MODEL_SHAPE = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
                    num_key_value_heads=4, tie_word_embeddings=True)
-LF_TEMPLATE = "chatml"  # LLaMA-Factory's template that renders like CHAT_TEMPLATE (checked by check_lf_template)
-
-# ChatML; replies and their <|im_end|> inside {% generation %} (assistant-only loss for TRL and lmforge).
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}\n"
-    "{%- if message['role'] == 'assistant' -%}\n"
-    "{{- '<|im_start|>assistant\\n' -}}\n"
-    "{%- generation -%}{{- message['content'] + '<|im_end|>' -}}{%- endgeneration -%}\n"
-    "{{- '\\n' -}}\n"
-    "{%- else -%}\n"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}\n"
-    "{%- endif -%}\n"
-    "{%- endfor -%}\n"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
+LF_TEMPLATE = "chatml"  # LLaMA-Factory's template that renders the bench template's token ids (see bench/README.md)
+# The chat template and special tokens are the quickstart's (lmforge.quickstart.assets): ChatML, replies and
+# their <|im_end|> inside {% generation %} (assistant-only loss for TRL and lmforge).
 TURN_OVERHEAD = 5  # template tokens around one message: <|im_start|> role \n ... <|im_end|> \n
 
 
@@ -134,40 +121,12 @@ def make_conversations(n: int, max_length: int, seed: int, tokens_per_word: floa
 
 
 def build_tokenizer(out_dir: Path, seed: int = 0) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from lmforge.quickstart.assets import train_chat_tokenizer
 
     maker = TextMaker(seed + 99)
     corpus = [maker.sentence_words(random.Random(i).randint(20, 200)) for i in range(3000)]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=[ENDOFTEXT, IM_START, IM_END],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    bpe.train_from_iterator(corpus + ["user\nassistant\nsystem\n"] * 50, trainer=trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=IM_END, pad_token=ENDOFTEXT,
-                                  additional_special_tokens=[IM_START], model_max_length=MODEL_MAX_POSITIONS,
-                                  clean_up_tokenization_spaces=False)
-    tok.chat_template = CHAT_TEMPLATE
+    tok = train_chat_tokenizer(corpus + ["user\nassistant\nsystem\n"] * 50, VOCAB_SIZE, MODEL_MAX_POSITIONS)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok.save_pretrained(str(out_dir), save_jinja_files=False)
-    return out_dir
-
-
-def build_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    config = LlamaConfig(vocab_size=len(tok), bos_token_id=None, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, max_position_embeddings=MODEL_MAX_POSITIONS,
-                         **MODEL_SHAPE)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
     tok.save_pretrained(str(out_dir), save_jinja_files=False)
     return out_dir
 
@@ -176,12 +135,14 @@ def model_dir() -> Path:
     """The tiny model with its tokenizer, built once (seeded) under bench/work/assets."""
     assets = WORK / "assets"
     stamp = assets / "model" / "bench-assets.json"
+    from lmforge.quickstart.assets import CHAT_TEMPLATE, build_base_model
+
     spec = {"vocab": VOCAB_SIZE, "shape": MODEL_SHAPE, "positions": MODEL_MAX_POSITIONS,
             "template": hashlib.sha256(CHAT_TEMPLATE.encode()).hexdigest()}
     if stamp.is_file() and json.loads(stamp.read_text()) == spec:
         return assets / "model"
     tok_dir = build_tokenizer(assets / "tokenizer")
-    build_model(assets / "model", tok_dir)
+    build_base_model(assets / "model", tok_dir, shape={**MODEL_SHAPE, "max_position_embeddings": MODEL_MAX_POSITIONS})
     stamp.write_text(json.dumps(spec))
     return assets / "model"
 

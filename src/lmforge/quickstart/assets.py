@@ -11,6 +11,7 @@ tokenizer files so that a recipe can name one directory.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -60,32 +61,41 @@ def _training_text(seed: int) -> list[str]:
 def build_tokenizer(out_dir: Path, seed: int = 0) -> Path:
     """Train the byte-level BPE tokenizer and save it, with the chat template, as a HF tokenizer dir."""
     out_dir = Path(out_dir)
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(_training_text(seed), trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        eos_token=IM_END,
-        pad_token=ENDOFTEXT,
-        additional_special_tokens=[IM_START],
-        model_max_length=MODEL_SHAPE["max_position_embeddings"],
-        clean_up_tokenization_spaces=False,
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer = train_chat_tokenizer(_training_text(seed), VOCAB_SIZE, MODEL_SHAPE["max_position_embeddings"])
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(out_dir), save_jinja_files=False)  # template inside tokenizer_config.json
     return out_dir
 
 
-def build_base_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
-    """A tiny LlamaForCausalLM from config (random weights, seeded), saved with the tokenizer files."""
+def train_chat_tokenizer(texts: Iterable[str], vocab_size: int, max_positions: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE learnt from `texts`, with SPECIAL_TOKENS (<|im_end|> ends turns, <|endoftext|> pads)
+    and CHAT_TEMPLATE. Also the benchmark's tokenizer (bench/common.py), from its own texts."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token=IM_END,
+        pad_token=ENDOFTEXT,
+        additional_special_tokens=[IM_START],
+        model_max_length=max_positions,
+        clean_up_tokenization_spaces=False,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_base_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0, shape: dict | None = None) -> Path:
+    """A tiny LlamaForCausalLM from config (random weights, seeded), saved with the tokenizer files.
+
+    shape: the LlamaConfig sizes, MODEL_SHAPE by default (the benchmark passes its own)."""
     out_dir = Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     config = LlamaConfig(
@@ -93,7 +103,7 @@ def build_base_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **MODEL_SHAPE,
+        **(shape or MODEL_SHAPE),
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
