@@ -70,11 +70,17 @@ def _cu_seqlens(query: torch.Tensor, key: torch.Tensor, attention_mask, kwargs: 
     if positions is None or positions.shape[-1] != query.shape[2]:
         return None
     flat = positions.reshape(-1)
-    starts = torch.nonzero(flat == 0).reshape(-1)
-    if starts.numel() < 2 or int(starts[0]) != 0:
+    if int((flat == 0).sum()) < 2 or int(flat[0]) != 0:
         return None  # one sample (plain causal attention does it), or positions that do not start at 0
+    return cu_seqlens_from_positions(positions).to(query.device)
+
+
+def cu_seqlens_from_positions(position_ids: torch.Tensor) -> torch.Tensor:
+    """int32 sample boundaries [0, ..., T] of one row of T tokens whose position ids restart at 0 per sample."""
+    flat = position_ids.reshape(-1)
+    starts = torch.nonzero(flat == 0).reshape(-1)
     end = torch.tensor([flat.numel()], device=starts.device)
-    return torch.cat([starts, end]).to(device=query.device, dtype=torch.int32)
+    return torch.cat([starts, end]).to(torch.int32)
 
 
 def _kernel(query, key, value, cu_seqlens, longest: int, scaling) -> torch.Tensor:

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from lmforge.model.varlen import cu_seqlens_from_positions
+
 IGNORE_INDEX = -100
 VARLEN_FLASH = ("flash_attention_2", "flash_attention_3", "flash_attention_4", "lmforge_varlen")
 VARLEN_FLEX = "flex_attention"
@@ -96,9 +98,7 @@ def is_varlen(attn_implementation: str | None) -> bool:
 
 def varlen_kwargs(position_ids: torch.Tensor) -> dict[str, Any]:
     """What flash attention's varlen kernel needs, from (1, T) position ids restarting at 0 per sample."""
-    flat = position_ids.reshape(-1)
-    starts = torch.nonzero(flat == 0).reshape(-1)
-    cu_seqlens = torch.cat([starts, torch.tensor([flat.numel()])]).to(torch.int32)
+    cu_seqlens = cu_seqlens_from_positions(position_ids)
     longest = int(cu_seqlens.diff().max())
     return {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens, "max_length_q": longest,
             "max_length_k": longest}
