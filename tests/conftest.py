@@ -6,10 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-SHARED_TOKENIZERS = SHARED / "tokenizers"
+from shared_assets import SHARED_TOKENIZERS
 
 
 @pytest.fixture(autouse=True, scope="session")

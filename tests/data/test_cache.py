@@ -5,20 +5,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 from transformers import AutoTokenizer
 
 from lmforge.config.recipe import Recipe
 from lmforge.data import cache
 from lmforge.data.dataset import build_datasets
+from shared_assets import SHARED, only
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
 QWEN3 = SHARED / "tokenizers" / "qwen3"
-
-
-def only(*names: str):
-    return pytest.mark.parametrize("shared_tokenizer_dir", [SHARED / "tokenizers" / n for n in names],
-                                   indirect=True, ids=list(names))
 
 
 def write_chat(path: Path, n: int = 6, reply: str = "Answer") -> Path:

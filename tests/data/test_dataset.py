@@ -1,32 +1,19 @@
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer
 
 from lmforge.config.recipe import Recipe
 from lmforge.data.dataset import build_datasets, data_fingerprint, split_eval
 from lmforge.data.masks import IGNORE_INDEX
 from lmforge.data.records import Text
 from lmforge.errors import LmforgeError
+from shared_assets import SHARED, load, only
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
 QWEN3 = SHARED / "tokenizers" / "qwen3"
-
-
-def only(*names: str):
-    """Run on some shared tokenizers through the conftest fixture, which handles their absence."""
-    return pytest.mark.parametrize("shared_tokenizer_dir", [SHARED / "tokenizers" / n for n in names],
-                                   indirect=True, ids=list(names))
-
-
-@functools.lru_cache(maxsize=None)
-def load(path: Path):
-    return AutoTokenizer.from_pretrained(path)
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,8 @@ from lmforge.config.recipe import Recipe
 from lmforge.data.inspect import ANSI_TRAINED, CLOSE_MARK, OPEN_MARK, run_inspect
 from lmforge.data.masks import IGNORE_INDEX
 from lmforge.errors import LmforgeError
+from shared_assets import SHARED, only
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
 MASK_CHECK = SHARED / "check" / "mask_check.py"
 
 HARDER = [
@@ -25,12 +25,6 @@ HARDER = [
     [("user", "Code"), ("assistant", "```python\nprint('a < b')\n```")],
     [("user", "Q1"), ("assistant", "A1"), ("user", "Q2"), ("assistant", "A2"), ("user", "Q3"), ("assistant", "A3")],
 ]
-
-
-def only(*names: str):
-    """Run on some shared tokenizers through the conftest fixture, which handles their absence."""
-    return pytest.mark.parametrize("shared_tokenizer_dir", [SHARED / "tokenizers" / n for n in names],
-                                   indirect=True, ids=list(names))
 
 
 def write_convs(path: Path, convs: list[list[tuple[str, str]]]) -> Path:

@@ -3,18 +3,16 @@
 The check here is stricter than ../shared/check/mask_check.py: each labelled run, read back from the
 text by character offsets, must be an optional lead-in (whitespace, a <think> block), then the reply
 as written (or trimmed), then exactly the template's end-of-turn text, and nothing else is labelled.
-Regenerate the golden file with `python tests/data/test_masks.py` after a deliberate change.
+Regenerate the golden file with `PYTHONPATH=tests python tests/data/test_masks.py` after a deliberate change.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer
 
 from lmforge.data.masks import (
     IGNORE_INDEX,
@@ -27,8 +25,8 @@ from lmforge.data.masks import (
 from lmforge.data.records import Conversation, Message
 from lmforge.data.templates import BUILTIN_TEMPLATES, resolve_chat_template
 from lmforge.errors import LmforgeError
+from shared_assets import SHARED, load, only
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
 GOLDEN = Path(__file__).with_name("golden_masks.json")
 LEAD_IN = re.compile(r"\s*(?:<think>.*?</think>)?\s*", re.DOTALL)
 
@@ -56,17 +54,6 @@ def shared_conversations() -> list[Conversation]:
     lines = path.read_text(encoding="utf-8").splitlines()
     return [conv(*((m["role"], m["content"]) for m in json.loads(line)["messages"]), source=f"chat.jsonl:{n}")
             for n, line in enumerate(lines, 1) if line.strip()]
-
-
-@functools.lru_cache(maxsize=None)
-def load(path: Path):
-    return AutoTokenizer.from_pretrained(path)
-
-
-def only(*names: str):
-    """Run a test on some shared tokenizers (through the conftest fixture, so absence is handled there)."""
-    dirs = [SHARED / "tokenizers" / name for name in names]
-    return pytest.mark.parametrize("shared_tokenizer_dir", dirs, indirect=True, ids=list(names))
 
 
 def own_template(tok_dir: Path) -> str:

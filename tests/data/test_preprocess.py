@@ -1,28 +1,13 @@
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import numpy as np
 import pytest
-from transformers import AutoTokenizer
 
 from lmforge.data import preprocess
 from lmforge.data.preprocess import EncodeSettings, encode_records
 from lmforge.data.records import Conversation, Message, Text
 from lmforge.data.templates import resolve_chat_template
-
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-
-
-def only(*names: str):
-    return pytest.mark.parametrize("shared_tokenizer_dir", [SHARED / "tokenizers" / n for n in names],
-                                   indirect=True, ids=list(names))
-
-
-@functools.lru_cache(maxsize=None)
-def load(path: Path):
-    return AutoTokenizer.from_pretrained(path)
+from shared_assets import load, only
 
 
 def conversation(k: int) -> Conversation:

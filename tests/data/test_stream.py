@@ -3,35 +3,23 @@ rejects (in order, with file:line) and errors, in one process and in several, wi
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer
 
 from lmforge.config.recipe import Recipe
 from lmforge.data import dataset, preprocess, stream
 from lmforge.data.dataset import build_datasets
 from lmforge.errors import LmforgeError
+from shared_assets import load, only
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
 BOOM_TEMPLATE = (
     "{% for m in messages %}{% if 'BOOM' in m['content'] %}{{ raise_exception('no BOOM here') }}{% endif %}"
     "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-
-def only(*names: str):
-    return pytest.mark.parametrize("shared_tokenizer_dir", [SHARED / "tokenizers" / n for n in names],
-                                   indirect=True, ids=list(names))
-
-
-@functools.lru_cache(maxsize=None)
-def load(path: Path):
-    return AutoTokenizer.from_pretrained(path)
 
 
 @pytest.fixture(autouse=True)

@@ -6,19 +6,16 @@ end of turn; tool results and schemas are prompt. Templates without a tool forma
 
 from __future__ import annotations
 
-import functools
 import json
-from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer
 
 from lmforge.data.masks import IGNORE_INDEX, encode_conversation, encode_with_policy, generation_prompt
 from lmforge.data.records import Conversation, Message, ToolCall
 from lmforge.data.templates import BUILTIN_TEMPLATES, TOOL_TEMPLATES, resolve_chat_template
 from lmforge.errors import LmforgeError
+from shared_assets import SHARED_TOKENIZERS as SHARED, load, only
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "tokenizers"
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                           "required": ["city"]}}},
@@ -41,15 +38,6 @@ def tool_conversation(tools=TOOLS, source: str = "tools.jsonl:3") -> Conversatio
         Message("tool", '{"temp_c": 25}', name="get_weather"),
         Message("assistant", "25 °C in Rome."),
     ], source=source, tools=tools)
-
-
-@functools.lru_cache(maxsize=None)
-def load(path: Path):
-    return AutoTokenizer.from_pretrained(path)
-
-
-def only(*names: str):
-    return pytest.mark.parametrize("shared_tokenizer_dir", [SHARED / n for n in names], indirect=True, ids=list(names))
 
 
 def labelled_texts(tok, enc) -> list[str]:

@@ -8,21 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
+from shared_assets import only
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
 LMFORGE = [sys.executable, "-m", "lmforge.cli"]
 
 
 def lmforge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "LMFORGE_CACHE": str(cwd / "cache")}
     return subprocess.run([*LMFORGE, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
-
-
-def only(*names: str):
-    return pytest.mark.parametrize("shared_tokenizer_dir", [SHARED / "tokenizers" / n for n in names],
-                                   indirect=True, ids=list(names))
 
 
 ALPACA = [{"instruction": f"Add {k} and {k + 1}", "input": "", "output": f"{2 * k + 1}"} for k in range(8)]
