@@ -42,32 +42,20 @@ def stop_token_ids(tokenizer, template: str) -> list[int]:
     return ids
 
 
-@torch.no_grad()
 def generate_reply(model, tokenizer, template: str, messages: list[dict], max_new_tokens: int = 128,
                    temperature: float = 0.0) -> str:
     """The assistant's next reply to `messages`: greedy unless temperature > 0; only the new text."""
-    prompt = generation_prompt(tokenizer, template, messages)
-    inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(model.device)
-    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-    stops = stop_token_ids(tokenizer, template)
-    output = model.generate(
-        **inputs,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=stops,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0],
-        use_cache=True,  # a trained run's config says use_cache: false (training turns the KV cache off)
-        **sampling,
-    )
-    new_tokens = output[0, inputs["input_ids"].shape[1]:]
-    return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+    return generate_replies(model, tokenizer, template, [messages], max_new_tokens, temperature=temperature)[0]
 
 
 @torch.no_grad()
 def generate_replies(model, tokenizer, template: str, conversations: list[list[dict]], max_new_tokens: int = 128,
-                     batch_size: int = 64) -> list[str]:
-    """Greedy replies to many conversations, `batch_size` at a time (left-padded prompts, one generate call each)."""
+                     batch_size: int = 64, temperature: float = 0.0) -> list[str]:
+    """Replies to many conversations, `batch_size` at a time (left-padded prompts, one generate call each);
+    greedy unless temperature > 0."""
     stops = stop_token_ids(tokenizer, template)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     replies: list[str] = []
     for start in range(0, len(conversations), batch_size):
         prompts = [tokenizer(generation_prompt(tokenizer, template, c), add_special_tokens=False)["input_ids"]
@@ -75,8 +63,9 @@ def generate_replies(model, tokenizer, template: str, conversations: list[list[d
         longest = max(len(p) for p in prompts)
         ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts], device=model.device)
         mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts], device=model.device)
-        output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                eos_token_id=stops, pad_token_id=pad, use_cache=True)
+        # use_cache: runs saved before it was restored on saving say use_cache: false (training turns it off)
+        output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=stops,
+                                pad_token_id=pad, use_cache=True, **sampling)
         replies += [tokenizer.decode(row[longest:], skip_special_tokens=True).strip() for row in output]
     return replies
 
