@@ -16,6 +16,10 @@ What runs where:
   between samples is computed: on the CPU benchmark (bench/sft_throughput.py) this trained 1.2x the
   tokens/s of `sdpa` packing with its block-diagonal mask.
 - no samples to separate (evaluation, generation): SDPA with a causal mask, padding from the 2D mask.
+Sliding-window layers (Mistral, Gemma 3's local layers, Qwen2 with use_sliding_window) keep their
+window on every path: the kernel's left window, a banded mask for SDPA. What none of these paths can
+compute (attention logit soft-capping, attention sinks, non-causal attention, position biases) is
+refused with a ValueError instead of being silently dropped.
 """
 
 from __future__ import annotations
@@ -39,14 +43,30 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     """transformers' attention signature: query (B, H, Tq, D), key/value (B, Hkv, Tk, D); returns (B, Tq, H, D)."""
     if dropout:
         raise ValueError(f"{NAME} runs without attention dropout; set the model's attention_dropout to 0")
+    _refuse_what_it_cannot_compute(module, kwargs)
+    window = kwargs.get("sliding_window")
     cu_seqlens = _cu_seqlens(query, key, attention_mask, kwargs)
     if cu_seqlens is None:
-        out = _masked_sdpa(query, key, value, attention_mask, scaling)
+        out = _masked_sdpa(query, key, value, attention_mask, scaling, window)
     elif query.is_cuda and query.dtype in KERNEL_DTYPES and kernel_available():
-        out = _kernel(query, key, value, cu_seqlens, int(kwargs.get("max_length_q") or 0), scaling)
+        out = _kernel(query, key, value, cu_seqlens, int(kwargs.get("max_length_q") or 0), scaling, window)
     else:
-        out = _per_sample_sdpa(query, key, value, cu_seqlens, scaling)
+        out = _per_sample_sdpa(query, key, value, cu_seqlens, scaling, window)
     return out.transpose(1, 2).contiguous(), None
+
+
+UNSUPPORTED = {"softcap": "attention logit soft-capping", "s_aux": "attention sinks", "sinks": "attention sinks",
+               "position_bias": "a relative position bias"}
+
+
+def _refuse_what_it_cannot_compute(module: torch.nn.Module, kwargs: dict) -> None:
+    """The features some models pass to their attention function that this implementation has no way to apply."""
+    used = [what for key, what in UNSUPPORTED.items() if kwargs.get(key) is not None]
+    if kwargs.get("is_causal", True) is False or getattr(module, "is_causal", True) is False:
+        used.append("non-causal attention")
+    if used:
+        raise ValueError(f"{NAME} cannot compute {' and '.join(used)}, which {type(module).__name__} uses; set "
+                         f"model.attn_implementation to eager (or a flash attention kernel that supports it)")
 
 
 @lru_cache(maxsize=1)
@@ -83,7 +103,7 @@ def cu_seqlens_from_positions(position_ids: torch.Tensor) -> torch.Tensor:
     return torch.cat([starts, end]).to(torch.int32)
 
 
-def _kernel(query, key, value, cu_seqlens, longest: int, scaling) -> torch.Tensor:
+def _kernel(query, key, value, cu_seqlens, longest: int, scaling, window: int | None) -> torch.Tensor:
     from torch.nn.attention.varlen import varlen_attn
 
     if not longest:
@@ -97,7 +117,7 @@ def _kernel(query, key, value, cu_seqlens, longest: int, scaling) -> torch.Tenso
             groups = q.shape[1] // k.shape[1]
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     out = varlen_attn(q.contiguous(), k.contiguous(), v.contiguous(), cu_seqlens, cu_seqlens, longest, longest,
-                      scale=scaling, window_size=CAUSAL, **extra)
+                      scale=scaling, window_size=_window_size(window), **extra)
     return out.transpose(0, 1).unsqueeze(0)  # (1, heads, tokens, dim)
 
 
@@ -108,24 +128,45 @@ def _kernel_parameters() -> frozenset[str]:
     return frozenset(inspect.signature(varlen_attn).parameters)
 
 
-def _per_sample_sdpa(query, key, value, cu_seqlens, scaling) -> torch.Tensor:
+def _window_size(window: int | None) -> tuple[int, int]:
+    """varlen_attn's (left, right) window: transformers' sliding_window counts the token itself, the kernel does not."""
+    return CAUSAL if window is None else (window - 1, 0)
+
+
+def _per_sample_sdpa(query, key, value, cu_seqlens, scaling, window: int | None) -> torch.Tensor:
     bounds = cu_seqlens.tolist()
     gqa = key.shape[1] != query.shape[1]
-    spans = [F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,
-                                            scale=scaling, enable_gqa=gqa)
-             for a, b in zip(bounds, bounds[1:]) if b > a]
+    spans = []
+    for a, b in zip(bounds, bounds[1:]):
+        if b <= a:
+            continue
+        band = _band(b - a, b - a, window, query.device)
+        spans.append(F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b],
+                                                    attn_mask=band, is_causal=band is None, scale=scaling,
+                                                    enable_gqa=gqa))
     return torch.cat(spans, dim=2)
 
 
-def _masked_sdpa(query, key, value, attention_mask, scaling) -> torch.Tensor:
+def _band(q_len: int, k_len: int, window: int | None, device) -> torch.Tensor | None:
+    """(Tq, Tk) boolean causal sliding-window mask for queries that are the last Tq of Tk positions; None when
+    the window reaches back over every key (plain causal attention does it)."""
+    if window is None or k_len <= window:
+        return None
+    rows = torch.arange(k_len - q_len, k_len, device=device)[:, None]
+    cols = torch.arange(k_len, device=device)[None, :]
+    return (cols <= rows) & (cols > rows - window)
+
+
+def _masked_sdpa(query, key, value, attention_mask, scaling, window: int | None) -> torch.Tensor:
     """Causal attention where queries are the last Tq of Tk positions; padding keys (2D mask 0) are masked."""
     q_len, k_len = query.shape[2], key.shape[2]
     gqa = key.shape[1] != query.shape[1]
-    if attention_mask is None and q_len in (1, k_len):
+    band = _band(q_len, k_len, window, query.device)
+    if attention_mask is None and band is None and q_len in (1, k_len):
         return F.scaled_dot_product_attention(query, key, value, is_causal=q_len > 1, scale=scaling, enable_gqa=gqa)
     rows = torch.arange(k_len - q_len, k_len, device=query.device)
-    allowed = rows[:, None] >= torch.arange(k_len, device=query.device)[None, :]  # (Tq, Tk)
-    mask = allowed[None, None]
+    allowed = band if band is not None else rows[:, None] >= torch.arange(k_len, device=query.device)[None, :]
+    mask = allowed[None, None]  # (1, 1, Tq, Tk)
     if attention_mask is not None:
         keys = attention_mask[:, -k_len:].to(device=query.device, dtype=torch.bool)
         mask = mask & keys[:, None, None, :]
