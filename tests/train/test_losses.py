@@ -245,8 +245,8 @@ def test_eval_path_returns_the_loss(tmp_path):
     assert outputs.loss is loss
 
 
-def test_auto_chunks_large_vocabularies_only(tmp_path):
-    assert resolve_loss_chunk(_llama(vocab=97), "auto") is None
+def test_auto_chunks_every_vocabulary_and_off_turns_it_off(tmp_path):
+    assert resolve_loss_chunk(_llama(vocab=97), "auto") == auto_chunk_size(97)
     assert resolve_loss_chunk(_llama(vocab=32768), "auto") == auto_chunk_size(32768)
     assert resolve_loss_chunk(_llama(vocab=97), 128) == 128
     assert resolve_loss_chunk(_llama(vocab=32768), "off") is None

@@ -163,8 +163,8 @@ class TrainSpec(Section):
     loss_chunk: int | Literal["auto", "off"] = Field(
         "auto",
         description="compute the loss from hidden states in chunks of this many tokens so full-vocabulary logits "
-        "are never held for the batch; auto = on (chunk sized to the vocabulary) when the vocabulary has 32768 "
-        "or more tokens; off = the model's own loss",
+        "are never held for the batch and only trained tokens reach the output layer; auto = on (chunk sized to "
+        "the vocabulary) wherever it equals the model's own loss; off = the model's own loss",
     )
     compile: bool = Field(False, description="torch.compile the model (first steps are slow while it compiles)")
     extra: dict[str, Any] = Field(

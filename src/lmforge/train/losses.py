@@ -23,7 +23,6 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.train.collate import IGNORE_INDEX
 
-AUTO_MIN_VOCAB = 32768  # loss_chunk: auto chunks the loss from this vocabulary size up
 AUTO_CHUNK_ELEMENTS = 2**26  # loss_chunk: auto sizes chunks to about this many logits (256 MiB in fp32)
 
 
