@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from lmforge.config.recipe import ModelSpec, TuningSpec
 from lmforge.errors import LmforgeError
@@ -137,6 +137,32 @@ def test_unavailable_flash_attention_falls_back_to_sdpa_with_one_warning(tiny_di
 def test_unknown_attention_name_is_an_error(tiny_dir):
     with pytest.raises(LmforgeError, match="'flash_attn2' is unknown; expected one of eager, .*sdpa"):
         load_model(spec(tiny_dir, attn_implementation="flash_attn2"), FULL)
+
+
+def test_auto_attention_is_padding_free_for_packed_training_and_sdpa_otherwise(tiny_dir):
+    assert ModelSpec(path=tiny_dir).attn_implementation == "auto"
+    assert load_model(spec(tiny_dir), FULL, packed=True).config._attn_implementation == "lmforge_varlen"
+    assert load_model(spec(tiny_dir), FULL).config._attn_implementation == "sdpa"
+    assert load_model(spec(tiny_dir, attn_implementation="eager"), FULL, packed=True).config._attn_implementation \
+        == "eager"
+
+
+@pytest.fixture(scope="module")
+def softcapped_dir(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("tiny_gemma2")
+    config = Gemma2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, attn_logit_softcapping=50.0)
+    Gemma2ForCausalLM(config).save_pretrained(out)
+    return str(out)
+
+
+def test_auto_keeps_the_mask_where_lmforge_varlen_cannot_compute_the_attention(softcapped_dir, caplog):
+    with caplog.at_level(logging.WARNING, logger="lmforge.model.load"):
+        model = load_model(spec(softcapped_dir), FULL, packed=True)
+    assert model.config._attn_implementation == "eager"  # Gemma 2 has no sdpa: soft-capping needs eager
+    assert any("soft-capping" in r.message for r in caplog.records)
+    with pytest.raises(LmforgeError, match="lmforge_varlen cannot compute attention logit soft-capping.*gemma2"):
+        load_model(spec(softcapped_dir, attn_implementation="lmforge_varlen"), FULL, packed=True)
 
 
 def test_from_config_dict(tiny_dir):

@@ -33,7 +33,10 @@ class ModelSpec(Section):
         None, description="with init: from_config, a config dict or a config.json path (default: path's config)"
     )
     dtype: Dtype = "auto"
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = Field(
+        "auto", description="auto = lmforge_varlen for packed pt/sft (padding-free, no attention between samples), "
+        "sdpa otherwise; or a transformers name: sdpa, eager, flash_attention_2, flex_attention, ..."
+    )
     trust_remote_code: bool = False
 
 

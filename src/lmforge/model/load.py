@@ -4,6 +4,9 @@ Rules a user can rely on:
 
 - `model.dtype: auto` is bf16 on a CUDA GPU that supports bf16, fp32 everywhere else (CPU, older GPUs);
   `resolve_dtype` is the one place that says so.
+- `model.attn_implementation: auto` (the default) is lmforge_varlen for packed training, where samples
+  share rows and padding-free attention skips the attention between them, and sdpa otherwise. It stays
+  sdpa for a model whose attention lmforge_varlen cannot compute (soft-capping, sinks, non-causal).
 - `model.attn_implementation` that cannot run here (flash_attention_2 without flash-attn, or a model that
   does not support it) is replaced by sdpa, or eager where the model has no sdpa, with one warning.
   An unknown name is an error, not a fallback.
@@ -36,6 +39,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 MODEL_CONFIG_FILE = "config.json"
 QLORA_INSTALL = "pip install 'lmforge[qlora]'"
 FALLBACK_ATTENTION = "sdpa"
+AUTO_ATTENTION = "auto"
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
@@ -91,11 +95,15 @@ def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase, where: str) -> None:
 
 
 def load_model(
-    spec: ModelSpec, tuning: TuningSpec, tokenizer: PreTrainedTokenizerBase | None = None
+    spec: ModelSpec, tuning: TuningSpec, tokenizer: PreTrainedTokenizerBase | None = None, packed: bool = False
 ) -> PreTrainedModel:
-    """The causal LM as the recipe says; with `tokenizer`, embeddings grow to fit it (see `match_vocab`)."""
+    """The causal LM as the recipe says; with `tokenizer`, embeddings grow to fit it (see `match_vocab`).
+
+    packed: the model will train on packed rows, which `attn_implementation: auto` serves padding-free.
+    """
     dtype = resolve_dtype(spec.dtype)
-    _check_attention_name(spec.attn_implementation)
+    attention = resolve_attention(spec.attn_implementation, packed)
+    _check_attention_name(attention)
     quant = quantization_config(tuning.quant, dtype) if tuning.method == "qlora" else None
     if spec.init == "pretrained":
         _check_location("model.path", spec.path, (MODEL_CONFIG_FILE,), "a model directory with config.json and weights")
@@ -111,7 +119,7 @@ def load_model(
         build = _scratch_builder(spec, config, dtype)
         where = f"a {config.model_type} config"
     try:
-        model = _with_attention_fallback(build, spec.attn_implementation)
+        model = _with_attention_fallback(build, attention)
     except LmforgeError:
         raise
     except (OSError, ValueError, ImportError, KeyError, RuntimeError) as err:
@@ -120,11 +128,21 @@ def load_model(
             f"model.path: could not load a causal LM from {where!r} ({type(err).__name__}: {_first_line(err)}); "
             f"expected a directory with config.json and model weights (or a hub id){hint}"
         ) from err
+    _check_varlen_fits(model, auto=spec.attn_implementation == AUTO_ATTENTION)
     if quant is not None:
         model = _prepare_kbit(model)
     if tokenizer is not None:
         match_vocab(model, tokenizer)
     return model
+
+
+def resolve_attention(name: str, packed: bool = False) -> str:
+    """The attention implementation `model.attn_implementation` asks for; `auto` depends on packing."""
+    if name != AUTO_ATTENTION:
+        return name
+    from lmforge.model import varlen
+
+    return varlen.NAME if packed else FALLBACK_ATTENTION
 
 
 def match_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -236,6 +254,26 @@ def _check_attention_name(name: str) -> None:
     if "/" in name or name in known:  # "org/repo" names a kernel on the hub
         return
     raise LmforgeError(f"model.attn_implementation: {name!r} is unknown; expected one of {', '.join(known)}")
+
+
+def _check_varlen_fits(model: PreTrainedModel, auto: bool) -> None:
+    """lmforge_varlen on a model whose attention it cannot compute: sdpa (eager where the model has no sdpa)
+    under auto, else an error now rather than at the first training step."""
+    from lmforge.model import varlen
+
+    if model.config._attn_implementation != varlen.NAME:
+        return
+    missing = varlen.cannot_compute(model)
+    if not missing:
+        return
+    if not auto:
+        raise LmforgeError(f"model.attn_implementation: lmforge_varlen cannot compute {missing}, which this "
+                           f"{model.config.model_type} model uses; use auto, sdpa or eager (packing stays exact with "
+                           f"a block-diagonal mask)")
+    fallback = FALLBACK_ATTENTION if getattr(model, "_supports_sdpa", False) else "eager"
+    model.set_attn_implementation(fallback)
+    _warn_once(f"model.attn_implementation: auto uses {fallback} with a block-diagonal mask for packing here, not "
+               f"lmforge_varlen, which cannot compute {missing}")
 
 
 def _with_attention_fallback(build: Callable[[str | None], PreTrainedModel], requested: str) -> PreTrainedModel:

@@ -59,6 +59,22 @@ UNSUPPORTED = {"softcap": "attention logit soft-capping", "s_aux": "attention si
                "position_bias": "a relative position bias"}
 
 
+def cannot_compute(model: torch.nn.Module) -> str | None:
+    """What of a loaded model's attention this implementation cannot compute (read from its config and its
+    attention modules), or None. The forward pass checks again with what the model actually passes."""
+    config = getattr(model, "config", None)
+    used = []
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        used.append(UNSUPPORTED["softcap"])
+    for module in model.modules():
+        if getattr(module, "is_causal", True) is False and "attention" in type(module).__name__.lower():
+            used.append("non-causal attention")
+            break
+    if any(name.endswith("sinks") for name, _ in model.named_parameters()):
+        used.append(UNSUPPORTED["sinks"])
+    return " and ".join(used) or None
+
+
 def _refuse_what_it_cannot_compute(module: torch.nn.Module, kwargs: dict) -> None:
     """The features some models pass to their attention function that this implementation has no way to apply."""
     used = [what for key, what in UNSUPPORTED.items() if kwargs.get(key) is not None]

@@ -22,7 +22,7 @@ import torch
 from lmforge.config.recipe import ModelSpec, PreferenceSpec, Recipe, TuningSpec
 from lmforge.errors import LmforgeError
 from lmforge.model.adapters import SEQ_CLS, apply_tuning
-from lmforge.model.load import match_vocab, quantization_config, resolve_dtype
+from lmforge.model.load import match_vocab, quantization_config, resolve_attention, resolve_dtype
 from lmforge.train.preference import MetricsTrainer, PairCollator
 from lmforge.train.preference_losses import reward_pairwise_loss
 
@@ -42,7 +42,7 @@ def load_reward_model(spec: ModelSpec, tuning: TuningSpec, tokenizer):
     extra = {"quantization_config": quantization_config(tuning.quant, dtype)} if tuning.method == "qlora" else {}
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            spec.path, num_labels=1, dtype=dtype, attn_implementation=spec.attn_implementation,
+            spec.path, num_labels=1, dtype=dtype, attn_implementation=resolve_attention(spec.attn_implementation),
             trust_remote_code=spec.trust_remote_code, **extra)
     except (OSError, ValueError, ImportError, KeyError, RuntimeError) as err:
         raise LmforgeError(f"model.path: could not load {spec.path!r} as a sequence-classification model for stage rm "

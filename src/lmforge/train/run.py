@@ -81,7 +81,8 @@ def _make_trainer(recipe: Recipe, tokenizer, data) -> LmforgeTrainer:
         from lmforge.train.preference import make_preference_trainer
 
         return make_preference_trainer(recipe, tokenizer, data, args, callbacks)
-    model = apply_tuning(load_model(recipe.model, recipe.tuning, tokenizer=tokenizer), recipe.tuning)
+    model = load_model(recipe.model, recipe.tuning, tokenizer=tokenizer, packed=recipe.data.packing)
+    model = apply_tuning(model, recipe.tuning)
     return LmforgeTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                           data_collator=Collator(tokenizer.pad_token_id, attn_implementation=attention_of(model)),
                           processing_class=tokenizer,
