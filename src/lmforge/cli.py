@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return _dispatch(args)
@@ -130,6 +130,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Like parse_args, but recipe overrides may also come after options (`data inspect r.yaml -n 2 a.b=c`):
+    argparse ends a `nargs="*"` positional at the first option and would reject the later ones."""
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -90,6 +90,11 @@ def test_inspect_and_stats_on_a_dpo_and_a_kto_recipe(tiny_tokenizer_dir, tmp_pat
     assert [s["index"] for s in samples] == [0, 1, 3] and "left out 1 bad records" in shown.stderr
     assert all(s["chosen"]["labels"][s["prompt_length"]] != -100 for s in samples)
 
+    strict = lmforge("data", "inspect", "dpo.yaml", "--json", "data.on_error=strict", cwd=tmp_path)
+    assert strict.returncode == 2 and "chosen equals rejected" in strict.stderr  # an override after an option
+    stray = lmforge("data", "inspect", "dpo.yaml", "-n", "1", "stray", cwd=tmp_path)
+    assert stray.returncode == 2 and "unrecognized arguments: stray" in stray.stderr
+
     viewed = lmforge("data", "inspect", "kto.yaml", "-n", "2", "--html", "kto.html", cwd=tmp_path)
     assert viewed.returncode == 0, viewed.stderr
     assert viewed.stdout.count("── example ") == 2 and "⟦0 plus 1 is 1.<|im_end|>⟧" in viewed.stdout
