@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from lmforge.data.masks import IGNORE_INDEX
+from lmforge.data.pairs import kl_mismatch_order
 from lmforge.errors import LmforgeError
 from lmforge.train.preference_losses import (
     chosen_nll,
     dpo_loss,
-    kl_mismatch_order,
     kto_loss,
     orpo_loss,
     reward_pairwise_loss,

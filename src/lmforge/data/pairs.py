@@ -134,10 +134,17 @@ def kto_example(fitted: Fitted, desirable: bool) -> dict:
             "prompt_length": prompt_length(enc)}
 
 
+def kl_mismatch_order(batch_size: int) -> list[int]:
+    """For KTO's KL estimate: prompt i is paired with completion order[i] = i-1 (prompt 0 with the last).
+
+    The mismatched completions are the batch's own completions, each with another prompt, as in the
+    KTO paper and TRL. A batch of one pairs the example with itself (the estimate is then its own r).
+    """
+    return [(i - 1) % batch_size for i in range(batch_size)]
+
+
 def add_kl_pairs(examples: list[dict], max_length: int) -> None:
     """Give each KTO example a mismatched pair: its prompt with the completion of the example before it."""
-    from lmforge.train.preference_losses import kl_mismatch_order
-
     order = kl_mismatch_order(len(examples))
     for ex, j in zip(examples, order):
         other = examples[j]

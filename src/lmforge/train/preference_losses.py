@@ -191,7 +191,7 @@ def kto_loss(
     r = log πθ(y|x)/π_ref(y|x) (summed log-probs), v = λ_D σ(β(r - z0)) for a desirable example and
     λ_U σ(β(z0 - r)) for an undesirable one. The reference point z0 estimates KL(πθ || π_ref) from
     mismatched pairs: the caller scores each prompt x_i with another example's completion — the
-    batch's completions rotated by one, see `kl_mismatch_order` — under the policy
+    batch's completions rotated by one, see `data.pairs.kl_mismatch_order` — under the policy
     (`policy_kl_logps`, computed without gradient) and the reference (`reference_kl_logps`); here
     z0 = max(0, mean(policy_kl_logps - reference_kl_logps)), detached. Pass None for both to use
     z0 = 0. The batch mean is per process; TRL also averages it across processes.
@@ -213,15 +213,6 @@ def kto_loss(
         undesirable_weight * (1 - torch.sigmoid(beta * (kl - logratios))),
     )
     return losses.mean(), _kto_metrics(beta * logratios.detach(), policy_logps.detach(), desirable, kl)
-
-
-def kl_mismatch_order(batch_size: int) -> list[int]:
-    """For KTO's KL estimate: prompt i is paired with completion order[i] = i-1 (prompt 0 with the last).
-
-    The mismatched completions are the batch's own completions, each with another prompt, as in the
-    KTO paper and TRL. A batch of one pairs the example with itself (the estimate is then its own r).
-    """
-    return [(i - 1) % batch_size for i in range(batch_size)]
 
 
 def _kto_metrics(rewards: torch.Tensor, logps: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor) -> Metrics:
