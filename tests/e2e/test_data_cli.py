@@ -91,7 +91,7 @@ def test_inspect_and_stats_on_a_dpo_and_a_kto_recipe(tiny_tokenizer_dir, tmp_pat
     assert all(s["chosen"]["labels"][s["prompt_length"]] != -100 for s in samples)
 
     strict = lmforge("data", "inspect", "dpo.yaml", "--json", "data.on_error=strict", cwd=tmp_path)
-    assert strict.returncode == 2 and "chosen equals rejected" in strict.stderr  # an override after an option
+    assert strict.returncode == 2 and "pairs.jsonl:3: the chosen and rejected" in strict.stderr  # override after option
     stray = lmforge("data", "inspect", "dpo.yaml", "-n", "1", "stray", cwd=tmp_path)
     assert stray.returncode == 2 and "unrecognized arguments: stray" in stray.stderr
 
