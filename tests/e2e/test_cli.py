@@ -134,6 +134,6 @@ def test_sft_with_packing_reports_efficiency(tmp_path, tiny_model_dir):
     out = lmforge("train", str(path), "data.packing=true", "data.max_length=256", "data.eval.fraction=0.2",
                   cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "packing efficiency" in out.stderr
+    assert "packing efficiency" in out.stderr and "attention: lmforge_varlen" in out.stderr  # auto, packed
     info = json.loads((tmp_path / "run-sft" / "run_info.json").read_text())
     assert 0 < info["data"]["packing_efficiency"] <= 1

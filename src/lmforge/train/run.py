@@ -44,7 +44,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     trainer = _make_trainer(recipe, tokenizer, data)
     model = trainer.model
     _check_trainable_attention(model)
-    say(f"lmforge: {describe_trainable(model)}")
+    say(f"lmforge: {describe_trainable(model)}; attention: {attention_of(model)}")
     trainer.remove_callback(_printer_class())
     result = trainer.train(resume_from_checkpoint=checkpoint)
     _stop_if_nan(trainer)
