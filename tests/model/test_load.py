@@ -135,7 +135,7 @@ def test_unavailable_flash_attention_falls_back_to_sdpa_with_one_warning(tiny_di
 
 
 def test_unknown_attention_name_is_an_error(tiny_dir):
-    with pytest.raises(LmforgeError, match="'flash_attn2' is unknown; expected one of eager, .*sdpa"):
+    with pytest.raises(LmforgeError, match="'flash_attn2' is unknown; expected one of auto, eager, .*sdpa"):
         load_model(spec(tiny_dir, attn_implementation="flash_attn2"), FULL)
 
 

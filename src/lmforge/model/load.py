@@ -253,7 +253,8 @@ def _check_attention_name(name: str) -> None:
     known = ["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()]
     if "/" in name or name in known:  # "org/repo" names a kernel on the hub
         return
-    raise LmforgeError(f"model.attn_implementation: {name!r} is unknown; expected one of {', '.join(known)}")
+    raise LmforgeError(f"model.attn_implementation: {name!r} is unknown; expected one of "
+                       f"{', '.join([AUTO_ATTENTION, *known])}")
 
 
 def _check_varlen_fits(model: PreTrainedModel, auto: bool) -> None:
