@@ -23,16 +23,22 @@ from lmforge.train.collate import Collator, is_varlen, varlen_kwargs
 TOL = 1e-5
 
 
-def pair_of_models() -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
+SHAPE = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=64, attn_implementation="sdpa", pad_token_id=0)
+
+
+def twins(model_class, config):
+    """The same random model twice: one on sdpa, one on lmforge_varlen."""
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         attn_implementation="sdpa", pad_token_id=0)
-    sdpa = LlamaForCausalLM(config).eval()
-    ours = LlamaForCausalLM(copy.deepcopy(config)).eval()
+    sdpa = model_class(config).eval()
+    ours = model_class(copy.deepcopy(config)).eval()
     ours.load_state_dict(sdpa.state_dict())
     ours.set_attn_implementation(varlen.NAME)
     return sdpa, ours
+
+
+def pair_of_models() -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
+    return twins(LlamaForCausalLM, LlamaConfig(**SHAPE))
 
 
 def test_the_collator_serves_it_padding_free_batches_with_cu_seqlens():
@@ -87,15 +93,7 @@ def test_attention_dropout_is_refused():
 
 
 def sliding_window_pair(window: int) -> tuple[MistralForCausalLM, MistralForCausalLM]:
-    torch.manual_seed(0)
-    config = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                           sliding_window=window, attn_implementation="sdpa", pad_token_id=0)
-    sdpa = MistralForCausalLM(config).eval()
-    ours = MistralForCausalLM(copy.deepcopy(config)).eval()
-    ours.load_state_dict(sdpa.state_dict())
-    ours.set_attn_implementation(varlen.NAME)
-    return sdpa, ours
+    return twins(MistralForCausalLM, MistralConfig(sliding_window=window, **SHAPE))
 
 
 def test_a_sliding_window_is_kept_in_packed_rows_and_in_padded_batches():
