@@ -23,6 +23,7 @@ import argparse
 import json
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,18 +75,24 @@ def model_replies(run_dir: Path, chats: list[list[dict]]) -> list[str]:
     return generate_replies(model, tokenizer, template, prompts, max_new_tokens=MAX_NEW_TOKENS)
 
 
-def write_preference_data(data_dir: Path, sft_dir: Path | None = None, seed: int = 0) -> dict[str, Path]:
+@dataclass
+class PreferenceData:
+    files: dict[str, Path]        # "train" -> pref.jsonl, "heldout" -> pref_heldout.jsonl
+    pairs: dict[str, list[dict]]  # what each file holds
+
+
+def write_preference_data(data_dir: Path, sft_dir: Path | None = None, seed: int = 0) -> PreferenceData:
     """pref.jsonl (from the training chats) and pref_heldout.jsonl (from the held-out chats) in data_dir.
 
     With sft_dir, the rejected replies include that model's own mistakes (see `preference_pairs`).
     """
-    out = {"train": data_dir / "pref.jsonl", "heldout": data_dir / "pref_heldout.jsonl"}
+    data = PreferenceData({"train": data_dir / "pref.jsonl", "heldout": data_dir / "pref_heldout.jsonl"}, {})
     for split, source in (("train", "sft.jsonl"), ("heldout", "heldout.jsonl")):
         chats = synth.read_chats(data_dir / source)
         replies = model_replies(sft_dir, chats) if sft_dir is not None else None
-        rows = preference_pairs(chats, seed, replies)
-        out[split].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return out
+        rows = data.pairs[split] = preference_pairs(chats, seed, replies)
+        data.files[split].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return data
 
 
 def reward_accuracy(run_dir: Path, pairs: list[dict]) -> dict[str, float]:
@@ -144,9 +151,8 @@ def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = Fal
                            f"`lmforge quickstart --workdir {workdir}` first")
     print(f"preference data: the SFT model answers every question; its wrong answers become rejected replies",
           flush=True)
-    files = write_preference_data(workdir / "data", sft_dir=workdir / "sft")
-    train = _read_jsonl(files["train"])
-    heldout = _read_jsonl(files["heldout"])
+    data = write_preference_data(workdir / "data", sft_dir=workdir / "sft")
+    files, train, heldout = data.files, data.pairs["train"], data.pairs["heldout"]
     runs = {}
     for stage in ("rm", "dpo"):
         overrides = [f"model.path={workdir / 'sft'}", f"data.train.0.path={files['train']}",
@@ -155,7 +161,7 @@ def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = Fal
             overrides += [f"train.max_steps={QUICK_STEPS}", f"train.save_every={QUICK_STEPS}", "train.log_every=5"]
         print(f"lmforge train examples/{RECIPES[stage]} {' '.join(overrides)} --overwrite", flush=True)
         runs[stage] = run_training(load_recipe(EXAMPLES / RECIPES[stage], overrides), overwrite=True)
-    questions = synth.questions(synth.read_chats(workdir / "data" / "heldout.jsonl"))
+    questions = [(p["prompt"], p["chosen"]) for p in heldout]  # every held-out question with its correct reply
     figures = {"heldout_pairs": len(heldout),
                "model_mistakes": {"train": sum(p["model_mistake"] for p in train),
                                   "heldout": sum(p["model_mistake"] for p in heldout)},
@@ -167,10 +173,6 @@ def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = Fal
     (workdir / "preference_results.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
     _print(figures)
     return figures
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _print(figures: dict[str, Any]) -> None:
