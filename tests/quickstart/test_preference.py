@@ -8,7 +8,7 @@ import re
 import pytest
 
 from lmforge.quickstart import synth
-from lmforge.quickstart.preference import preference_pairs, wrong_reply
+from lmforge.quickstart.preference import preference_pairs, summary, wrong_reply
 
 
 def test_wrong_reply_keeps_the_format_and_changes_the_number():
@@ -45,3 +45,13 @@ def test_a_reply_per_question_is_required():
     chats = synth.make_task(0, train_chats=2, docs=1, heldout=1).train_chats
     with pytest.raises(ValueError):
         preference_pairs(chats, replies=["x"])
+
+
+def test_figures_are_given_overall_and_by_kind_of_rejected_reply():
+    pairs = [{"model_mistake": own} for own in (True, True, False, False, False)]
+    figures = summary(pairs, [1.0, -3.0, 2.0, 4.0, -0.5])
+    assert figures["pairs"] == 5 and figures["accuracy"] == 0.6 and figures["mean_margin"] == 0.7
+    assert figures["model_mistakes"] == {"pairs": 2, "accuracy": 0.5, "mean_margin": -1.0}
+    assert figures["nearby_numbers"] == {"pairs": 3, "accuracy": 0.6667, "mean_margin": 1.8333}
+    with pytest.raises(ValueError):
+        summary(pairs, [1.0])

@@ -37,6 +37,7 @@ RECIPES = {"rm": "quickstart_rm.yaml", "dpo": "quickstart_dpo.yaml"}
 DEFAULT_WORKDIR = Path("runs/quickstart")
 QUICK_STEPS = 20
 _ANSWER = re.compile(r"^(.* is )(-?\d+)\.$")
+KINDS = {"model_mistakes": True, "nearby_numbers": False}  # figures by kind of rejected reply (pair["model_mistake"])
 
 
 def wrong_reply(reply: str, rng: random.Random) -> str:
@@ -95,19 +96,20 @@ def write_preference_data(data_dir: Path, sft_dir: Path | None = None, seed: int
     return data
 
 
-def reward_accuracy(run_dir: Path, pairs: list[dict]) -> dict[str, float]:
-    """Held-out pairwise accuracy and mean margin r(chosen) - r(rejected) of a reward run."""
+def reward_accuracy(run_dir: Path, pairs: list[dict]) -> dict[str, Any]:
+    """Held-out pairwise accuracy and mean margin r(chosen) - r(rejected) of a reward run (see `summary`)."""
     from lmforge.train.reward import RewardScorer
 
     scorer = RewardScorer(run_dir)
     margins = [scorer([*p["prompt"], _reply(p["chosen"])]) - scorer([*p["prompt"], _reply(p["rejected"])])
                for p in pairs]
-    return _summary(margins)
+    return summary(pairs, margins)
 
 
 @torch.no_grad()
-def preference_for_correct(run_dir: Path, pairs: list[dict]) -> dict[str, float]:
-    """Share of pairs where the policy gives the correct reply a higher log-probability, and the mean margin."""
+def preference_for_correct(run_dir: Path, pairs: list[dict]) -> dict[str, Any]:
+    """Share of pairs where the policy gives the correct reply a higher log-probability, and the mean margin
+    (see `summary`)."""
     from lmforge.data.pairs import encode_pair
     from lmforge.data.records import Message, PreferencePair
     from lmforge.infer.chat import load_run
@@ -126,11 +128,25 @@ def preference_for_correct(run_dir: Path, pairs: list[dict]) -> dict[str, float]
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         sums = sequence_logps(logits, batch["labels"])[0]
         margins.append(float(sums[0] - sums[1]))
-    return _summary(margins)
+    return summary(pairs, margins)
 
 
 def _reply(text: str) -> dict:
     return {"role": "assistant", "content": text}
+
+
+def summary(pairs: list[dict], margins: list[float]) -> dict[str, Any]:
+    """Accuracy (share of margins > 0) and mean margin over all pairs, then over each kind of rejected reply.
+
+    The two kinds test different things: against the model's own mistakes (mostly a restated question
+    that does not match the one asked) and against a nearby wrong number (the arithmetic itself). The
+    SFT model's own preference is low on the first by construction (they are its greedy replies)."""
+    if len(pairs) != len(margins):
+        raise ValueError(f"summary: {len(pairs)} pairs but {len(margins)} margins")
+    figures: dict[str, Any] = _summary(margins)
+    for kind, own in KINDS.items():
+        figures[kind] = _summary([m for p, m in zip(pairs, margins) if p["model_mistake"] == own])
+    return figures
 
 
 def _summary(margins: list[float]) -> dict[str, float]:
@@ -180,10 +196,16 @@ def _print(figures: dict[str, Any]) -> None:
     mistakes = figures["model_mistakes"]
     print(f"\npreference results on {figures['heldout_pairs']} held-out pairs (correct vs wrong answer; "
           f"{mistakes['heldout']} of the wrong ones are the SFT model's own, {mistakes['train']} in training)")
-    print(f"  reward model: pairwise accuracy {rm['accuracy']:.1%}, mean margin {rm['mean_margin']:.3f}")
+    print(f"  reward model: pairwise accuracy {rm['accuracy']:.1%}{_kinds(rm)}, mean margin {rm['mean_margin']:.3f}")
     for name in ("sft", "dpo"):
-        print(f"  {name:<4} log p(correct) > log p(wrong): {pref[name]['accuracy']:.1%}, "
+        print(f"  {name:<4} log p(correct) > log p(wrong): {pref[name]['accuracy']:.1%}{_kinds(pref[name])}, "
               f"mean margin {pref[name]['mean_margin']:.3f} nats; greedy replies exactly right: {exact[name]:.1%}")
+
+
+def _kinds(figures: dict[str, Any]) -> str:
+    own, nearby = figures["model_mistakes"], figures["nearby_numbers"]
+    return (f" (against the SFT model's mistakes {own['accuracy']:.1%} of {own['pairs']}, "
+            f"against a nearby number {nearby['accuracy']:.1%} of {nearby['pairs']})")
 
 
 def main() -> None:
