@@ -203,9 +203,11 @@ def _print(figures: dict[str, Any]) -> None:
 
 
 def _kinds(figures: dict[str, Any]) -> str:
-    own, nearby = figures["model_mistakes"], figures["nearby_numbers"]
-    return (f" (against the SFT model's mistakes {own['accuracy']:.1%} of {own['pairs']}, "
-            f"against a nearby number {nearby['accuracy']:.1%} of {nearby['pairs']})")
+    """The figure by kind of rejected reply, leaving out a kind with no pairs (an SFT model that made no mistakes)."""
+    names = {"model_mistakes": "the SFT model's mistakes", "nearby_numbers": "a nearby number"}
+    parts = [f"against {names[kind]} {figures[kind]['accuracy']:.1%} of {figures[kind]['pairs']}"
+             for kind in KINDS if figures[kind]["pairs"]]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def main() -> None:
