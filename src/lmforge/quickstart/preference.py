@@ -10,7 +10,8 @@ from the held-out chats.
 Figures: the reward model's held-out pairwise accuracy (r_chosen > r_rejected) and mean margin; for
 the SFT model DPO starts from and for the DPO model, the held-out preference for correct answers
 (the share of pairs with log p(chosen) - log p(rejected) > 0, and the mean of that margin) and the
-exact-match accuracy of their greedy replies to the held-out questions.
+exact-match accuracy of their greedy replies to the held-out questions. The pair figures are given overall and
+by kind of rejected reply (the SFT model's own mistake, a nearby wrong number): see `summary`.
 
     python -m lmforge.quickstart.preference [--workdir runs/quickstart] [--quick]
 
