@@ -55,3 +55,11 @@ def test_figures_are_given_overall_and_by_kind_of_rejected_reply():
     assert figures["nearby_numbers"] == {"pairs": 3, "accuracy": 0.6667, "mean_margin": 1.8333}
     with pytest.raises(ValueError):
         summary(pairs, [1.0])
+
+
+def test_without_a_finished_quickstart_it_says_what_to_run(tmp_path, capsys):
+    from lmforge.quickstart.preference import main
+
+    assert main(["--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no finished quickstart" in err and f"lmforge quickstart --workdir {tmp_path}" in err

@@ -24,6 +24,7 @@ import argparse
 import json
 import random
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,13 +212,18 @@ def _kinds(figures: dict[str, Any]) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Reward model and DPO on top of the quickstart's SFT model.")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps per stage, for a smoke test")
-    args = parser.parse_args()
-    run_preference_quickstart(args.workdir, quick=args.quick)
+    args = parser.parse_args(argv)
+    try:
+        run_preference_quickstart(args.workdir, quick=args.quick)
+    except LmforgeError as err:  # as the lmforge command says it: the message, no traceback
+        print(f"lmforge: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
