@@ -1,3 +1,4 @@
+import pytest
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from lmforge.config.load import validate_recipe
@@ -24,9 +25,32 @@ def test_group_by_length_uses_a_length_grouped_sampler(tmp_path, tiny_model_dir)
     assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
 
 
-def test_extra_rejects_unknown_training_arguments(tmp_path):
-    import pytest
+def test_group_by_length_reads_lmforge_rows_lengths_without_building_rows(tmp_path, tiny_model_dir, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM
 
+    from lmforge.data.cache import Examples
+    from lmforge.data.rows import ExampleRows
+
+    lengths = (3, 30, 5, 28, 4, 31, 6, 29)
+    dicts = [{"input_ids": list(range(n)), "labels": list(range(n))} for n in lengths]
+    rows = ExampleRows(Examples.from_dicts(dicts))
+    args = training_arguments(recipe(tmp_path, group_by_length=True), has_eval=False)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    theirs = LmforgeTrainer(model=model, args=args, train_dataset=dicts,
+                            data_collator=Collator(pad_token_id=0))._get_train_sampler()
+    monkeypatch.setattr(ExampleRows, "_row", lambda self, k: pytest.fail("a row was built to read its length"))
+    ours = LmforgeTrainer(model=model, args=args, train_dataset=rows,
+                          data_collator=Collator(pad_token_id=0))._get_train_sampler()
+    assert isinstance(ours, LengthGroupedSampler) and ours.lengths == theirs.lengths == list(lengths)
+    assert ours.batch_size == theirs.batch_size
+    torch.manual_seed(0)
+    order = list(theirs)
+    torch.manual_seed(0)
+    assert list(ours) == order  # the same grouping as transformers' own sampler
+
+
+def test_extra_rejects_unknown_training_arguments(tmp_path):
     from lmforge.errors import LmforgeError
 
     r = recipe(tmp_path)

@@ -49,6 +49,10 @@ class ExampleRows(Sequence):
 
     __hash__ = None  # mutable arrays underneath: not hashable, like a list
 
+    def lengths(self) -> list[int]:
+        """Each example's token count, from the arrays (no row is built)."""
+        return self.examples.lengths.tolist()
+
     def __repr__(self) -> str:
         return f"ExampleRows({len(self)} examples, {int(self.examples.lengths.sum())} tokens)"
 

@@ -11,7 +11,9 @@ import torch
 from accelerate.utils import extract_model_from_parallel
 from transformers import Trainer
 from transformers.modeling_outputs import CausalLMOutput
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from lmforge.data.rows import ExampleRows
 from lmforge.errors import LmforgeError
 from lmforge.train.collate import additive_mask, count_trained_tokens
 from lmforge.train.losses import auto_chunk_size, chunked_causal_lm_loss, head_transform
@@ -27,6 +29,15 @@ class LmforgeTrainer(Trainer):
         self.trained_tokens = 0
         self._tokens_at_last_log = 0
         self._time_at_last_log = time.perf_counter()
+
+    def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
+        """group_by_length reads the lengths of lmforge's rows from their arrays: Trainer takes lengths from a
+        `datasets.Dataset` column only, and otherwise builds every example to measure it (0.5 s for 100k examples of ~500 tokens)."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, ExampleRows):
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return LengthGroupedSampler(batch, lengths=dataset.lengths())
+        return super()._get_train_sampler(train_dataset)
 
     def compute_loss(
         self,
