@@ -32,7 +32,8 @@ class LmforgeTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
         """group_by_length reads the lengths of lmforge's rows from their arrays: Trainer takes lengths from a
-        `datasets.Dataset` column only, and otherwise builds every example to measure it (0.5 s for 100k examples of ~500 tokens)."""
+        `datasets.Dataset` column only, and otherwise builds every example to measure it (0.5 s for 100k
+        examples of ~500 tokens)."""
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, ExampleRows):
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
