@@ -75,10 +75,12 @@ def tiny_model(seed: int, reward: bool = False):
 
 
 def trl_args(config_cls, tmp_path, batch_size: int, **kwargs):
-    """fp32 throughout: TRL's configs default to bf16, which would run the reference model under autocast."""
+    """fp32 throughout: TRL's configs default to bf16, which would run the reference model under autocast. TRL's
+    configs also default to gradient checkpointing, under the name transformers 5 deprecates (a FutureWarning on
+    every config): set under its current name, and off, as it changes no loss or gradient."""
     return config_cls(
         output_dir=str(tmp_path), report_to=[], use_cpu=True, bf16=False, per_device_train_batch_size=batch_size,
-        **kwargs,
+        activation_checkpointing=False, **kwargs,
     )
 
 
