@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from lmforge.data import cache
-from lmforge.data.rows import ExampleRows
+from lmforge.data.rows import ExampleRows, PairRows, WithColumns
 
 EXAMPLES = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_ids": [0, 1, 0]},
             {"input_ids": [4], "labels": [4], "position_ids": [0]},
@@ -38,3 +38,30 @@ def test_empty_rows():
                            lengths=np.zeros(0, np.int64))
     rows = ExampleRows(empty)
     assert len(rows) == 0 and list(rows) == [] and rows == []
+
+
+def test_pair_rows_read_both_sides_and_equal_the_pairs_they_hold():
+    chosen = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4], "labels": [4]}]
+    rejected = [{"input_ids": [1, 2], "labels": [-100, 9]}, {"input_ids": [5, 6], "labels": [5, 6]}]
+    rows = PairRows(cache.Examples.from_dicts(chosen), cache.Examples.from_dicts(rejected))
+    pairs = [{"chosen_input_ids": c["input_ids"], "chosen_labels": c["labels"],
+              "rejected_input_ids": r["input_ids"], "rejected_labels": r["labels"]} for c, r in zip(chosen, rejected)]
+    assert len(rows) == 2 and rows[1] == pairs[1] and rows[-2] == pairs[0] and rows[0:2] == pairs
+    assert rows == pairs and list(rows) == pairs and rows != pairs[:1]
+    with pytest.raises(IndexError):
+        rows[2]
+    with pytest.raises(ValueError, match="2 chosen but 1 rejected"):
+        PairRows(cache.Examples.from_dicts(chosen), cache.Examples.from_dicts(rejected[:1]))
+
+
+def test_with_columns_adds_values_to_rows_built_on_each_read():
+    examples = [{"input_ids": [1, 2], "labels": [1, 2]}, {"input_ids": [3], "labels": [3]}]
+    rows = ExampleRows(cache.Examples.from_dicts(examples))
+    rows[0]["score"] = 1.0  # a row built on demand is a new dict: changing it stores nothing
+    assert "score" not in rows[0]
+    scored = WithColumns(rows, {"score": [0.5, -1.5]})
+    assert scored[1] == {"input_ids": [3], "labels": [3], "score": -1.5}
+    assert [r["score"] for r in scored] == [0.5, -1.5]
+    assert scored[:1] == [{"input_ids": [1, 2], "labels": [1, 2], "score": 0.5}]
+    with pytest.raises(ValueError, match="'score' has 1 values for 2 rows"):
+        WithColumns(rows, {"score": [0.5]})

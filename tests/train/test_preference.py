@@ -89,10 +89,15 @@ def test_full_dpo_keeps_a_frozen_copy(tmp_path, tiny_model_dir, tokenizer):
     assert not all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
 
 
-def test_precomputed_reference_is_stored_with_the_examples(tmp_path, tiny_model_dir, tokenizer):
+@pytest.mark.parametrize("cache", ["miss", "hit"])  # a hit gives rows built from the arrays on each read
+def test_precomputed_reference_is_stored_with_the_examples(tmp_path, tiny_model_dir, tokenizer, cache):
     recipe = recipe_for(tmp_path, tiny_model_dir, "dpo", "full", write_pairs(tmp_path / "p.jsonl"),
                         precompute_reference=True)
+    recipe.data.cache_dir = str(tmp_path / "cache")
+    if cache == "hit":
+        build_preference_datasets(recipe, tokenizer)
     trainer = trainer_for(recipe, tokenizer)
+    assert build_preference_datasets(recipe, tokenizer).report.cache == "hit"
     assert trainer.ref_model is None  # freed after scoring the data
     rows = trainer.train_dataset[:4]
     assert all("reference_chosen_logps" in r and "reference_rejected_logps" in r for r in rows)

@@ -33,6 +33,7 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from lmforge.data.masks import IGNORE_INDEX, Encoded, encode_conversation
 from lmforge.data.readers import Reject, problems_error
 from lmforge.data.records import Conversation, KTOExample, Message, PreferencePair
 from lmforge.data.registry import resolve_sources
+from lmforge.data.rows import PairRows
 from lmforge.data.templates import resolve_chat_template
 from lmforge.errors import LmforgeError
 
@@ -275,7 +277,7 @@ def _build_fresh(recipe: Recipe, tokenizer, template: str, sources: list,
     return splits, report, _rejects_jsonl(rejects)
 
 
-def _finish(recipe: Recipe, report: DataReport, splits: dict[str, list[dict]], rejects_bytes: bytes,
+def _finish(recipe: Recipe, report: DataReport, splits: dict[str, Sequence[dict]], rejects_bytes: bytes,
             rejects_at: Path) -> DataBundle:
     """The same messages and rejects file whether the examples were just encoded or come from the cache."""
     if report.rejected:
@@ -299,18 +301,16 @@ def _to_arrays(splits: dict[str, list[dict]], kto: bool) -> dict[str, cache.Exam
             for name, examples in splits.items() for side in PAIR_SIDES}
 
 
-def _from_arrays(arrays: dict[str, cache.Examples]) -> dict[str, list[dict]]:
-    """The examples `_to_arrays` stored, by split."""
-    splits: dict[str, list[dict]] = {}
-    for name, ex in arrays.items():
+def _from_arrays(arrays: dict[str, cache.Examples]) -> dict[str, Sequence[dict]]:
+    """The examples `_to_arrays` stored, by split: KTO examples as dicts (the KL pairs are added to them),
+    pairs as rows read from the two sides' arrays when asked for (nothing built per pair)."""
+    splits: dict[str, Sequence[dict]] = {}
+    for name in arrays:
         split, _, side = name.partition(".")
-        rows = ex.to_dicts()
         if not side:
-            splits[split] = rows
-            continue
-        examples = splits.setdefault(split, [{} for _ in rows])
-        for example, row in zip(examples, rows):
-            example[f"{side}_input_ids"], example[f"{side}_labels"] = row["input_ids"], row["labels"]
+            splits[split] = arrays[name].to_dicts()
+        elif split not in splits:
+            splits[split] = PairRows(*(arrays[f"{split}.{s}"] for s in PAIR_SIDES))
     return splits
 
 

@@ -4,10 +4,14 @@
 trainer asks for one example at a time, as a dict of plain int lists. `ExampleRows` answers that from
 the arrays on demand instead of building every dict up front: a split of 100k examples costs one
 cumulative sum to open (nothing per example), and the arrays may be memory-mapped from the data cache.
+`PairRows` does the same for preference pairs, whose two sides are stored as two such splits, and
+`WithColumns` adds values computed later (the precomputed reference log-probabilities): rows built on
+demand are new dicts each time, so nothing may be stored by changing a row.
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -16,17 +20,9 @@ import numpy as np
 from lmforge.data.cache import Examples
 
 
-class ExampleRows(Sequence):
-    """A read-only sequence of {"input_ids", "labels"} (+ "position_ids", + per-example columns) dicts."""
-
-    def __init__(self, examples: Examples) -> None:
-        self.examples = examples
-        ends = np.cumsum(examples.lengths, dtype=np.int64)
-        self._starts = (ends - examples.lengths).tolist()
-        self._ends = ends.tolist()
-
-    def __len__(self) -> int:
-        return len(self._ends)
+class _Rows(Sequence):
+    """What both kinds of rows share: indexing (an int, a negative int, a slice), iteration and equality
+    with any sequence of the same rows."""
 
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
@@ -41,13 +37,33 @@ class ExampleRows(Sequence):
         return (self._row(k) for k in range(len(self)))
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, ExampleRows):
-            return _same_examples(self.examples, other.examples)
         if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
             return len(self) == len(other) and all(a == b for a, b in zip(self, other))
         return NotImplemented
 
     __hash__ = None  # mutable arrays underneath: not hashable, like a list
+
+    @abstractmethod
+    def _row(self, k: int) -> dict[str, Any]:
+        """Example k (0 <= k < len) as a dict of plain values."""
+
+
+class ExampleRows(_Rows):
+    """A read-only sequence of {"input_ids", "labels"} (+ "position_ids", + per-example columns) dicts."""
+
+    def __init__(self, examples: Examples) -> None:
+        self.examples = examples
+        ends = np.cumsum(examples.lengths, dtype=np.int64)
+        self._starts = (ends - examples.lengths).tolist()
+        self._ends = ends.tolist()
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ExampleRows):
+            return _same_examples(self.examples, other.examples)
+        return super().__eq__(other)
 
     def lengths(self) -> list[int]:
         """Each example's token count, from the arrays (no row is built)."""
@@ -64,6 +80,48 @@ class ExampleRows(Sequence):
         for name, values in ex.columns.items():
             row[name] = int(values[k])
         return row
+
+
+class PairRows(_Rows):
+    """Preference pairs, {"chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"}, read
+    from the arrays of the two sides (example k of each side is pair k's)."""
+
+    def __init__(self, chosen: Examples, rejected: Examples) -> None:
+        if len(chosen.lengths) != len(rejected.lengths):
+            raise ValueError(f"PairRows: {len(chosen.lengths)} chosen but {len(rejected.lengths)} rejected examples")
+        self.sides = {"chosen": ExampleRows(chosen), "rejected": ExampleRows(rejected)}
+
+    def __len__(self) -> int:
+        return len(self.sides["chosen"])
+
+    def __repr__(self) -> str:
+        return f"PairRows({len(self)} pairs)"
+
+    def _row(self, k: int) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for side, rows in self.sides.items():
+            example = rows._row(k)
+            row[f"{side}_input_ids"], row[f"{side}_labels"] = example["input_ids"], example["labels"]
+        return row
+
+
+class WithColumns(_Rows):
+    """The rows of a sequence, each with its values of the given columns added."""
+
+    def __init__(self, rows: Sequence[dict], columns: dict[str, list]) -> None:
+        for name, values in columns.items():
+            if len(values) != len(rows):
+                raise ValueError(f"WithColumns: column {name!r} has {len(values)} values for {len(rows)} rows")
+        self.rows, self.columns = rows, columns
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"WithColumns({self.rows!r}, {', '.join(self.columns)})"
+
+    def _row(self, k: int) -> dict[str, Any]:
+        return {**self.rows[k], **{name: values[k] for name, values in self.columns.items()}}
 
 
 def _same_examples(a: Examples, b: Examples) -> bool:

@@ -7,7 +7,7 @@ model's log-probabilities, from one of (`preference.reference`):
 - adapter: the same model with its peft adapter disabled (`with model.disable_adapter():`), so no
   second copy exists (LoRA, DoRA, QLoRA);
 - either one once before training when `preference.precompute_reference` is set: the values are
-  stored with the examples and the copy is freed.
+  added to the examples as columns (`rows.WithColumns`) and the copy is freed.
 IPO follows the paper (Azar et al. eq. 17) on summed log-probs; TRL divides each log-ratio by the
 completion length first. KTO's mismatched pairs for the KL estimate are fixed by the data
 (`data/pairs.add_kl_pairs`); the policy scores them without gradient.
@@ -27,6 +27,7 @@ import torch
 
 from lmforge.config.recipe import PreferenceSpec, Recipe
 from lmforge.data.masks import IGNORE_INDEX
+from lmforge.data.rows import WithColumns
 from lmforge.errors import LmforgeError
 from lmforge.model.adapters import apply_tuning
 from lmforge.model.load import load_model
@@ -192,14 +193,19 @@ class PreferenceTrainer(MetricsTrainer):
     # ---------------------------------------------------------------- precomputed reference
 
     def precompute_reference(self) -> None:
-        """Score train and eval examples with the reference once, store the values with them, free the copy."""
+        """Score train and eval examples with the reference once, add the values to them as columns (the
+        rows may be built anew on each read, so they are not changed in place), free the copy."""
         keys = KTO_REFERENCE_KEYS if self.stage == "kto" else PAIR_REFERENCE_KEYS
         model = self.model
         was_training = model.training
         model.eval()
         size = self.args.per_device_eval_batch_size
-        for dataset in (self.train_dataset, self.eval_dataset):
-            for start in range(0, len(dataset or []), size):
+        for split in ("train_dataset", "eval_dataset"):
+            dataset = getattr(self, split)
+            if dataset is None:
+                continue
+            columns: dict[str, list[float]] = {key: [] for key in keys}
+            for start in range(0, len(dataset), size):
                 rows = dataset[start:start + size]
                 batch = self._prepare_inputs(self.data_collator(rows))
                 if self.stage == "kto":
@@ -208,8 +214,8 @@ class PreferenceTrainer(MetricsTrainer):
                     both = self._reference(model, batch, (), "")
                     values = [both[: len(rows)], both[len(rows):]]
                 for key, column in zip(keys, values):
-                    for row, value in zip(rows, column.tolist()):
-                        row[key] = value
+                    columns[key].extend(column.tolist())
+            setattr(self, split, WithColumns(dataset, columns))
         model.train(was_training)
         self.ref_model = None
 
