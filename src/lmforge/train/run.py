@@ -122,7 +122,7 @@ def training_arguments(recipe: Recipe, *, has_eval: bool) -> TrainingArguments:
         bf16=precision == "bf16",
         fp16=precision == "fp16",
     )
-    if recipe.data.group_by_length:  # batches of similar lengths; the sampler reads them from the examples
+    if recipe.data.group_by_length:  # batches of similar lengths (LmforgeTrainer reads them from the arrays)
         args["train_sampling_strategy"] = "group_by_length"
     unknown = set(t.extra) - set(TrainingArguments.__dataclass_fields__)
     if unknown:
