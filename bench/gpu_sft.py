@@ -2,6 +2,7 @@
 
     python bench/gpu_sft.py                    # Qwen2.5-0.5B-shaped model (random weights), bf16
     python bench/gpu_sft.py --size tiny --dtype fp32 --conversations 40 --max-length 256   # a CPU smoke run
+    python bench/gpu_sft.py --runs lmforge:varlen --profile 5    # where lmforge's step time goes (MFU profile)
 
 Runs on a machine with a CUDA GPU, in an environment with torch, transformers, peft, accelerate,
 datasets, pydantic and trl (lmforge from this checkout: PYTHONPATH=src). Every run is its own process.
@@ -116,14 +117,19 @@ def run_lmforge(a, data: common.ChatData, model: Path, mode: str, work: Path) ->
         "data": {"train": [{"path": str(data.path)}], "max_length": a.max_length, "packing": packed,
                  "cache": False, "workers": 8},
         "train": {"epochs": 1, "batch_size": a.batch_size, "lr": LR, "scheduler": "cosine", "warmup": 0,
-                  "save_every": 10**9, "keep": 1, "log_every": 20, "seed": SEED},
+                  "save_every": 10**9, "keep": 1, "log_every": 20, "seed": SEED, "profile_steps": a.profile},
         "output": str(out),
     }
     path = work / f"lmforge-{mode}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     ran = common.run_watched([sys.executable, "-m", "lmforge", "train", str(path), "--overwrite"],
                              work / f"lmforge-{mode}.log", env(), timeout=a.run_timeout)
-    return finish(Run("lmforge", mode), ran, out / "metrics.json", "trained_tokens", "peak_gpu_memory_mib")
+    run = finish(Run("lmforge", mode), ran, out / "metrics.json", "trained_tokens", "peak_gpu_memory_mib")
+    summary = out / "profile" / "summary.txt"
+    if a.profile and summary.is_file():
+        run.extra["profile"] = str(summary)
+        common.say(f"bench: lmforge {mode} profile ({summary}):\n" + "\n".join(summary.read_text().splitlines()[:24]))
+    return run
 
 
 def run_trl(a, data: common.ChatData, model: Path, mode: str, work: Path) -> Run:
@@ -204,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", default="lmforge:varlen,trl:unpacked,trl:packing,lmforge:packed-sdpa,lmforge:unpacked")
     p.add_argument("--run-timeout", type=float, default=240, help="seconds before a run is stopped")
     p.add_argument("--results", type=Path, help="write the results as JSON here too")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="lmforge runs record N steps with torch.profiler (train.profile_steps) and print the top "
+                        "operators; their train s then include the profiler's overhead on those steps")
     a = p.parse_args(argv)
     shape = QWEN05B if a.size == "0.5b" else TINY
     work = common.WORK / "gpu" / a.size

@@ -137,3 +137,41 @@ def test_sft_with_packing_reports_efficiency(tmp_path, tiny_model_dir):
     assert "packing efficiency" in out.stderr and "attention: lmforge_varlen" in out.stderr  # auto, packed
     info = json.loads((tmp_path / "run-sft" / "run_info.json").read_text())
     assert 0 < info["data"]["packing_efficiency"] <= 1
+
+
+def test_profile_steps_write_an_operator_summary_and_a_timeline(tmp_path, tiny_model_dir):
+    path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl"), max_steps=5, profile_steps=2)
+    out = lmforge("train", str(path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    profiled = tmp_path / "run-sft" / "profile"
+    summary = (profiled / "summary.txt").read_text()
+    assert summary.startswith("steps 3-4 recorded (2 of train.profile_steps 2), after 2 warm-up steps")
+    assert "Self CPU" in summary and "aten::" in summary  # torch.profiler's operator table
+    assert json.loads((profiled / "trace.json").read_text())["traceEvents"]
+    assert f"profiled steps 3-4: {profiled / 'summary.txt'}" in out.stderr
+
+
+def test_profile_steps_beyond_max_steps_fail_with_the_key(tmp_path, tiny_model_dir):
+    path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl"), max_steps=3, profile_steps=2)
+    out = lmforge("train", str(path), cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "train: Value error, profile_steps: 2 recorded steps after 2 warm-up steps need max_steps >= 4 (it is 3)" \
+        in out.stderr
+
+
+def test_a_run_shorter_than_the_warm_up_says_nothing_was_profiled(tmp_path, tiny_model_dir):
+    path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl", n=8), max_steps=None,
+                  epochs=1, profile_steps=2)  # 8 chats, batch 4: 2 steps, both warm-up
+    out = lmforge("train", str(path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "the run ended after 2 steps, before any step after the 2 warm-up steps; nothing recorded" in out.stderr
+    assert not (tmp_path / "run-sft" / "profile").exists()
+
+
+def test_a_run_that_ends_inside_the_profiled_steps_writes_the_steps_it_had(tmp_path, tiny_model_dir):
+    path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl", n=12), max_steps=None,
+                  epochs=1, profile_steps=5)  # 12 chats, batch 4: 3 steps, the last one recorded
+    out = lmforge("train", str(path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    summary = (tmp_path / "run-sft" / "profile" / "summary.txt").read_text()
+    assert summary.startswith("steps 3-3 recorded (1 of train.profile_steps 5)") and "aten::" in summary

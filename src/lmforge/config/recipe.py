@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Stage = Literal["pt", "sft", "rm", "dpo", "simpo", "orpo", "kto"]
 PREFERENCE_STAGES = ("rm", "dpo", "simpo", "orpo", "kto")
+PROFILE_WARMUP_STEPS = 2  # train.profile_steps leaves out the first steps (allocation, kernel choice, compiling)
 TuningMethod = Literal["full", "freeze", "lora", "dora", "qlora"]
 Dtype = Literal["auto", "bf16", "fp16", "fp32"]
 DataFormat = Literal["auto", "messages", "sharegpt", "alpaca", "text", "preference", "kto"]
@@ -170,6 +171,10 @@ class TrainSpec(Section):
         "the vocabulary) wherever it equals the model's own loss; off = the model's own loss",
     )
     compile: bool = Field(False, description="torch.compile the model (first steps are slow while it compiles)")
+    profile_steps: int = Field(
+        0, ge=0, description=f"record this many optimizer steps with torch.profiler, after {PROFILE_WARMUP_STEPS} "
+        "warm-up steps: <output>/profile/summary.txt (operators by time) and trace.json (the timeline); 0 = off",
+    )
     extra: dict[str, Any] = Field(
         default_factory=dict, description="passed as they are to transformers.TrainingArguments"
     )
@@ -189,6 +194,14 @@ class TrainSpec(Section):
         if v >= 1 and v != int(v):
             raise ValueError("a warmup >= 1 is a number of steps and must be a whole number")
         return v
+
+    @model_validator(mode="after")
+    def _profiled_steps_run(self) -> "TrainSpec":
+        needed = PROFILE_WARMUP_STEPS + self.profile_steps
+        if self.profile_steps and self.max_steps is not None and self.max_steps < needed:
+            raise ValueError(f"profile_steps: {self.profile_steps} recorded steps after {PROFILE_WARMUP_STEPS} "
+                             f"warm-up steps need max_steps >= {needed} (it is {self.max_steps})")
+        return self
 
 
 class PreferenceSpec(Section):

@@ -20,6 +20,7 @@ from lmforge.train import rundir
 from lmforge.train.callbacks import NanGuard, ProgressPrinter, SaveOnSigterm
 from lmforge.train.collate import Collator
 from lmforge.train.plot import write_loss_plot
+from lmforge.train.profile import StepProfiler
 from lmforge.train.trainer import LmforgeTrainer
 
 
@@ -73,6 +74,8 @@ def _make_trainer(recipe: Recipe, tokenizer, data) -> LmforgeTrainer:
     """The model and trainer of the recipe's stage family: pt/sft here, rm in reward.py, the rest in preference.py."""
     args = training_arguments(recipe, has_eval=data.eval is not None)
     callbacks = [ProgressPrinter(), SaveOnSigterm(), NanGuard()]
+    if recipe.train.profile_steps:
+        callbacks.append(StepProfiler(recipe.train.profile_steps, Path(recipe.output) / "profile"))
     if recipe.stage == "rm":
         from lmforge.train.reward import make_reward_trainer
 
