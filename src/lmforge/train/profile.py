@@ -25,12 +25,12 @@ TABLE_ROWS = 30
 
 
 class StepProfiler(TrainerCallback):
-    """Records optimizer steps WARMUP + 1 .. WARMUP + steps of the run (see the module docstring)."""
+    """Records `steps` optimizer steps after the first WARMUP of the run (see the module docstring)."""
 
     def __init__(self, steps: int, directory: Path) -> None:
         self.steps, self.directory = steps, Path(directory)
         self.profiler: profile | None = None
-        self.step_seconds: list[float] = []
+        self.recorded: list[tuple[int, float]] = []  # (global step: a resumed run does not start at 1, seconds)
         self._seen = 0
         self._step_started = 0.0
 
@@ -50,7 +50,7 @@ class StepProfiler(TrainerCallback):
         if self._seen > WARMUP:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()  # the step's kernels are done before its wall time is taken
-            self.step_seconds.append(time.perf_counter() - self._step_started)
+            self.recorded.append((state.global_step, time.perf_counter() - self._step_started))
         self.profiler.step()  # after the last recorded step this writes the files (on_trace_ready)
         if self._seen >= WARMUP + self.steps:
             self._stop()
@@ -68,22 +68,21 @@ class StepProfiler(TrainerCallback):
         profiler.stop()
 
     def _write(self, profiler: profile) -> None:
-        if not self.step_seconds:  # stopped before the first recorded step: there is nothing to write
+        if not self.recorded:  # stopped before the first recorded step: there is nothing to write
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         trace, summary = self.directory / "trace.json", self.directory / "summary.txt"
         profiler.export_chrome_trace(str(trace))
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        recorded = len(self.step_seconds)
-        mean = sum(self.step_seconds) / max(recorded, 1)
-        first = WARMUP + 1
-        header = (f"steps {first}-{WARMUP + recorded} recorded ({recorded} of train.profile_steps {self.steps}), "
+        recorded, steps = len(self.recorded), f"{self.recorded[0][0]}-{self.recorded[-1][0]}"
+        mean = sum(seconds for _, seconds in self.recorded) / recorded
+        header = (f"steps {steps} recorded ({recorded} of train.profile_steps {self.steps}), "
                   f"after {WARMUP} warm-up steps; mean wall time {mean:.4f} s a step (profiler overhead included)\n"
                   f"operators by self {device} time:\n")
         sort_by = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
         summary.write_text(header + profiler.key_averages().table(sort_by=sort_by, row_limit=TABLE_ROWS),
                            encoding="utf-8")
-        _say(f"lmforge: profiled steps {first}-{WARMUP + recorded}: {summary}, timeline {trace}")
+        _say(f"lmforge: profiled steps {steps}: {summary}, timeline {trace}")
 
 
 def _say(message: str) -> None:
