@@ -117,6 +117,16 @@ def test_fractional_warmup_steps_rejected(tmp_path):
     assert "whole number" in error_of(tmp_path, {**BASE, "train": {"warmup": 2.5}})
 
 
+def test_turn_settings_outside_sft_fail_with_the_key(tmp_path):
+    dpo = {**BASE, "stage": "dpo", "data": {**BASE["data"], "train_on": "everything"}}
+    message = error_of(tmp_path, dpo)
+    assert "data.train_on applies to stage sft; stage 'dpo' trains on the final reply" in message
+    pt = {**BASE, "stage": "pt", "data": {**BASE["data"], "split_turns": "always"}}
+    assert "data.split_turns applies to stage sft; stage 'pt' trains on every token" in error_of(tmp_path, pt)
+    saved = dump_recipe(validate_recipe({**BASE, "stage": "dpo"}))  # a run's recipe.yaml holds the defaults
+    assert "train_on: all_assistant" in saved and validate_recipe(yaml.safe_load(saved)).stage == "dpo"
+
+
 def test_dump_round_trips():
     recipe = validate_recipe(BASE)
     assert validate_recipe(yaml.safe_load(dump_recipe(recipe))) == recipe

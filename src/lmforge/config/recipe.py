@@ -267,6 +267,20 @@ class Recipe(Section):
         return self
 
     @model_validator(mode="after")
+    def _turn_settings_fit_stage(self) -> "Recipe":
+        """train_on and split_turns choose which chat turns carry the loss: an SFT matter. Elsewhere a value other
+        than the default is an error rather than ignored (a run's saved recipe.yaml holds the defaults)."""
+        if self.stage == "sft":
+            return self
+        what = ("trains on every token of its text" if self.stage == "pt" else
+                "trains on the final reply of each example, as its stage defines")
+        for key in ("train_on", "split_turns"):
+            if getattr(self.data, key) != DataSpec.model_fields[key].default:
+                raise ValueError(f"data.{key} applies to stage sft; stage {self.stage!r} {what}, so remove "
+                                 f"data.{key}")
+        return self
+
+    @model_validator(mode="after")
     def _preference_fits_stage(self) -> "Recipe":
         pref = self.preference
         if pref is None:
