@@ -110,7 +110,14 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 def test_from_config_requires_full_tuning(tmp_path):
     message = error_of(tmp_path, {**BASE, "model": {"path": "x", "init": "from_config"}})
-    assert "from_config" in message and "full" in message
+    assert "\n  model.init: from_config starts from random weights, so only tuning.method: full" in message
+    assert "Value error" not in message and "(got {" not in message  # no dump of the whole recipe
+
+
+def test_a_check_across_a_section_names_the_section(tmp_path):
+    message = error_of(tmp_path, {**BASE, "data": {"train": [{"path": "a.jsonl", "hub": "org/set"}]}})
+    assert "\n  data.train[0]: give exactly one of `path`, `name` (a registry entry) or `hub`" in message
+    assert "(got {" not in message
 
 
 def test_fractional_warmup_steps_rejected(tmp_path):

@@ -98,6 +98,11 @@ def _describe(error: dict[str, Any]) -> str:
         suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
         return f"{where}: {error.get('input')!r} is not allowed{suggestion} (allowed: {', '.join(allowed)})"
     got = error.get("input")
+    if error["type"] == "value_error":  # lmforge's own checks: their messages say what is wrong and what to do
+        message = error["msg"].removeprefix("Value error, ")
+        if isinstance(got, dict):  # a check across a section's keys (or the recipe's): no dump of the section
+            return f"{where}: {message}" if where else message
+        return f"{where}: {message} (got {got!r})"
     return f"{where}: {error['msg']} (got {got!r})"
 
 

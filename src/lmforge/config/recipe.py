@@ -199,8 +199,8 @@ class TrainSpec(Section):
     def _profiled_steps_run(self) -> "TrainSpec":
         needed = PROFILE_WARMUP_STEPS + self.profile_steps
         if self.profile_steps and self.max_steps is not None and self.max_steps < needed:
-            raise ValueError(f"profile_steps: {self.profile_steps} recorded steps after {PROFILE_WARMUP_STEPS} "
-                             f"warm-up steps need max_steps >= {needed} (it is {self.max_steps})")
+            raise ValueError(f"profile_steps {self.profile_steps} (recorded after {PROFILE_WARMUP_STEPS} warm-up "
+                             f"steps) need max_steps >= {needed} (it is {self.max_steps})")
         return self
 
 
