@@ -6,6 +6,7 @@ to <output>/profile/:
 - summary.txt: the recorded steps, their mean wall time, and the operators by self time on the device
   (the GPU, else the CPU), the table torch.profiler prints;
 - trace.json: the timeline, for chrome://tracing or https://ui.perfetto.dev.
+In a run of several processes each records its own steps, into summary-rank<N>.txt and trace-rank<N>.json.
 Only the recorded steps pay the profiler's overhead; the rest of the run is unaffected.
 """
 
@@ -33,8 +34,10 @@ class StepProfiler(TrainerCallback):
         self.recorded: list[tuple[int, float]] = []  # (global step: a resumed run does not start at 1, seconds)
         self._seen = 0
         self._step_started = 0.0
+        self._suffix = ""  # -rank<N> in a run of several processes
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self._suffix = f"-rank{args.process_index}" if args.world_size > 1 else ""
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
         steps = schedule(wait=0, warmup=WARMUP, active=self.steps, repeat=1)
         self.profiler = profile(activities=activities, schedule=steps, on_trace_ready=self._write)
@@ -71,7 +74,7 @@ class StepProfiler(TrainerCallback):
         if not self.recorded:  # stopped before the first recorded step: there is nothing to write
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        trace, summary = self.directory / "trace.json", self.directory / "summary.txt"
+        trace, summary = self.directory / f"trace{self._suffix}.json", self.directory / f"summary{self._suffix}.txt"
         profiler.export_chrome_trace(str(trace))
         device = "cuda" if torch.cuda.is_available() else "cpu"
         recorded, steps = len(self.recorded), f"{self.recorded[0][0]}-{self.recorded[-1][0]}"
