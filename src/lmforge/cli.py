@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lmforge import __version__
 from lmforge.config.recipe import PREFERENCE_STAGES, DataFormat
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, report
 
 DATA_FORMATS = typing.get_args(DataFormat)
 EXAMPLES = """examples:
@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except LmforgeError as err:
-        print(f"lmforge: {err}", file=sys.stderr)
-        return 2
+        return report(err)
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130

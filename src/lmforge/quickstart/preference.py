@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, report
 from lmforge.quickstart import synth
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -219,9 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         run_preference_quickstart(args.workdir, quick=args.quick)
-    except LmforgeError as err:  # as the lmforge command says it: the message, no traceback
-        print(f"lmforge: {err}", file=sys.stderr)
-        return 2
+    except LmforgeError as err:
+        return report(err)
     return 0
 
 
