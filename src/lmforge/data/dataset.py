@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.config.recipe import DataSource, DataSpec, Recipe
+from lmforge.console import say
 from lmforge.data import cache, stream
 from lmforge.data.masks import IGNORE_INDEX, Encoded
 from lmforge.data.mixing import mix
@@ -107,7 +107,7 @@ def build_datasets(recipe: Recipe, tokenizer, *, rejects_path: Path | None = Non
     if data.cache:
         hit = cache.load(root, key)
         if hit is not None:
-            _say(f"lmforge: data: cache hit, reusing {root / key} (looked up and loaded in "
+            say(f"lmforge: data: cache hit, reusing {root / key} (looked up and loaded in "
                  f"{time.perf_counter() - begin:.2f}s)")
             return _from_cache(hit, recipe, rejects_at)
     start = time.perf_counter()
@@ -118,7 +118,7 @@ def build_datasets(recipe: Recipe, tokenizer, *, rejects_path: Path | None = Non
     rejects_bytes = _rejects_jsonl(rejects)
     if report.cache == "miss":
         entry = cache.save(root, key, splits, {"report": vars(report)}, rejects_bytes)
-        _say(f"lmforge: data: cache miss, encoded in {time.perf_counter() - start:.1f}s "
+        say(f"lmforge: data: cache miss, encoded in {time.perf_counter() - start:.1f}s "
              f"({report.tokens / max(time.perf_counter() - start, 1e-9):,.0f} tokens/s); cached in {entry}")
     return _finish(recipe, report, splits, rejects_bytes, rejects_at)
 
@@ -139,7 +139,7 @@ def read_and_mix(sources: list[DataSource], kind: str, data: DataSpec) -> tuple[
 
 def _say_mixed(sources: list[DataSource], taken: dict[str, int]) -> None:
     if len(sources) > 1:
-        _say("lmforge: data: mixed " + ", ".join(f"{label} {n:,}" for label, n in taken.items()) + " records")
+        say("lmforge: data: mixed " + ", ".join(f"{label} {n:,}" for label, n in taken.items()) + " records")
 
 
 def _build_fresh(recipe: Recipe, tokenizer, template: str | None, sources: list[DataSource]):
@@ -227,7 +227,7 @@ def _encode_split(recipe: Recipe, tokenizer, settings: EncodeSettings, workers: 
     data = recipe.data
     strict = data.on_error == "strict"
     if processes_for(len(records), workers) > 1:
-        _say(f"lmforge: data: encoding {len(records):,} {split} records in {processes_for(len(records), workers)} "
+        say(f"lmforge: data: encoding {len(records):,} {split} records in {processes_for(len(records), workers)} "
              "processes")
     chunks = encode_records(tokenizer, records, settings, workers, stop_on_error=strict)
     return _split_of(recipe, chunks, len(records), split, rejects)
@@ -326,15 +326,15 @@ def _finish(recipe: Recipe, report: DataReport, splits: dict[str, cache.Examples
             rejects_at: Path) -> DataBundle:
     if report.rejected:
         report.rejects_path = str(write_rejects(rejects_at, rejects_bytes))
-        _say(f"lmforge: data: skipped {report.rejected:,} bad records (data.on_error: skip): "
+        say(f"lmforge: data: skipped {report.rejected:,} bad records (data.on_error: skip): "
              f"{_reasons(report.rejected_reasons)}; they are listed with why in {report.rejects_path}")
     if report.split_conversations:
-        _say(f"lmforge: data: {report.split_conversations:,} conversations became one sample per assistant turn "
+        say(f"lmforge: data: {report.split_conversations:,} conversations became one sample per assistant turn "
              f"(data.split_turns: {recipe.data.split_turns})")
-    _say(summary_line(report, recipe))
+    say(summary_line(report, recipe))
     evaluation = splits.get("eval")
     if evaluation is not None:
-        _say(f"lmforge: eval: {report.eval_samples:,} samples"
+        say(f"lmforge: eval: {report.eval_samples:,} samples"
               + _drop_note(report.eval_truncated, 0, report.eval_reasons, recipe.data.max_length))
     if recipe.data.packing and recipe.stage == "sft":  # packing hook (I5-A): SFT samples into bins, packing.py
         splits = {name: _pack_split(name, ex, recipe.data.max_length, report) for name, ex in splits.items()}
@@ -348,7 +348,7 @@ def _pack_split(name: str, ex: cache.Examples, max_length: int, report: DataRepo
     (ids, labels, positions, rows), efficiency = pack_arrays(ex.input_ids, ex.labels, ex.lengths, max_length)
     if name == "train":
         report.packing_efficiency = efficiency
-    _say(f"lmforge: data: packed {len(ex.lengths):,} {name} samples into {len(rows):,} rows of {max_length} "
+    say(f"lmforge: data: packed {len(ex.lengths):,} {name} samples into {len(rows):,} rows of {max_length} "
          f"(packing efficiency {efficiency:.1%})")
     return cache.Examples(input_ids=ids, labels=labels, lengths=rows, position_ids=positions)
 
@@ -413,7 +413,3 @@ def _drop_note(truncated: int, by_history: int, reasons: dict[str, int], max_len
 
 def _reasons(reasons: dict[str, int]) -> str:
     return ", ".join(f"{count:,} {why}" for why, count in reasons.items())
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

@@ -30,7 +30,6 @@ derived after the cache.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.config.recipe import Recipe
+from lmforge.console import say
 from lmforge.data import cache
 from lmforge.data.dataset import REJECTS_FILE, DataBundle, DataReport, read_and_mix, split_eval, write_rejects
 from lmforge.data.masks import IGNORE_INDEX, Encoded, encode_conversation
@@ -241,7 +241,7 @@ def build_preference_datasets(recipe: Recipe, tokenizer, *, rejects_path: Path |
     if data.cache:
         hit = cache.load(root, key)
         if hit is not None:
-            _say(f"lmforge: data: cache hit, reusing {root / key}")
+            say(f"lmforge: data: cache hit, reusing {root / key}")
             arrays, meta, rejects_bytes = hit
             report = DataReport(**meta["report"])
             report.cache = "hit"
@@ -253,7 +253,7 @@ def build_preference_datasets(recipe: Recipe, tokenizer, *, rejects_path: Path |
         entry = cache.save(root, key, _to_arrays(splits, recipe.stage == "kto"), {"report": vars(report)},
                            rejects_bytes)
         seconds = time.perf_counter() - start
-        _say(f"lmforge: data: cache miss, encoded in {seconds:.1f}s ({report.tokens / max(seconds, 1e-9):,.0f} "
+        say(f"lmforge: data: cache miss, encoded in {seconds:.1f}s ({report.tokens / max(seconds, 1e-9):,.0f} "
              f"tokens/s); cached in {entry}")
     return _finish(recipe, report, splits, rejects_bytes, rejects_at)
 
@@ -282,9 +282,9 @@ def _finish(recipe: Recipe, report: DataReport, splits: dict[str, Sequence[dict]
     """The same messages and rejects file whether the examples were just encoded or come from the cache."""
     if report.rejected:
         report.rejects_path = str(write_rejects(rejects_at, rejects_bytes))
-        _say(f"lmforge: data: skipped {report.rejected:,} bad records (data.on_error: skip): "
+        say(f"lmforge: data: skipped {report.rejected:,} bad records (data.on_error: skip): "
              f"{_counts(report.rejected_reasons)}; they are listed with why in {report.rejects_path}")
-    _say(_summary(recipe, report))
+    say(_summary(recipe, report))
     if recipe.stage == "kto":  # derived from the examples, so not cached
         for examples in splits.values():
             add_kl_pairs(examples, recipe.data.max_length)
@@ -385,8 +385,3 @@ def _rejects_jsonl(rejects: list[Reject]) -> bytes:
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n:,} {why}" for why, n in counts.items())
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-

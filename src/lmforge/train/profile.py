@@ -12,7 +12,6 @@ Only the recorded steps pay the profiler's overhead; the rest of the run is unaf
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torch.profiler import ProfilerActivity, profile, schedule
 from transformers import TrainerCallback
 
 from lmforge.config.recipe import PROFILE_WARMUP_STEPS as WARMUP
+from lmforge.console import say
 
 TABLE_ROWS = 30
 
@@ -62,7 +62,7 @@ class StepProfiler(TrainerCallback):
         if self.profiler is None:
             return
         if self._seen <= WARMUP:
-            _say(f"lmforge: train.profile_steps: the run ended after {self._seen} steps, before any step after the "
+            say(f"lmforge: train.profile_steps: the run ended after {self._seen} steps, before any step after the "
                  f"{WARMUP} warm-up steps; nothing recorded. Train at least {WARMUP + self.steps} steps")
         self._stop()  # a run that ends inside the recorded steps writes the steps it had
 
@@ -85,8 +85,4 @@ class StepProfiler(TrainerCallback):
         sort_by = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
         summary.write_text(header + profiler.key_averages().table(sort_by=sort_by, row_limit=TABLE_ROWS),
                            encoding="utf-8")
-        _say(f"lmforge: profiled steps {steps}: {summary}, timeline {trace}")
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+        say(f"lmforge: profiled steps {steps}: {summary}, timeline {trace}")

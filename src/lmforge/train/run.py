@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import torch
 from transformers import TrainingArguments, set_seed
 
 from lmforge.config.recipe import PREFERENCE_STAGES, Recipe
+from lmforge.console import say
 from lmforge.data.dataset import build_datasets
 from lmforge.data.templates import resolve_chat_template
 from lmforge.errors import LmforgeError
@@ -217,7 +217,3 @@ def _printer_class():
 def _summary(metrics: dict[str, Any]) -> str:
     keys = ("train_loss", "eval_loss", "train_runtime")
     return ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

@@ -3,7 +3,6 @@ compute the loss in chunks from the hidden states (see `losses.py`)."""
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -13,6 +12,7 @@ from transformers import Trainer
 from transformers.modeling_outputs import CausalLMOutput
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from lmforge.console import say
 from lmforge.data.rows import ExampleRows
 from lmforge.errors import LmforgeError
 from lmforge.train.collate import additive_mask, count_trained_tokens
@@ -112,14 +112,14 @@ def resolve_loss_chunk(model: torch.nn.Module, setting: int | str) -> int | None
     vocab = getattr(head, "out_features", None) or head.weight.shape[0]
     reason = _why_not_chunked(model, head)
     if reason and setting == "auto":
-        _say(f"lmforge: train.loss_chunk auto: using the model's own loss because {reason}")
+        say(f"lmforge: train.loss_chunk auto: using the model's own loss because {reason}")
         return None
     if reason:
         raise LmforgeError(
             f"train.loss_chunk: {setting} cannot be used because {reason}; set train.loss_chunk: off (or auto)"
         )
     chunk = auto_chunk_size(vocab) if setting == "auto" else int(setting)
-    _say(f"lmforge: loss computed in chunks of {chunk} tokens through the output layer (vocabulary {vocab})")
+    say(f"lmforge: loss computed in chunks of {chunk} tokens through the output layer (vocabulary {vocab})")
     return chunk
 
 
@@ -154,10 +154,6 @@ def _why_not_chunked(model: torch.nn.Module, head: torch.nn.Module) -> str | Non
             f"quantisation on lm_head)"
         )
     return None
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _compute_dtype(model: torch.nn.Module) -> torch.dtype:
