@@ -6,7 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-from shared_assets import SHARED_TOKENIZERS
+from shared_assets import SHARED_TOKENIZERS, xfail_if_refused
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "refused_until_issue_14: uses a shared tokenizer's own template, which "
+                                       "lmforge refuses for the reasoning models of shared_assets.REFUSED_OWN_TEMPLATES")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -44,8 +49,10 @@ def _tokenizer_param_ids() -> list:
 
 @pytest.fixture(params=_tokenizer_param_ids(), ids=lambda p: p.name if isinstance(p, Path) else str(p))
 def shared_tokenizer_dir(request) -> Path:
-    """Each real tokenizer folder in ../shared/tokenizers, one test per folder."""
+    """Each real tokenizer folder in ../shared/tokenizers, one test per folder (a strict xfail where the test is
+    marked refused_until_issue_14 and the tokenizer's own template is refused)."""
     require_shared()
+    xfail_if_refused(request, request.param)
     return request.param
 
 

@@ -11,7 +11,7 @@ from lmforge.data.dataset import build_datasets, data_fingerprint, split_eval
 from lmforge.data.masks import IGNORE_INDEX
 from lmforge.data.records import Text
 from lmforge.errors import LmforgeError
-from shared_assets import SHARED, load, only
+from shared_assets import SHARED, load, only, refused_until_issue_14
 
 QWEN3 = SHARED / "tokenizers" / "qwen3"
 
@@ -41,6 +41,7 @@ def recipe(tok_dir: Path, train: Path, stage: str = "sft", template: str | None 
     })
 
 
+@refused_until_issue_14
 def test_sft_examples_on_each_shared_tokenizer(shared_tokenizer_dir, tmp_path, capsys):
     train = shutil.copy(SHARED / "check" / "chat.jsonl", tmp_path / "chat.jsonl")
     tok = load(shared_tokenizer_dir)

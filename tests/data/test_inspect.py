@@ -12,7 +12,7 @@ from lmforge.config.recipe import Recipe
 from lmforge.data.inspect import ANSI_TRAINED, CLOSE_MARK, OPEN_MARK, run_inspect
 from lmforge.data.masks import IGNORE_INDEX
 from lmforge.errors import LmforgeError
-from shared_assets import SHARED, only
+from shared_assets import SHARED, only, refused_until_issue_14
 
 MASK_CHECK = SHARED / "check" / "mask_check.py"
 
@@ -49,6 +49,7 @@ def inspect_json(r: Recipe, n: int | None = None) -> list[dict]:
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
+@refused_until_issue_14
 def test_json_passes_the_mask_check_on_each_shared_tokenizer(shared_tokenizer_dir, tmp_path, monkeypatch, capsys):
     shared_chat = (SHARED / "check" / "chat.jsonl").read_text(encoding="utf-8")
     harder = write_convs(tmp_path / "harder.jsonl", HARDER).read_text(encoding="utf-8")

@@ -14,6 +14,7 @@ from lmforge.data.pairs import BadPair, build_preference_datasets, encode_kto, e
 from lmforge.data.records import KTOExample, Message, PreferencePair
 from lmforge.data.templates import resolve_chat_template
 from lmforge.errors import LmforgeError
+from shared_assets import refused_until_issue_14
 
 PROMPT = [Message("system", "You are a calculator."), Message("user", "What is 2 plus 3?"),
           Message("assistant", "2 plus 3 is 5."), Message("user", "And 7 times 6?")]
@@ -27,6 +28,7 @@ def _labelled(ids: list[int], labels: list[int]) -> list[int]:
     return [t for t, label in zip(ids, labels) if label != IGNORE_INDEX]
 
 
+@refused_until_issue_14
 def test_pair_sides_share_the_prompt_and_are_masked_like_sft(shared_tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(shared_tokenizer_dir)
     template = _template(tokenizer)

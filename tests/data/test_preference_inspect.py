@@ -17,6 +17,7 @@ from lmforge.data.inspect import CLOSE_MARK, OPEN_MARK, run_inspect
 from lmforge.data.masks import IGNORE_INDEX
 from lmforge.data.pair_stats import preference_stats, run_pair_stats
 from lmforge.errors import LmforgeError
+from shared_assets import refused_until_issue_14
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 MASK_CHECK = SHARED / "check" / "mask_check.py"
@@ -164,6 +165,7 @@ def _mask_check(tok_dir: Path, rows: list[dict], samples: list[dict], side: str,
     return done.stdout
 
 
+@refused_until_issue_14
 def test_both_sides_pass_the_mask_check_on_each_shared_tokenizer(shared_tokenizer_dir, tmp_path):
     rows = [{"prompt": [{"role": "user", "content": q}], "chosen": good, "rejected": bad} for q, good, bad in [
         ("Repeat: hello there", "hello there", "hello"),
