@@ -35,8 +35,33 @@ def test_parallel_gives_the_serial_result(shared_tokenizer_dir, monkeypatch):
     parallel = encode_records(tok, records, settings, workers=3)
     assert len(parallel) > 1  # several chunks went through the pool
     assert flat(parallel) == flat(serial)
-    figures = flat(serial)
-    assert figures[3] > 0 and figures[4] >= 0  # the truncation policy ran in the workers too
+    cut_history, cut_end, dropped = flat(serial)[3:]
+    assert (cut_history, cut_end, dropped) == expected_cuts(tok, records, max_length=48)
+    assert cut_history > 0 and cut_end > 0  # both truncation paths ran, in the workers too
+
+
+def expected_cuts(tok, records: list[Conversation], max_length: int) -> tuple[int, int, int]:
+    """(cut by dropping history, cut at the end, dropped) for the truncation policy in preprocess's docstring,
+    from transformers' own renders: a conversation longer than max_length keeps its system message and drops
+    its oldest turns (user message and reply) until it fits; when its last turn alone is still too long, its
+    end is cut, and it is dropped if the cut leaves no token of the reply (the reply follows the prompt)."""
+    def length(messages: list[dict], prompt: bool = False) -> int:
+        return len(tok.apply_chat_template(messages, add_generation_prompt=prompt)["input_ids"])
+
+    history = end = dropped = 0
+    for record in records:
+        messages = record.as_dicts()
+        if length(messages) <= max_length:
+            continue
+        head = [m for m in messages if m["role"] == "system"]
+        turns = [messages[i:i + 2] for i in range(len(head), len(messages), 2)]  # (user, assistant) each
+        if any(length(head + sum(turns[d:], [])) <= max_length for d in range(1, len(turns))):
+            history += 1
+        elif length(head + turns[-1][:1], prompt=True) < max_length:
+            end += 1
+        else:
+            dropped += 1
+    return history, end, dropped
 
 
 @only("qwen3")
