@@ -3,7 +3,8 @@
 The check here is stricter than ../shared/check/mask_check.py: each labelled run, read back from the
 text by character offsets, must be an optional lead-in (whitespace, a <think> block), then the reply
 as written (or trimmed), then exactly the template's end-of-turn text, and nothing else is labelled.
-Regenerate the golden file with `PYTHONPATH=tests python tests/data/test_masks.py` after a deliberate change.
+Exact expectations come from outside lmforge: transformers' assistant mask for a template with {% generation %}
+blocks, and labelled texts written out by hand for a few small conversations.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from lmforge.data.masks import (
 from lmforge.data.records import Conversation, Message
 from lmforge.data.templates import BUILTIN_TEMPLATES, resolve_chat_template
 from lmforge.errors import LmforgeError
+from lmforge.quickstart.assets import CHAT_TEMPLATE
 from shared_assets import SHARED, load, only, refused_until_issue_14
 
-GOLDEN = Path(__file__).with_name("golden_masks.json")
 LEAD_IN = re.compile(r"\s*(?:<think>.*?</think>)?\s*", re.DOTALL)
 
 
@@ -308,29 +309,78 @@ def test_split_without_reply_gives_one_unlabelled_sample(shared_tokenizer_dir):
     assert len(samples) == 1 and set(samples[0].labels) == {IGNORE_INDEX}
 
 
-@only("qwen3", "llama3_1", "llama2")
-def test_golden_values(shared_tokenizer_dir):
-    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+CAPITALS = conv(("system", "Answer in one line."), ("user", "Capital of France?"), ("assistant", "Paris."),
+                ("user", "And of Japan?"), ("assistant", "Tokyo."))
+TIMES = conv(("user", "What is 7 times 6?"), ("assistant", "7 times 6 is 42."))
+SPACED = conv(("user", "Pad it"), ("assistant", "  padded  "), ("user", "ok"), ("assistant", "line one\n\nline two\n"))
+
+
+def generation_labels(tok, template: str, c: Conversation) -> tuple[list[int], list[int]]:
+    """transformers' tokens of the conversation and its assistant mask for the template's {% generation %}
+    blocks, written as labels (the token where marked, IGNORE_INDEX elsewhere)."""
+    out = tok.apply_chat_template(c.as_dicts(), chat_template=template, return_dict=True,
+                                  return_assistant_tokens_mask=True)
+    ids = list(out["input_ids"])
+    return ids, [t if marked else IGNORE_INDEX for t, marked in zip(ids, out["assistant_masks"])]
+
+
+def assert_generation_labels(tok, conversations: list[Conversation]) -> None:
+    """lmforge's labels under the quickstart's template are transformers' assistant mask, token for token."""
+    for c in conversations:
+        ids, labels = generation_labels(tok, CHAT_TEMPLATE, c)
+        runs = labelled_runs(labels)
+        assert len(runs) == sum(m.role == "assistant" for m in c.messages) and labels[0] == IGNORE_INDEX
+        whole = encode_conversation(tok, CHAT_TEMPLATE, c)
+        assert whole.input_ids == ids
+        assert whole.labels == labels
+        last_only = [IGNORE_INDEX] * len(ids)
+        for a, b in runs[-1:]:
+            last_only[a:b] = ids[a:b]
+        assert encode_conversation(tok, CHAT_TEMPLATE, c, train_on="last_assistant").labels == last_only
+
+
+def test_labels_are_the_generation_mask_of_transformers(shared_tokenizer_dir):
+    assert_generation_labels(load(shared_tokenizer_dir), [CAPITALS, TIMES, SPACED] + shared_conversations() + HARD)
+
+
+def test_labels_are_the_generation_mask_on_the_quickstart_tokenizer(tiny_tokenizer_dir):
+    """The tokenizer the quickstart and the benchmark build, whose own template is CHAT_TEMPLATE."""
+    tok = load(tiny_tokenizer_dir)
+    assert tok.chat_template == CHAT_TEMPLATE
+    assert_generation_labels(tok, [CAPITALS, TIMES, SPACED] + HARD)
+
+
+# The text each own template trains on, by hand: the reply as the template writes it, then its end of turn.
+# Qwen3's template opens the last reply with an empty think block, which the model generates at inference;
+# Llama 3.1's trims each reply.
+HAND_WRITTEN = {
+    "qwen3": [
+        (CAPITALS, ["Paris.<|im_end|>", "<think>\n\n</think>\n\nTokyo.<|im_end|>"]),
+        (TIMES, ["<think>\n\n</think>\n\n7 times 6 is 42.<|im_end|>"]),
+        (SPACED, ["  padded  <|im_end|>", "<think>\n\n</think>\n\nline one\n\nline two\n<|im_end|>"]),
+    ],
+    "llama3_1": [
+        (CAPITALS, ["Paris.<|eot_id|>", "Tokyo.<|eot_id|>"]),
+        (TIMES, ["7 times 6 is 42.<|eot_id|>"]),
+        (SPACED, ["padded<|eot_id|>", "line one\n\nline two<|eot_id|>"]),
+    ],
+}
+
+
+def labelled_texts(tok, enc) -> list[str]:
+    """The text under each labelled run of tokens, read from the rendered text by character offsets."""
+    tokens = tok(enc.text, add_special_tokens=False, return_offsets_mapping=True)
+    assert tokens["input_ids"] == enc.input_ids
+    offsets = tokens["offset_mapping"]
+    for a, b in labelled_runs(enc.labels):
+        assert enc.labels[a:b] == enc.input_ids[a:b]
+    return [enc.text[offsets[a][0]:offsets[b - 1][1]] for a, b in labelled_runs(enc.labels)]
+
+
+@only(*HAND_WRITTEN)
+def test_own_template_labels_the_hand_written_text(shared_tokenizer_dir):
     tok = load(shared_tokenizer_dir)
-    case = golden["cases"][shared_tokenizer_dir.name]
-    c = conv(*((m["role"], m["content"]) for m in golden["messages"]))
-    enc = encode_conversation(tok, resolve_chat_template(tok, case["template"]), c)
-    assert enc.input_ids == case["input_ids"]
-    assert enc.labels == case["labels"]
-
-
-def _write_golden() -> None:
-    messages = [{"role": "system", "content": "Answer in one line."}, {"role": "user", "content": "Capital of France?"},
-                {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And of Japan?"},
-                {"role": "assistant", "content": "Tokyo."}]
-    cases = {}
-    for name, template in [("qwen3", None), ("llama3_1", None), ("llama2", "llama2")]:
-        tok = load(SHARED / "tokenizers" / name)
-        c = conv(*((m["role"], m["content"]) for m in messages))
-        enc = encode_conversation(tok, resolve_chat_template(tok, template), c)
-        cases[name] = {"template": template, "input_ids": enc.input_ids, "labels": enc.labels}
-    GOLDEN.write_text(json.dumps({"messages": messages, "cases": cases}) + "\n", encoding="utf-8")
-
-
-if __name__ == "__main__":
-    _write_golden()
+    for c, expected in HAND_WRITTEN[shared_tokenizer_dir.name]:
+        assert labelled_texts(tok, encode_conversation(tok, tok.chat_template, c)) == expected
+        assert labelled_texts(tok, encode_conversation(tok, tok.chat_template, c, train_on="last_assistant")) == \
+            expected[-1:]
