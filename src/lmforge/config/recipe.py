@@ -29,24 +29,39 @@ class ModelSpec(Section):
     chat_template: str | None = Field(
         None, description="null = the tokenizer's own; a built-in name (chatml, llama3, ...) or a .jinja path"
     )
-    init: Literal["pretrained", "from_config"] = "pretrained"
+    init: Literal["pretrained", "from_config"] = Field(
+        "pretrained", description="pretrained = the weights at `path`; from_config = random weights built from "
+        "`config` (training from scratch, with tuning.method full)"
+    )
     config: dict[str, Any] | str | None = Field(
         None, description="with init: from_config, a config dict or a config.json path (default: path's config)"
     )
-    dtype: Dtype = "auto"
+    dtype: Dtype = Field(
+        "auto", description="dtype of the weights (bf16 and fp16 also train in mixed precision); auto = bf16 on a "
+        "CUDA GPU that supports it, fp32 elsewhere"
+    )
     attn_implementation: str = Field(
         "auto", description="auto = lmforge_varlen for packed pt/sft (padding-free, no attention between samples), "
         "sdpa otherwise; or a transformers name: sdpa, eager, flash_attention_2, flex_attention, ..."
     )
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(
+        False, description="let transformers run Python code that comes with the model and tokenizer (only for a "
+        "source you trust)"
+    )
 
 
 class LoraSpec(Section):
-    r: int = Field(16, gt=0)
-    alpha: float = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target: str | list[str] = "all-linear"
-    modules_to_save: list[str] = Field(default_factory=list)
+    r: int = Field(16, gt=0, description="rank of the low-rank update matrices")
+    alpha: float = Field(32, gt=0, description="scaling: the update is multiplied by alpha / r")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter's input; 0 = none")
+    target: str | list[str] = Field(
+        "all-linear", description="layers that get an adapter: all-linear (every linear layer but the output "
+        "head) or module names, each its full dotted name or its last parts (q_proj, v_proj, ...)"
+    )
+    modules_to_save: list[str] = Field(
+        default_factory=list, description="modules trained whole and saved with the adapter, e.g. [embed_tokens, "
+        "lm_head]"
+    )
 
 
 class FreezeSpec(Section):
@@ -55,27 +70,41 @@ class FreezeSpec(Section):
 
 
 class QuantSpec(Section):
-    quant_type: Literal["nf4", "fp4"] = "nf4"
-    double_quant: bool = True
-    compute_dtype: Dtype = "auto"
+    quant_type: Literal["nf4", "fp4"] = Field(
+        "nf4", description="4-bit data type of the frozen base weights (bitsandbytes): nf4 (NormalFloat) or fp4"
+    )
+    double_quant: bool = Field(
+        True, description="quantise the quantisation constants too (about 0.4 bits less per weight)"
+    )
+    compute_dtype: Dtype = Field(
+        "auto", description="dtype of the products with the 4-bit weights; auto = model.dtype"
+    )
 
 
 class TuningSpec(Section):
-    method: TuningMethod = "lora"
-    lora: LoraSpec = Field(default_factory=LoraSpec)
-    freeze: FreezeSpec = Field(default_factory=FreezeSpec)
-    quant: QuantSpec = Field(default_factory=QuantSpec)
+    method: TuningMethod = Field(
+        "lora", description="which weights train: full (all), freeze (the last layers, see tuning.freeze), lora, "
+        "dora (weight-decomposed LoRA) or qlora (LoRA on a 4-bit base, see tuning.quant)"
+    )
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="the adapter of methods lora, dora and qlora")
+    freeze: FreezeSpec = Field(default_factory=FreezeSpec, description="what trains under method freeze")
+    quant: QuantSpec = Field(default_factory=QuantSpec, description="method qlora: how the base model is quantised")
 
 
 class DataSource(Section):
     """One dataset: a file, directory or glob (`path`), a registry entry (`name`) or a hub id (`hub`)."""
 
-    path: str | None = None
+    path: str | None = Field(
+        None, description="a data file (.jsonl, .json, .parquet, .csv), a directory of them or a glob, relative to "
+        "the current directory; give exactly one of path, name, hub"
+    )
     name: str | None = Field(None, description="a dataset named in data.registry")
     hub: str | None = Field(None, description="a hub dataset id, read with datasets.load_dataset")
     subset: str | None = Field(None, description="hub: the dataset's configuration name")
     split: str = Field("train", description="hub: which split to read")
-    format: DataFormat = "auto"
+    format: DataFormat = Field(
+        "auto", description="the records' format; auto = told by the keys of the first readable record of each file"
+    )
     columns: dict[str, str] = Field(
         default_factory=dict, description="canonical key -> key in this data, e.g. {instruction: question}"
     )
@@ -101,8 +130,13 @@ class DataSource(Section):
 
 
 class EvalSplit(Section):
-    fraction: float | None = Field(None, gt=0, lt=1)
-    path: str | None = None
+    fraction: float | None = Field(
+        None, gt=0, lt=1, description="hold out this share of the mixed training records (at least one), drawn "
+        "with data.seed"
+    )
+    path: str | None = Field(
+        None, description="eval data from a file, directory or glob instead (format auto); not with fraction"
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> "EvalSplit":
@@ -112,12 +146,20 @@ class EvalSplit(Section):
 
 
 class DataSpec(Section):
-    train: list[DataSource] = Field(min_length=1)
-    eval: EvalSplit | None = None
+    train: list[DataSource] = Field(
+        min_length=1, description="the training datasets, in order; each may set one of weight, ratio or samples "
+        "to mix them (none: each whole, once)"
+    )
+    eval: EvalSplit | None = Field(
+        None, description="an eval split, evaluated every train.eval_every steps and at the end; null = none"
+    )
     registry: str | None = Field(
         None, description="a dataset registry (YAML/JSON) or LLaMA-Factory dataset_info.json, or its directory"
     )
-    max_length: int = Field(2048, gt=8)
+    max_length: int = Field(
+        2048, gt=8, description="the most tokens in a sample or packed row; longer samples follow `truncation` "
+        "(pt: the length of each block)"
+    )
     packing: bool = Field(
         False,
         description="pack samples best-fit-decreasing into rows of max_length, each with its own position ids; "
@@ -142,28 +184,46 @@ class DataSpec(Section):
     on_error: Literal["strict", "skip"] = Field(
         "strict", description="bad records: stop (strict) or skip, count and write them to a rejects file"
     )
-    cache: bool = True
+    cache: bool = Field(
+        True, description="reuse the examples preprocessed by an earlier run with the same data, tokenizer, "
+        "template and data settings; false = preprocess every time and store nothing"
+    )
     cache_dir: str | None = Field(None, description="default: ~/.cache/lmforge (LMFORGE_CACHE overrides)")
     workers: int | None = Field(None, ge=1, description="preprocessing processes (default: CPU count, at most 8)")
-    seed: int = 42
+    seed: int = Field(42, description="seed of the mixing draw and of the eval fraction split")
 
 
 class TrainSpec(Section):
-    epochs: float = Field(3, gt=0)
+    epochs: float = Field(3, gt=0, description="passes over the training data (fractions allowed)")
     max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps (overrides epochs)")
-    batch_size: int = Field(8, gt=0)
-    grad_accum: int = Field(1, gt=0)
-    lr: float = Field(2.0e-4, gt=0)
-    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    batch_size: int = Field(
+        8, gt=0, description="samples (packed rows with data.packing) per device in one forward pass; also the eval "
+        "batch size"
+    )
+    grad_accum: int = Field(
+        1, gt=0, description="forward passes per optimizer step: a step sees batch_size x grad_accum x devices samples"
+    )
+    lr: float = Field(2.0e-4, gt=0, description="peak learning rate, reached at the end of warmup")
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="learning-rate schedule: cosine and linear decay to 0 after warmup; constant ignores "
+        "warmup, constant_with_warmup does not"
+    )
     warmup: float = Field(0.03, ge=0, description="a fraction of the steps if < 1, else a number of steps")
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, ge=0)
-    save_every: int = Field(500, gt=0)
-    keep: int = Field(3, gt=0)
-    eval_every: int | None = Field(None, gt=0)
-    log_every: int = Field(10, gt=0)
-    seed: int = 42
-    activation_checkpointing: bool = False
+    weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay of the AdamW optimizer; 0 = none")
+    max_grad_norm: float = Field(1.0, ge=0, description="clip the gradients' global norm to this; 0 = no clipping")
+    save_every: int = Field(500, gt=0, description="save a checkpoint (<output>/checkpoint-N) every N optimizer steps")
+    keep: int = Field(3, gt=0, description="checkpoints kept; older ones are deleted")
+    eval_every: int | None = Field(
+        None, gt=0, description="with data.eval: evaluate every N optimizer steps (default: save_every)"
+    )
+    log_every: int = Field(10, gt=0, description="print and record the loss every N optimizer steps")
+    seed: int = Field(
+        42, description="seed of new weights (from_config, adapters, heads), dropout and the order of batches"
+    )
+    activation_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass instead of keeping them: less memory, "
+        "slower steps (about a fifth)"
+    )
     loss_chunk: int | Literal["auto", "off"] = Field(
         "auto",
         description="compute the loss from hidden states in chunks of this many tokens so full-vocabulary logits "
@@ -242,13 +302,23 @@ class PreferenceSpec(Section):
 
 
 class Recipe(Section):
-    stage: Stage = "sft"
-    model: ModelSpec
-    tuning: TuningSpec = Field(default_factory=TuningSpec)
-    data: DataSpec
-    train: TrainSpec = Field(default_factory=TrainSpec)
-    preference: PreferenceSpec | None = Field(None, description="stages rm, dpo, simpo, orpo, kto")
-    output: str
+    stage: Stage = Field(
+        "sft", description="pt = pretraining on text, sft = supervised fine-tuning on chats, rm = a reward model, "
+        "dpo/simpo/orpo/kto = preference tuning"
+    )
+    model: ModelSpec = Field(description="the model and tokenizer to start from")
+    tuning: TuningSpec = Field(default_factory=TuningSpec, description="which weights train, and how")
+    data: DataSpec = Field(description="the training and eval data, and how it becomes examples")
+    train: TrainSpec = Field(
+        default_factory=TrainSpec, description="the training loop: length, batch, optimizer, checkpoints, logging"
+    )
+    preference: PreferenceSpec | None = Field(
+        None, description="settings of stages rm, dpo, simpo, orpo and kto (not pt or sft); null = every default"
+    )
+    output: str = Field(
+        description="the run directory: the final model or adapter, checkpoints, logs; a non-empty one is reused "
+        "only with lmforge train --resume or --overwrite"
+    )
 
     @model_validator(mode="after")
     def _scratch_needs_full(self) -> "Recipe":
