@@ -1,13 +1,25 @@
-"""The one exception type users see: a message that says what is wrong, where, and what to do."""
+"""The exceptions users see: a message that says what is wrong, where, and what to do; and the exit status."""
 
 import sys
+
+EXIT_USER_ERROR = 2
+EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell reports a process ended by it
 
 
 class LmforgeError(Exception):
     """An error caused by the user's input (recipe, data, paths), printed without a traceback."""
 
+    exit_code = EXIT_USER_ERROR
+
+
+class RunStopped(LmforgeError):
+    """A run stopped before its end because it was asked to (SIGTERM): its checkpoint is saved, nothing in the
+    output claims a finished run, and the command exits with EXIT_STOPPED."""
+
+    exit_code = EXIT_STOPPED
+
 
 def report(err: LmforgeError) -> int:
     """Print the error as every lmforge command does (its message, no traceback); the exit status to return."""
     print(f"lmforge: {err}", file=sys.stderr)
-    return 2
+    return err.exit_code

@@ -205,11 +205,14 @@ def test_on_error_skip_counts_and_writes_rejects(shared_tokenizer_dir, tmp_path,
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join(BAD_LINES) + "\n", encoding="utf-8")
     r = recipe(shared_tokenizer_dir, train, on_error="skip").model_copy(update={"output": str(tmp_path / "run")})
-    bundle = build_datasets(r, load(shared_tokenizer_dir))
+    assert not build_datasets(r, load(shared_tokenizer_dir)).report.rejects_path  # no path given: nothing written
+    assert not (tmp_path / "run").exists()
+    bundle = build_datasets(r, load(shared_tokenizer_dir), rejects_path=tmp_path / "run" / "rejects.jsonl")
     report = bundle.report
     assert (report.samples, report.records, report.rejected) == (2, 2, 4)
     assert sum(report.rejected_reasons.values()) == 4 and report.rejected_reasons["malformed line"] == 1
-    rejects = [json.loads(line) for line in (tmp_path / "run" / "rejects.jsonl").read_text().splitlines()]
+    assert (tmp_path / "run" / "rejects.jsonl").read_bytes() == bundle.rejects
+    rejects = [json.loads(line) for line in bundle.rejects.decode().splitlines()]
     assert [r["source"] for r in rejects] == [f"{train}:{n}" for n in (2, 3, 4, 6)]
     assert all(r["reason"] and r["category"] for r in rejects)
     assert rejects[2]["raw"] == chat("Empty reply", "   ")  # the row as it was read

@@ -124,7 +124,7 @@ def test_bad_pairs_are_counted_and_written_when_skipped(tmp_path, tiny_tokenizer
     report = bundle.report
     assert report.rejected == 2
     assert report.rejected_reasons == {"chosen equals rejected": 1, "no room for the answers": 1}
-    rejects = [json.loads(line) for line in Path(report.rejects_path).read_text().splitlines()]
+    rejects = [json.loads(line) for line in bundle.rejects.decode().splitlines()]
     assert {r["source"].rsplit(":", 1)[1] for r in rejects} == {"3", "5"}
     assert len(bundle.train) + len(bundle.eval) == 4
     assert set(bundle.train[0]) == {"chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"}
@@ -154,5 +154,5 @@ def test_an_empty_side_is_a_bad_record_like_the_others(tmp_path, tiny_tokenizer,
         build_preference_datasets(_recipe(tmp_path, data, tiny_tokenizer_dir), tiny_tokenizer)
     bundle = build_preference_datasets(_recipe(tmp_path, data, tiny_tokenizer_dir, on_error="skip"), tiny_tokenizer)
     assert bundle.report.rejected_reasons == {"empty assistant content": 1} and len(bundle.train) == 5
-    (reject,) = [json.loads(line) for line in Path(bundle.report.rejects_path).read_text().splitlines()]
+    (reject,) = [json.loads(line) for line in bundle.rejects.decode().splitlines()]
     assert reject["source"].endswith("p.jsonl:2") and reject["raw"]["rejected"] == "   "

@@ -52,19 +52,16 @@ def build(r: Recipe, tokenizer, capsys):
     return bundle, bundle.report.cache, [line for line in err.splitlines() if "cache" not in line]
 
 
-def test_a_hit_gives_the_fresh_pairs_messages_and_rejects_file(tmp_path, tokenizer, capsys):
+def test_a_hit_gives_the_fresh_pairs_messages_and_rejects(tmp_path, tokenizer, capsys):
     r = recipe(tmp_path, write_pairs(tmp_path / "p.jsonl", bad=True), on_error="skip", eval={"fraction": 0.25})
     fresh, state, fresh_lines = build(r, tokenizer, capsys)
-    assert state == "miss" and fresh.report.rejected == 2
-    rejects = Path(fresh.report.rejects_path)
-    written = rejects.read_text()
-    rejects.unlink()
+    assert state == "miss" and fresh.report.rejected == 2 and fresh.rejects.count(b"\n") == 2
     cached, state, cached_lines = build(r, tokenizer, capsys)
     assert state == "hit"
     assert (cached.train, cached.eval) == (fresh.train, fresh.eval)
     assert vars(cached.report) == vars(fresh.report) | {"cache": "hit"}
     assert cached_lines == fresh_lines and any("skipped 2 bad records" in line for line in cached_lines)
-    assert rejects.read_text() == written
+    assert cached.rejects == fresh.rejects
 
 
 def test_a_hit_reads_and_encodes_nothing(tmp_path, tokenizer, capsys, monkeypatch):

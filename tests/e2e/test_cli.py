@@ -3,64 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
+import re
 
 import pytest
 import yaml
-
-LMFORGE = [sys.executable, "-m", "lmforge.cli"]
-
-
-def lmforge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*LMFORGE, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
-
-
-def write_chat(path: Path, n: int = 24) -> Path:
-    with path.open("w") as f:
-        for i in range(n):
-            a, b = i % 7 + 1, i % 5 + 2
-            messages = [
-                {"role": "system", "content": "You are a calculator."},
-                {"role": "user", "content": f"What is {a} plus {b}?"},
-                {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
-                {"role": "user", "content": f"And {a} times {b}?"},
-                {"role": "assistant", "content": f"{a} times {b} is {a * b}."},
-            ]
-            f.write(json.dumps({"messages": messages}) + "\n")
-    return path
-
-
-def write_text(path: Path, n: int = 40) -> Path:
-    with path.open("w") as f:
-        for i in range(n):
-            f.write(json.dumps({"text": f"{i} plus {i + 1} is {2 * i + 1}. " * (1 + i % 3)}) + "\n")
-    return path
-
-
-def recipe(tmp_path: Path, model_dir: Path, stage: str, data: Path, **train) -> Path:
-    spec = {
-        "stage": stage,
-        "model": {"path": str(model_dir)},
-        "tuning": {"method": "full" if stage == "pt" else "lora", "lora": {"r": 4, "alpha": 8}},
-        "data": {"train": [{"path": str(data)}], "max_length": 64},
-        "train": {"max_steps": 4, "batch_size": 4, "lr": 1e-3, "save_every": 2, "keep": 3, "log_every": 1, **train},
-        "output": str(tmp_path / f"run-{stage}"),
-    }
-    path = tmp_path / f"{stage}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-def losses(state_file: Path) -> dict[int, float]:
-    history = json.loads(state_file.read_text())["log_history"]
-    return {h["step"]: h["loss"] for h in history if "loss" in h}
+from cli_runs import lmforge, losses, recipe, write_chat, write_text
 
 
 def test_help_is_short_and_useful(tmp_path):
     top = lmforge("--help", cwd=tmp_path)
-    assert top.returncode == 0 and "train" in top.stdout and "inspect" not in top.stdout.split("examples")[0][:0]
+    assert top.returncode == 0
+    commands, examples = top.stdout.split("examples:")
+    for verb in ("train", "data", "chat", "score", "quickstart"):
+        assert re.search(rf"^    {verb}\b", commands, re.M), verb  # each command listed with its one-line help
+    assert "inspect" not in commands and "lmforge data inspect" in examples  # sub-commands: in their own help
     for verb in (["train"], ["data", "inspect"], ["chat"], ["quickstart"]):
         out = lmforge(*verb, "--help", cwd=tmp_path)
         assert out.returncode == 0 and "usage: lmforge" in out.stdout

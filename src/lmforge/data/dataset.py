@@ -42,7 +42,6 @@ from lmforge.data.templates import resolve_chat_template
 from lmforge.data.text import make_blocks, pack_documents
 from lmforge.errors import LmforgeError
 
-REJECTS_FILE = "rejects.jsonl"
 MAX_PROBLEMS = 10
 ENCODE_FAILED = "template cannot encode it"
 
@@ -77,6 +76,7 @@ class DataBundle:
     train: Sequence[dict]  # rows.ExampleRows for SFT/pt: each example built from the flat arrays when read
     eval: Sequence[dict] | None
     report: DataReport
+    rejects: bytes = b""  # the skipped records as JSON Lines, for the caller to write where it keeps its files
 
 
 @dataclass
@@ -94,14 +94,14 @@ class _Split:
 def build_datasets(recipe: Recipe, tokenizer, *, rejects_path: Path | None = None) -> DataBundle:
     """Train (and eval) examples: {"input_ids", "labels"} (+ "position_ids" when packed).
 
-    Rejected records go to `rejects_path` (default: `<output>/rejects.jsonl`).
+    Rejected records are written to `rejects_path` when given; the bundle holds them either way.
     """
     begin = time.perf_counter()
     data = recipe.data
     template = resolve_chat_template(tokenizer, recipe.model.chat_template) if recipe.stage == "sft" else None
     sources = resolve_sources(data, recipe.stage)
     fingerprint = cache.fingerprint(recipe, sources, tokenizer, template)
-    rejects_at = rejects_path or Path(recipe.output) / REJECTS_FILE
+    rejects_at = rejects_path
     key = cache.make_key({"fingerprint": fingerprint})
     root = cache.cache_root(data.cache_dir)
     if data.cache:
@@ -323,11 +323,14 @@ def _from_cache(hit, recipe: Recipe, rejects_at: Path) -> DataBundle:
 
 
 def _finish(recipe: Recipe, report: DataReport, splits: dict[str, cache.Examples], rejects_bytes: bytes,
-            rejects_at: Path) -> DataBundle:
+            rejects_at: Path | None) -> DataBundle:
     if report.rejected:
-        report.rejects_path = str(write_rejects(rejects_at, rejects_bytes))
+        where = ""
+        if rejects_at is not None:
+            report.rejects_path = str(write_rejects(rejects_at, rejects_bytes))
+            where = f"; they are listed with why in {report.rejects_path}"
         say(f"lmforge: data: skipped {report.rejected:,} bad records (data.on_error: skip): "
-             f"{_reasons(report.rejected_reasons)}; they are listed with why in {report.rejects_path}")
+            f"{_reasons(report.rejected_reasons)}{where}")
     if report.split_conversations:
         say(f"lmforge: data: {report.split_conversations:,} conversations became one sample per assistant turn "
              f"(data.split_turns: {recipe.data.split_turns})")
@@ -340,7 +343,7 @@ def _finish(recipe: Recipe, report: DataReport, splits: dict[str, cache.Examples
         splits = {name: _pack_split(name, ex, recipe.data.max_length, report) for name, ex in splits.items()}
         evaluation = splits.get("eval")
     return DataBundle(train=ExampleRows(splits["train"]), eval=ExampleRows(evaluation) if evaluation else None,
-                      report=report)
+                      report=report, rejects=rejects_bytes)
 
 
 def _pack_split(name: str, ex: cache.Examples, max_length: int, report: DataReport) -> cache.Examples:

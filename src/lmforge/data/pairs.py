@@ -40,7 +40,7 @@ from typing import Any
 from lmforge.config.recipe import Recipe
 from lmforge.console import say
 from lmforge.data import cache
-from lmforge.data.dataset import REJECTS_FILE, DataBundle, DataReport, read_and_mix, split_eval, write_rejects
+from lmforge.data.dataset import DataBundle, DataReport, read_and_mix, split_eval, write_rejects
 from lmforge.data.masks import IGNORE_INDEX, Encoded, encode_conversation
 from lmforge.data.readers import Reject, problems_error
 from lmforge.data.records import Conversation, KTOExample, Message, PreferencePair
@@ -229,14 +229,14 @@ def build_preference_datasets(recipe: Recipe, tokenizer, *, rejects_path: Path |
 
     Pairs: {"chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"};
     KTO: {"input_ids", "labels", "desirable", "prompt_length", "kl_input_ids", "kl_labels"}.
-    Cached like SFT data (`data.cache`), under the same fingerprint; rejected records go to `rejects_path`
-    (default: `<output>/rejects.jsonl`).
+    Cached like SFT data (`data.cache`), under the same fingerprint; rejected records are written to
+    `rejects_path` when given (the bundle holds them either way).
     """
     data = recipe.data
     template = resolve_chat_template(tokenizer, recipe.model.chat_template)
     sources = resolve_sources(data, record_kind(recipe.stage))
     fingerprint = cache.fingerprint(recipe, sources, tokenizer, template)
-    rejects_at = rejects_path or Path(recipe.output) / REJECTS_FILE
+    rejects_at = rejects_path
     root, key = cache.cache_root(data.cache_dir), cache.make_key({"fingerprint": fingerprint, "layout": CACHE_LAYOUT})
     if data.cache:
         hit = cache.load(root, key)
@@ -278,17 +278,20 @@ def _build_fresh(recipe: Recipe, tokenizer, template: str, sources: list,
 
 
 def _finish(recipe: Recipe, report: DataReport, splits: dict[str, Sequence[dict]], rejects_bytes: bytes,
-            rejects_at: Path) -> DataBundle:
+            rejects_at: Path | None) -> DataBundle:
     """The same messages and rejects file whether the examples were just encoded or come from the cache."""
     if report.rejected:
-        report.rejects_path = str(write_rejects(rejects_at, rejects_bytes))
+        where = ""
+        if rejects_at is not None:
+            report.rejects_path = str(write_rejects(rejects_at, rejects_bytes))
+            where = f"; they are listed with why in {report.rejects_path}"
         say(f"lmforge: data: skipped {report.rejected:,} bad records (data.on_error: skip): "
-             f"{_counts(report.rejected_reasons)}; they are listed with why in {report.rejects_path}")
+            f"{_counts(report.rejected_reasons)}{where}")
     say(_summary(recipe, report))
     if recipe.stage == "kto":  # derived from the examples, so not cached
         for examples in splits.values():
             add_kl_pairs(examples, recipe.data.max_length)
-    return DataBundle(train=splits["train"], eval=splits.get("eval"), report=report)
+    return DataBundle(train=splits["train"], eval=splits.get("eval"), report=report, rejects=rejects_bytes)
 
 
 def _to_arrays(splits: dict[str, list[dict]], kto: bool) -> dict[str, cache.Examples]:

@@ -1,4 +1,4 @@
-"""Callbacks lmforge adds to the Trainer: readable progress, a save on SIGTERM, a NaN guard."""
+"""Callbacks lmforge adds to the Trainer: readable progress, a save on SIGTERM, a NaN guard, the first step."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from transformers import TrainerCallback
 
@@ -44,7 +44,8 @@ class ProgressPrinter(TrainerCallback):
 
 
 class SaveOnSigterm(TrainerCallback):
-    """On SIGTERM (preemption), finish the current step, save a checkpoint and stop cleanly."""
+    """On SIGTERM (preemption), finish the current step, save a checkpoint and stop; `requested` then tells the
+    caller that the run did not reach its end."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -80,8 +81,22 @@ class NanGuard(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
-            self.tripped_at = state.global_step
+            if self.tripped_at is None:
+                self.tripped_at = state.global_step
             control.should_training_stop = True
+        return control
+
+
+class OnFirstStep(TrainerCallback):
+    """Calls `action` once, when the first optimizer step of this process has finished."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action: Callable[[], None] | None = action
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.action is not None:
+            action, self.action = self.action, None
+            action()
         return control
 
 

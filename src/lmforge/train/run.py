@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,11 @@ from lmforge.config.recipe import PREFERENCE_STAGES, Recipe
 from lmforge.console import say
 from lmforge.data.dataset import build_datasets
 from lmforge.data.templates import resolve_chat_template
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, RunStopped
 from lmforge.model.adapters import apply_tuning, describe_trainable, parameter_counts
 from lmforge.model.load import load_model, load_tokenizer, resolve_dtype
 from lmforge.train import rundir
-from lmforge.train.callbacks import NanGuard, ProgressPrinter, SaveOnSigterm
+from lmforge.train.callbacks import NanGuard, OnFirstStep, ProgressPrinter, SaveOnSigterm
 from lmforge.train.collate import Collator
 from lmforge.train.plot import write_loss_plot
 from lmforge.train.profile import StepProfiler
@@ -25,30 +24,34 @@ from lmforge.train.trainer import LmforgeTrainer
 
 
 def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Train as the recipe says and return the output directory holding the final model or adapter."""
+    """Train as the recipe says and return the output directory holding the final model or adapter.
+
+    Nothing is written to the output until the tokenizer and the data are ready; from then on a failure before
+    the first optimizer step undoes the start (rundir.RunStart). A run stopped by SIGTERM keeps its checkpoint,
+    writes nothing that claims a finished run and raises RunStopped.
+    """
     recipe = resolve_local_paths(recipe)
     output = Path(recipe.output)
-    checkpoint = rundir.prepare_output(output, resume=resume, overwrite=overwrite)
+    plan = rundir.check_output(output, resume=resume, overwrite=overwrite)
     say(f"lmforge: {recipe.stage} run, {recipe.tuning.method} tuning of {recipe.model.path} -> {output}")
 
     tokenizer = load_tokenizer(recipe.model)
     template = _chat_template(recipe, tokenizer)
     data = _build_data(recipe, tokenizer)
-    report = _report_dict(data.report)
-    if checkpoint:
-        _check_same_data(output, report["fingerprint"])
-        say(f"lmforge: resuming from {checkpoint}")
-    else:
-        rundir.write_run_start(output, recipe, report)
+    if plan.checkpoint:
+        _check_same_data(output, data.report.fingerprint)
 
-    set_seed(recipe.train.seed)  # weights made here (from_config, LoRA, heads) are the same in every run
-    trainer = _make_trainer(recipe, tokenizer, data)
-    model = trainer.model
-    _check_trainable_attention(model)
-    say(f"lmforge: {describe_trainable(model)}; attention: {attention_of(model)}")
-    trainer.remove_callback(_printer_class())
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    with rundir.RunStart(plan) as run:
+        _write_start(run, recipe, data)
+        set_seed(recipe.train.seed)  # weights made here (from_config, LoRA, heads) are the same in every run
+        trainer = _make_trainer(recipe, tokenizer, data, on_first_step=run.started)
+        model = trainer.model
+        _check_trainable_attention(model)
+        say(f"lmforge: {describe_trainable(model)}; attention: {attention_of(model)}")
+        trainer.remove_callback(_printer_class())
+        result = trainer.train(resume_from_checkpoint=plan.checkpoint)
     _stop_if_nan(trainer)
+    _stop_if_asked(trainer, output)
 
     metrics = {k: v for k, v in result.metrics.items() if not k.endswith("_flos")}
     metrics["trained_tokens"] = trainer.trained_tokens
@@ -61,6 +64,19 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     return output
 
 
+def _write_start(run: rundir.RunStart, recipe: Recipe, data) -> None:
+    """The run's first files: the rejects (on every start) and, for a new run, its recipe and run info."""
+    output = run.plan.output
+    if data.report.rejected:
+        data.report.rejects_path = str(rundir.write_rejects(output, data.rejects))
+        say(f"lmforge: data: the {data.report.rejected:,} skipped records are listed with why in "
+            f"{data.report.rejects_path}")
+    if run.plan.checkpoint is None:
+        rundir.write_run_start(output, recipe, _report_dict(data.report))
+    else:
+        say(f"lmforge: resuming from {run.plan.checkpoint}")
+
+
 def _build_data(recipe: Recipe, tokenizer):
     """The examples of the recipe's stage: text and chats (dataset.py) or preference data (pairs.py)."""
     if recipe.stage in PREFERENCE_STAGES:
@@ -70,10 +86,12 @@ def _build_data(recipe: Recipe, tokenizer):
     return build_datasets(recipe, tokenizer)
 
 
-def _make_trainer(recipe: Recipe, tokenizer, data) -> LmforgeTrainer:
+def _make_trainer(recipe: Recipe, tokenizer, data, on_first_step=None) -> LmforgeTrainer:
     """The model and trainer of the recipe's stage family: pt/sft here, rm in reward.py, the rest in preference.py."""
     args = training_arguments(recipe, has_eval=data.eval is not None)
     callbacks = [ProgressPrinter(), SaveOnSigterm(), NanGuard()]
+    if on_first_step is not None:
+        callbacks.append(OnFirstStep(on_first_step))
     if recipe.train.profile_steps:
         callbacks.append(StepProfiler(recipe.train.profile_steps, Path(recipe.output) / "profile"))
     if recipe.stage == "rm":
@@ -176,10 +194,7 @@ def _report_dict(report: Any) -> dict[str, Any]:
 
 
 def _check_same_data(output: Path, fingerprint: str) -> None:
-    info_path = output / rundir.RUN_INFO_FILE
-    if not info_path.exists():
-        return
-    started = json.loads(info_path.read_text()).get("data", {}).get("fingerprint")
+    started = rundir.started_fingerprint(output)
     if started and started != fingerprint:
         raise LmforgeError(
             f"--resume: the data, template, tokenizer or max_length changed since {output} started "
@@ -206,6 +221,16 @@ def _stop_if_nan(trainer: LmforgeTrainer) -> None:
                 f"training loss became NaN/inf at step {cb.tripped_at}; lower train.lr, check the data with "
                 f"`lmforge data inspect`, or use dtype fp32/bf16 instead of fp16"
             )
+
+
+def _stop_if_asked(trainer: LmforgeTrainer, output: Path) -> None:
+    """A run stopped by SIGTERM has saved a checkpoint: say how to go on, and claim nothing more."""
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, SaveOnSigterm) and cb.requested:
+            step, total = trainer.state.global_step, trainer.state.max_steps
+            raise RunStopped(f"stopped by SIGTERM after step {step} of {total}; its checkpoint is "
+                             f"{output / f'checkpoint-{step}'} and no final model was written. Continue with "
+                             "`lmforge train RECIPE --resume` (the same recipe and overrides)")
 
 
 def _printer_class():

@@ -1,8 +1,22 @@
-"""The run directory: the overwrite guard, checkpoints to resume from, and what a finished run leaves behind."""
+"""The run directory: every file name in it, the output guard, a start that can be undone, and what a finished
+run leaves behind.
+
+A run directory is marked as lmforge's by its `run_info.json`, written when the run starts. `--overwrite`
+replaces only such a folder, and only once the new run has shown it can start:
+
+1. `check_output` looks, writes nothing: a new output must be new or empty; `--resume` needs a checkpoint;
+   `--overwrite` needs an lmforge run folder; the location must be writable.
+2. The caller validates the new run (tokenizer, data) without writing into the output.
+3. `RunStart` (a context manager) moves the old run aside to `.<name>.lmforge-old` beside it, creates the
+   output and writes the run's first files. When the first optimizer step has finished (`started()`), the
+   old run is deleted. When anything fails before that, the new files are removed and the old run is moved
+   back, so a failed start neither loses the old run nor leaves files that block a plain rerun.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 from datetime import datetime, timezone
@@ -22,33 +36,112 @@ TEMPLATE_FILE = "chat_template.jinja"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
 PLOT_FILE = "loss.svg"
+REJECTS_FILE = "rejects.jsonl"
+ADAPTER_CONFIG = "adapter_config.json"
+MODEL_CONFIG = "config.json"
+ASIDE_SUFFIX = ".lmforge-old"
 
 
-def prepare_output(output: Path, *, resume: bool, overwrite: bool) -> str | None:
-    """Guard the output directory; return the checkpoint to resume from, if any.
+def aside_path(output: Path) -> Path:
+    """Where `--overwrite` keeps the old run until the new one has started."""
+    return output.parent / f".{output.name}{ASIDE_SUFFIX}"
 
-    A non-empty output is never overwritten silently: the user must say --resume or --overwrite.
-    """
+
+def is_run_dir(path: Path) -> bool:
+    """Whether lmforge made this folder: it holds the run_info.json every run writes when it starts."""
+    return (path / RUN_INFO_FILE).is_file()
+
+
+class OutputPlan:
+    """What `check_output` decided: the checkpoint to resume from, and whether an old run is to be replaced."""
+
+    def __init__(self, output: Path, checkpoint: str | None = None, replace: bool = False) -> None:
+        self.output, self.checkpoint, self.replace = output, checkpoint, replace
+
+
+def check_output(output: Path, *, resume: bool, overwrite: bool) -> OutputPlan:
+    """Guard the output directory without writing to it (see the module docstring)."""
     if resume and overwrite:
         raise LmforgeError("--resume and --overwrite contradict each other; pick one")
-    exists = output.is_dir() and any(output.iterdir())
+    if output.exists() and not output.is_dir():
+        raise LmforgeError(f"output {output} is a file, not a directory; set output to a directory for the run")
+    left = aside_path(output)
+    if left.exists():
+        raise LmforgeError(f"{left} holds the run that an interrupted `--overwrite` of {output} was replacing; move "
+                           f"it back to {output} or delete it, then run again")
+    holds_files = output.is_dir() and any(output.iterdir())
     if resume:
         checkpoint = get_last_checkpoint(str(output)) if output.is_dir() else None
         if checkpoint is None:
-            raise LmforgeError(
-                f"--resume: no checkpoint-N directory in {output} to resume from; "
-                f"drop --resume to start a new run (train.save_every sets how often checkpoints are saved)"
-            )
-        return checkpoint
-    if exists and not overwrite:
-        raise LmforgeError(
-            f"output directory {output} already holds files; add --resume to continue from its latest "
-            f"checkpoint, --overwrite to replace it, or set output to a new directory"
-        )
-    if exists:
-        shutil.rmtree(output)
-    output.mkdir(parents=True, exist_ok=True)
-    return None
+            raise LmforgeError(f"--resume: no checkpoint-N directory in {output} to resume from; drop --resume to "
+                               "start a new run (train.save_every sets how often checkpoints are saved)")
+        _check_writable(output, output)
+        return OutputPlan(output, checkpoint=checkpoint)
+    if holds_files and not overwrite:
+        raise LmforgeError(f"output directory {output} already holds files; add --resume to continue from its latest "
+                           "checkpoint, --overwrite to replace it, or set output to a new directory")
+    if holds_files and not is_run_dir(output):
+        raise LmforgeError(f"--overwrite: {output} is not an lmforge run directory (it has no {RUN_INFO_FILE}), and "
+                           "lmforge replaces only folders it made; set output to a new directory, or empty this one "
+                           "yourself")
+    _check_writable(output.parent if holds_files else output, output)
+    return OutputPlan(output, replace=holds_files)
+
+
+def _check_writable(path: Path, output: Path) -> None:
+    """The nearest existing folder at or above `path` must let us create and rename entries."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LmforgeError(f"output {output}: cannot write in {existing} (permission denied); set output to a "
+                           "writable location")
+
+
+class RunStart:
+    """The start of a run in its output directory; undone on failure until `started()` (module docstring)."""
+
+    def __init__(self, plan: OutputPlan) -> None:
+        self.plan = plan
+        self.aside: Path | None = None
+        self.created = False  # the output folder did not exist before
+        self.done = plan.checkpoint is not None  # a resumed run has started long ago: nothing to undo
+
+    def __enter__(self) -> RunStart:
+        output = self.plan.output
+        try:
+            if self.plan.replace:
+                self.aside = aside_path(output)
+                os.rename(output, self.aside)
+            self.created = not output.exists()
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            self._undo()
+            raise LmforgeError(f"output {output}: cannot prepare the run directory ({err.strerror}); set output to "
+                               "a writable location") from None
+        return self
+
+    def started(self) -> None:
+        """The new run has trained a step: the old run it replaces goes."""
+        if self.done:
+            return
+        self.done = True
+        if self.aside is not None:
+            shutil.rmtree(self.aside, ignore_errors=True)
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None and not self.done:
+            self._undo()
+
+    def _undo(self) -> None:
+        output = self.plan.output
+        if output.exists() and (self.created or self.aside is not None):
+            shutil.rmtree(output, ignore_errors=True)
+        elif output.is_dir():  # an empty folder the user made: leave it as it was, empty
+            for child in output.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if self.aside is not None and self.aside.exists():
+            os.rename(self.aside, output)
 
 
 def write_run_start(output: Path, recipe: Recipe, data_report: dict[str, Any]) -> None:
@@ -70,6 +163,23 @@ def write_run_start(output: Path, recipe: Recipe, data_report: dict[str, Any]) -
     (output / RUN_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
 
 
+def started_fingerprint(output: Path) -> str | None:
+    """The data fingerprint the run in `output` started with, if it says."""
+    info_path = output / RUN_INFO_FILE
+    if not info_path.is_file():
+        return None
+    return json.loads(info_path.read_text(encoding="utf-8")).get("data", {}).get("fingerprint")
+
+
+def write_rejects(output: Path, content: bytes) -> Path:
+    """The records skipped under `data.on_error: skip`, one JSON object a line with why."""
+    path = output / REJECTS_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(content)
+    tmp.replace(path)
+    return path
+
+
 def write_model_card(output: Path, recipe: Recipe, metrics: dict[str, Any], params: tuple[int, int]) -> None:
     trainable, total = params
     rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in sorted(metrics.items()))
@@ -79,7 +189,7 @@ Trained with lmforge {__version__}: stage `{recipe.stage}`, tuning `{recipe.tuni
 from `{recipe.model.path}`.
 
 - trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f}%)
-- data: {', '.join(s.path for s in recipe.data.train)} (max_length {recipe.data.max_length})
+- data: {', '.join(s.label() for s in recipe.data.train)} (max_length {recipe.data.max_length})
 - recipe: `{RECIPE_FILE}` (rerun with `lmforge train {RECIPE_FILE}`)
 - chat template: `{TEMPLATE_FILE}` (used by `lmforge chat {output.name}`)
 - loss curve: `{PLOT_FILE}`
