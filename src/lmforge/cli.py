@@ -156,7 +156,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         chat(args.run_dir, max_new_tokens=args.max_new_tokens)
     elif args.command == "score":
-        from lmforge.train.reward import score_file
+        from lmforge.infer.score import score_file
 
         for value in score_file(args.run_dir, args.messages):
             print(f"{value:.6g}")

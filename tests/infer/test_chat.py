@@ -1,15 +1,13 @@
-"""Replies through the chat template, and the `lmforge chat` REPL on saved tiny runs."""
+"""Replies through the chat template, and the `lmforge chat` REPL on saved tiny runs (loading a run: test_load.py)."""
 
 from __future__ import annotations
 
 import io
-import shutil
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lmforge.errors import LmforgeError
-from lmforge.infer.chat import chat, generate_replies, generate_reply, load_run, stop_token_ids
+from lmforge.infer.chat import chat, generate_replies, generate_reply, stop_token_ids
 
 MESSAGES = [{"role": "user", "content": "What is 7 times 6?"}]
 
@@ -75,26 +73,9 @@ def test_chat_ends_at_end_of_input(tiny_model_dir):
     assert out.count("assistant> ") == 1 and out.endswith("you> \n")
 
 
-def test_chat_prefers_the_run_template(tmp_path, tiny_model_dir):
-    run = tmp_path / "run"
-    shutil.copytree(tiny_model_dir, run)
-    (run / "chat_template.jinja").write_text("{{ 'saved template' }}")
-    assert load_run(run)[2] == "{{ 'saved template' }}"
-
-
-def test_chat_loads_a_peft_adapter_on_its_base(tmp_path, tiny_model_dir):
-    from peft import LoraConfig, PeftModel, get_peft_model
+def test_chat_runs_on_a_peft_adapter(tmp_path, tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
 
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(str(tmp_path / "adapter"))
-    model, tokenizer, template = load_run(tmp_path / "adapter")  # no tokenizer there: the base's
-    assert isinstance(model, PeftModel) and "<|im_start|>" in template
     assert run_chat(tmp_path / "adapter", "hi\n").count("assistant> ") == 1
-
-
-def test_missing_run_dir_is_an_lmforge_error(tmp_path):
-    with pytest.raises(LmforgeError, match="does not exist"):
-        load_run(tmp_path / "nope")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(LmforgeError, match="neither a model"):
-        load_run(tmp_path / "empty")

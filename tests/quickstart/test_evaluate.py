@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lmforge.infer.chat import load_run
+from lmforge.infer.load import load_run
 from lmforge.quickstart import evaluate, synth
 
 

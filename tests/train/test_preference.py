@@ -158,7 +158,7 @@ def test_rm_trains_through_the_cli_and_scores(tmp_path, tiny_model_dir):
     scored = subprocess.run([sys.executable, "-m", "lmforge.cli", "score", "rm", "--messages", str(convs)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert scored.returncode == 0, scored.stderr
-    from lmforge.train.reward import score_conversation
+    from lmforge.infer.score import score_conversation
 
     value = score_conversation(tmp_path / "rm", json.loads(convs.read_text())["messages"])
     assert float(scored.stdout.strip()) == pytest.approx(value, rel=1e-4)

@@ -1,4 +1,5 @@
-"""lmforge.train.reward: a reward model under LoRA/DoRA/freeze trains its body's adapter and its new head whole."""
+"""lmforge.train.reward: a reward model under LoRA/DoRA/freeze trains its body's adapter and its new head whole
+(scoring a trained run: tests/infer/test_score.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from transformers import AutoTokenizer, TrainingArguments
 
 from lmforge.config.recipe import Recipe
 from lmforge.data.pairs import build_preference_datasets
-from lmforge.train.reward import HEAD, RewardScorer, make_reward_trainer
+from lmforge.model.load import REWARD_HEAD as HEAD
+from lmforge.train.reward import make_reward_trainer
 
 
 def write_pairs(path: Path, n: int = 8) -> Path:
@@ -52,21 +54,6 @@ def test_lora_reward_model_trains_the_adapter_and_the_head(tmp_path, tiny_model_
     moved = {n for n, p in trainer.model.named_parameters() if n in before and not torch.equal(p, before[n])}
     assert f"base_model.model.{HEAD}.modules_to_save.default.weight" in moved
     assert any("lora_B" in n for n in moved)
-
-
-def test_lora_reward_run_is_scored_as_trained(tmp_path, tiny_model_dir, tokenizer):
-    trainer = reward_trainer(tmp_path, tiny_model_dir, tokenizer, {"method": "lora", "lora": {"r": 4}})
-    trainer.train()
-    run_dir = tmp_path / "run"
-    trainer.model.save_pretrained(run_dir)
-    tokenizer.save_pretrained(run_dir)
-    messages = [{"role": "user", "content": "What is 1 plus 2?"}, {"role": "assistant", "content": "1 plus 2 is 3."}]
-    ids = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False), add_special_tokens=False,
-                    return_tensors="pt")["input_ids"]
-    model = trainer.model.eval()
-    with torch.no_grad():
-        expected = float(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, 0])
-    assert RewardScorer(run_dir)(messages) == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
 def test_freeze_reward_model_trains_the_last_layers_and_the_head(tmp_path, tiny_model_dir, tokenizer):

@@ -1,4 +1,5 @@
-"""Talk to a model: one reply through its chat template (`generate_reply`), and the `lmforge chat` REPL.
+"""Talk to a model: one reply through its chat template (`generate_reply`), and the `lmforge chat` REPL on a run
+that infer/load.load_run loads.
 
 A reply is generated from exactly the prompt training used (data/masks.generation_prompt renders it)
 and stops at the eos token or the template's end-of-turn token, whichever comes first.
@@ -15,9 +16,8 @@ import torch
 
 from lmforge.data.masks import generation_prompt
 from lmforge.errors import LmforgeError
+from lmforge.infer.load import load_run
 
-TEMPLATE_FILE = "chat_template.jinja"  # what a run directory holds (train/rundir.TEMPLATE_FILE)
-ADAPTER_CONFIG = "adapter_config.json"
 HELP = "type a message; /reset clears the history, /system TEXT sets a system prompt, /exit or Ctrl-D quits"
 
 
@@ -68,46 +68,6 @@ def generate_replies(model, tokenizer, template: str, conversations: list[list[d
                                 pad_token_id=pad, use_cache=True, **sampling)
         replies += [tokenizer.decode(row[longest:], skip_special_tokens=True).strip() for row in output]
     return replies
-
-
-def load_run(run_dir: Path):
-    """(model, tokenizer, template) of a run directory holding a full model or a peft adapter."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise LmforgeError(f"run directory {run_dir} does not exist; pass the `output` directory of a finished run")
-    adapter = run_dir / ADAPTER_CONFIG
-    if adapter.is_file():
-        from peft import PeftConfig, PeftModel
-
-        base = PeftConfig.from_pretrained(str(run_dir)).base_model_name_or_path
-        if not base or not Path(base).exists():
-            raise LmforgeError(f"{adapter}: base_model_name_or_path {base!r} is not a local directory; the adapter "
-                               "needs its base model: edit that key to where the base model is")
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(run_dir))
-        tokenizer_dir = run_dir if (run_dir / "tokenizer_config.json").is_file() else Path(base)
-    elif (run_dir / "config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(str(run_dir))
-        tokenizer_dir = run_dir
-    else:
-        raise LmforgeError(f"{run_dir} holds neither a model (config.json) nor an adapter ({ADAPTER_CONFIG}); "
-                           "pass the output directory of a finished run, not a checkpoint's parent")
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    return model.eval(), tokenizer, _template(run_dir, tokenizer)
-
-
-def _template(run_dir: Path, tokenizer) -> str:
-    saved = run_dir / TEMPLATE_FILE
-    if saved.is_file():
-        return saved.read_text(encoding="utf-8")
-    template = tokenizer.chat_template
-    if isinstance(template, dict):
-        template = template.get("default")
-    if not template:
-        raise LmforgeError(f"{run_dir} has no {TEMPLATE_FILE} and its tokenizer no chat template, so prompts cannot "
-                           f"be formatted; copy the template the run was trained with to {saved}")
-    return template
 
 
 def chat(run_dir: Path, max_new_tokens: int = 256, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Load the tokenizer and the causal LM a recipe names: dtype, attention implementation, 4-bit quantisation.
+"""Load the tokenizer and the model a recipe names (a causal LM, or a reward model for stage rm): dtype,
+attention implementation, 4-bit quantisation.
 
 Rules a user can rely on:
 
@@ -15,6 +16,9 @@ Rules a user can rely on:
   quantising random weights trains nothing useful.
 - A tokenizer with more tokens than the model's embedding rows makes `match_vocab` grow the embeddings
   (`load_model(..., tokenizer=tok)` calls it), with one warning.
+- A reward model (`load_reward_model`) is the pretrained model at `model.path` with a new sequence-classification
+  head of one output, named REWARD_HEAD. Its reward is the head's output at the last token that is not padding
+  (transformers' pooling), which is why the model's config is given the tokenizer's pad token id.
 """
 
 from __future__ import annotations
@@ -27,7 +31,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lmforge.config.recipe import ModelSpec, QuantSpec, TuningSpec
@@ -40,6 +50,7 @@ MODEL_CONFIG_FILE = "config.json"
 QLORA_INSTALL = "pip install 'lmforge[qlora]'"
 FALLBACK_ATTENTION = "sdpa"
 AUTO_ATTENTION = "auto"
+REWARD_HEAD = "score"  # the sequence-classification head's name in transformers' decoder models
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
@@ -71,6 +82,16 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
         ) from err
     _ensure_pad_token(tokenizer, where)
     return tokenizer
+
+
+def run_template(spec: ModelSpec, stage: str, tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """The chat template a run of `stage` uses and saves, resolved once: `model.chat_template`, else the
+    tokenizer's own; pretraining without one set keeps the tokenizer's own template if it has one, else none."""
+    from lmforge.data.chat.templates import resolve_chat_template
+
+    if stage != "pt" or spec.chat_template:
+        return resolve_chat_template(tokenizer, spec.chat_template)
+    return tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
 
 
 def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase, where: str) -> None:
@@ -133,6 +154,28 @@ def load_model(
         model = _prepare_kbit(model)
     if tokenizer is not None:
         match_vocab(model, tokenizer)
+    return model
+
+
+def load_reward_model(spec: ModelSpec, tuning: TuningSpec, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """The model at `model.path` with a new one-output classification head, padding known to its config."""
+    if spec.init != "pretrained":
+        raise LmforgeError("stage rm: model.init must be pretrained (a reward model starts from a trained model, "
+                           "usually the SFT one); train with stage pt or sft first")
+    dtype = resolve_dtype(spec.dtype)
+    extra = {"quantization_config": quantization_config(tuning.quant, dtype)} if tuning.method == "qlora" else {}
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            spec.path, num_labels=1, dtype=dtype, attn_implementation=resolve_attention(spec.attn_implementation),
+            trust_remote_code=spec.trust_remote_code, **extra)
+    except (OSError, ValueError, ImportError, KeyError, RuntimeError) as err:
+        raise LmforgeError(f"model.path: could not load {spec.path!r} as a sequence-classification model for stage rm "
+                           f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}); "
+                           "expected a decoder model directory with config.json and weights") from err
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if extra:
+        model = _prepare_kbit(model)
+    match_vocab(model, tokenizer)
     return model
 
 

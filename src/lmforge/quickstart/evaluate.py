@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from lmforge.infer.chat import generate_reply, load_run
+from lmforge.infer.chat import generate_reply
+from lmforge.infer.load import load_run
 
 MAX_NEW_TOKENS = 20  # a reply is under ten tokens; a model that does not stop is cut here
 _NUMBER = re.compile(r"-?\d+")

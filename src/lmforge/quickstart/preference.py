@@ -70,7 +70,8 @@ def preference_pairs(chats: list[list[dict]], seed: int = 0, replies: list[str] 
 
 def model_replies(run_dir: Path, chats: list[list[dict]]) -> list[str]:
     """The greedy reply of a trained run to every question of `chats` (synth.questions order)."""
-    from lmforge.infer.chat import generate_replies, load_run
+    from lmforge.infer.chat import generate_replies
+    from lmforge.infer.load import load_run
     from lmforge.quickstart.evaluate import MAX_NEW_TOKENS
 
     model, tokenizer, template = load_run(run_dir)
@@ -100,7 +101,7 @@ def write_preference_data(data_dir: Path, sft_dir: Path | None = None, seed: int
 
 def reward_accuracy(run_dir: Path, pairs: list[dict]) -> dict[str, Any]:
     """Held-out pairwise accuracy and mean margin r(chosen) - r(rejected) of a reward run (see `summary`)."""
-    from lmforge.train.reward import RewardScorer
+    from lmforge.infer.score import RewardScorer
 
     scorer = RewardScorer(run_dir)
     margins = [scorer([*p["prompt"], _reply(p["chosen"])]) - scorer([*p["prompt"], _reply(p["rejected"])])
@@ -114,7 +115,7 @@ def preference_for_correct(run_dir: Path, pairs: list[dict]) -> dict[str, Any]:
     (see `summary`)."""
     from lmforge.data.pairs import encode_pair
     from lmforge.data.records import Message, PreferencePair
-    from lmforge.infer.chat import load_run
+    from lmforge.infer.load import load_run
     from lmforge.train.preference import PairCollator
     from lmforge.train.preference_losses import sequence_logps
 

@@ -87,7 +87,7 @@ def _train(step: int, what: str, stage: str, workdir: Path, model_path: Path, da
 
 
 def _evaluate(runs: dict[str, Path], questions, sample_chats) -> dict[str, Any]:
-    from lmforge.infer.chat import load_run
+    from lmforge.infer.load import load_run
 
     names = {"pretrained": runs["pt"], "fine-tuned": runs["sft"]}
     loaded = {name: load_run(path) for name, path in names.items()}

@@ -1,0 +1,99 @@
+"""The one run loader of the use layer: a finished run directory to (model, tokenizer, chat template).
+
+A run directory holds a full model (config.json and weights) or a peft adapter (adapter_config.json, whose
+`base_model_name_or_path` must be a local directory), the tokenizer, and the chat template the run trained
+with. `load_run` gives the model in eval mode with
+- head "causal": a generating model (`lmforge chat`, the quickstart's evaluation);
+- head "reward": a reward model, its one-output classification head on top (`lmforge score`);
+the tokenizer saved with the run, else the base model's (an adapter saved without one); and the chat template
+the run saved, else the tokenizer's own, so prompts are formatted exactly as in training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from lmforge.errors import LmforgeError
+from lmforge.model.load import TOKENIZER_FILES
+from lmforge.train.rundir import ADAPTER_CONFIG, MODEL_CONFIG, TEMPLATE_FILE
+
+Head = Literal["causal", "reward"]
+
+
+class LoadedRun(NamedTuple):
+    model: Any
+    tokenizer: Any
+    template: str
+
+
+def load_run(run_dir: Path, head: Head = "causal") -> LoadedRun:
+    """The model (full or adapter on its base), tokenizer and chat template of a finished run directory."""
+    run_dir = Path(run_dir)
+    if head not in ("causal", "reward"):
+        raise ValueError(f"load_run: head {head!r} is unknown; expected 'causal' or 'reward'")
+    if not run_dir.is_dir():
+        raise LmforgeError(f"run directory {run_dir} does not exist; pass the `output` directory of a finished run")
+    auto = _auto_class(head)
+    if (run_dir / ADAPTER_CONFIG).is_file():
+        from peft import PeftModel
+
+        base = _adapter_base(run_dir)
+        model = PeftModel.from_pretrained(auto.from_pretrained(base, **_head_options(head)), str(run_dir))
+        tokenizer_dir = run_dir if any((run_dir / name).is_file() for name in TOKENIZER_FILES) else base
+    elif (run_dir / MODEL_CONFIG).is_file():
+        model = auto.from_pretrained(str(run_dir))
+        tokenizer_dir = run_dir
+    else:
+        raise LmforgeError(f"{run_dir} holds neither a model ({MODEL_CONFIG}) nor an adapter ({ADAPTER_CONFIG}); "
+                           "pass the output directory of a finished run, not a checkpoint's parent")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    if head == "reward":
+        _check_reward_head(model, run_dir, tokenizer)
+    return LoadedRun(model.eval(), tokenizer, _template(run_dir, tokenizer))
+
+
+def _auto_class(head: Head):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForCausalLM if head == "causal" else AutoModelForSequenceClassification
+
+
+def _head_options(head: Head) -> dict[str, Any]:
+    """What the base of an adapter needs to be built with: a reward head has one output."""
+    return {"num_labels": 1} if head == "reward" else {}
+
+
+def _adapter_base(run_dir: Path) -> Path:
+    """The local directory of an adapter's base model, as its adapter_config.json names it."""
+    from peft import PeftConfig
+
+    base = PeftConfig.from_pretrained(str(run_dir)).base_model_name_or_path
+    if not base or not Path(base).exists():
+        raise LmforgeError(f"{run_dir / ADAPTER_CONFIG}: base_model_name_or_path {base!r} is not a local directory; "
+                           "the adapter needs its base model: edit that key to where the base model is")
+    return Path(base)
+
+
+def _check_reward_head(model, run_dir: Path, tokenizer) -> None:
+    """A reward model has one output; its config must know the pad token to find each row's last token."""
+    if getattr(model.config, "num_labels", 1) != 1:
+        raise LmforgeError(f"{run_dir} is not a reward model (its head has {model.config.num_labels} outputs); pass "
+                           "the output directory of a stage rm run")
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def _template(run_dir: Path, tokenizer) -> str:
+    saved = run_dir / TEMPLATE_FILE
+    if saved.is_file():
+        return saved.read_text(encoding="utf-8")
+    template = tokenizer.chat_template
+    if isinstance(template, dict):
+        template = template.get("default")
+    if not template:
+        raise LmforgeError(f"{run_dir} has no {TEMPLATE_FILE} and its tokenizer no chat template, so prompts cannot "
+                           f"be formatted; copy the template the run was trained with to {saved}")
+    return template

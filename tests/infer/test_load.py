@@ -1,0 +1,133 @@
+"""The one run loader: full and adapter runs, the template a run saved, a moved base, a reward run's head."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from lmforge.config.recipe import ModelSpec, TuningSpec
+from lmforge.errors import LmforgeError
+from lmforge.infer.load import LoadedRun, load_run
+from lmforge.model.load import load_reward_model
+from lmforge.train.rundir import ADAPTER_CONFIG, TEMPLATE_FILE
+
+IDS = torch.tensor([[3, 17, 42, 9]])
+
+
+def _logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=IDS, attention_mask=torch.ones_like(IDS)).logits
+
+
+def save_lora(base_dir, out_dir, task_type: str = "CAUSAL_LM", head=AutoModelForCausalLM, **options):
+    """A LoRA adapter on the model in base_dir whose B matrices are not zero (so it changes the outputs)."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(head.from_pretrained(str(base_dir), **options),
+                           LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type=task_type))
+    torch.manual_seed(0)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.5)
+    model.save_pretrained(str(out_dir))
+    return model.eval()
+
+
+def test_a_full_run_loads_as_saved(tmp_path, tiny_model_dir):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run)
+    loaded = load_run(run)
+    assert isinstance(loaded, LoadedRun) and not loaded.model.training
+    expected = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    torch.testing.assert_close(_logits(loaded.model), _logits(expected))
+    assert loaded.template == AutoTokenizer.from_pretrained(str(tiny_model_dir)).chat_template
+
+
+def test_the_template_the_run_saved_comes_first(tmp_path, tiny_model_dir):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run)
+    (run / TEMPLATE_FILE).write_text("{{ 'saved template' }}")
+    assert load_run(run).template == "{{ 'saved template' }}"
+
+
+def test_a_run_without_any_template_says_where_to_put_it(tmp_path, tiny_model_dir):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run)
+    config = json.loads((run / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (run / "tokenizer_config.json").write_text(json.dumps(config))
+    (run / "chat_template.jinja").unlink(missing_ok=True)  # where newer transformers keep the tokenizer's own
+    with pytest.raises(LmforgeError, match=f"no {TEMPLATE_FILE} and its tokenizer no chat template"):
+        load_run(run)
+
+
+def test_an_adapter_run_loads_on_its_base_with_the_bases_tokenizer(tmp_path, tiny_model_dir):
+    from peft import PeftModel
+
+    trained = save_lora(tiny_model_dir, tmp_path / "adapter")
+    loaded = load_run(tmp_path / "adapter")  # no tokenizer saved with it: the base's
+    assert isinstance(loaded.model, PeftModel)
+    torch.testing.assert_close(_logits(loaded.model), _logits(trained))
+    assert loaded.tokenizer.get_vocab() == AutoTokenizer.from_pretrained(str(tiny_model_dir)).get_vocab()
+    assert "<|im_start|>" in loaded.template
+
+
+def test_an_adapter_whose_base_moved_says_which_key_to_edit(tmp_path, tiny_model_dir):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    save_lora(base, tmp_path / "adapter")
+    shutil.move(base, tmp_path / "elsewhere")
+    with pytest.raises(LmforgeError) as err:
+        load_run(tmp_path / "adapter")
+    message = str(err.value)
+    assert str(tmp_path / "adapter" / ADAPTER_CONFIG) in message and repr(str(base)) in message
+    assert "is not a local directory" in message and "edit that key to where the base model is" in message
+
+
+def test_what_is_not_a_run_is_an_lmforge_error(tmp_path):
+    with pytest.raises(LmforgeError, match="does not exist"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LmforgeError, match="neither a model"):
+        load_run(tmp_path / "empty")
+
+
+def reward_run(tmp_path, tiny_model_dir):
+    """A full reward run as stage rm saves one: the model with its one-output head, the tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = load_reward_model(ModelSpec(path=str(tiny_model_dir)), TuningSpec(method="full"), tokenizer)
+    run = tmp_path / "rm"
+    model.save_pretrained(str(run))
+    tokenizer.save_pretrained(str(run))
+    return run, model.eval()
+
+
+def test_a_reward_run_loads_with_its_reward_head(tmp_path, tiny_model_dir):
+    run, saved = reward_run(tmp_path, tiny_model_dir)
+    config = json.loads((run / "config.json").read_text())
+    del config["pad_token_id"]  # a run saved without it: the reward needs it to find the last token
+    (run / "config.json").write_text(json.dumps(config))
+    loaded = load_run(run, head="reward")
+    assert type(loaded.model).__name__.endswith("ForSequenceClassification") and loaded.model.config.num_labels == 1
+    assert loaded.model.config.pad_token_id == loaded.tokenizer.pad_token_id
+    torch.testing.assert_close(_logits(loaded.model), _logits(saved))
+    assert _logits(loaded.model).shape == (1, 1)
+
+
+def test_a_reward_adapter_loads_on_its_base_with_one_output(tmp_path, tiny_model_dir):
+    from peft import PeftModel
+
+    trained = save_lora(tiny_model_dir, tmp_path / "adapter", "SEQ_CLS", AutoModelForSequenceClassification,
+                        num_labels=1)
+    loaded = load_run(tmp_path / "adapter", head="reward")
+    assert isinstance(loaded.model, PeftModel) and loaded.model.config.num_labels == 1
+    torch.testing.assert_close(_logits(loaded.model), _logits(trained))
+
+
+def test_a_language_model_run_is_no_reward_model(tmp_path, tiny_model_dir):
+    with pytest.raises(LmforgeError, match="is not a reward model .* pass the output directory of a stage rm run"):
+        load_run(tiny_model_dir, head="reward")
