@@ -1,4 +1,5 @@
-"""Preference stages through the trainer on a tiny model: reference handling, metrics, KTO, rm end to end."""
+"""Preference stages through the one PreferenceTrainer on a tiny model: the reward model (its loss, its head under
+each tuning method, end to end through the CLI), reference handling, metrics, KTO."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from transformers import AutoTokenizer, TrainingArguments
 
 from lmforge.config.recipe import PreferenceSpec, Recipe
 from lmforge.data.pairs import build_preference_datasets
+from lmforge.model.load import REWARD_HEAD
+from lmforge.train.collate import count_trained_tokens
 from lmforge.train.preference import KTOCollator, PairCollator, PreferenceTrainer, make_preference_trainer
 
 TRL_PAIR_METRICS = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
@@ -34,8 +37,9 @@ def write_kto(path: Path, n: int = 8) -> Path:
     return path
 
 
-def recipe_for(tmp_path: Path, model_dir: Path, stage: str, method: str, data: Path, **pref) -> Recipe:
-    return Recipe(stage=stage, model={"path": str(model_dir)}, tuning={"method": method, "lora": {"r": 4}},
+def recipe_for(tmp_path: Path, model_dir: Path, stage: str, method: str, data: Path, tuning: dict | None = None,
+               **pref) -> Recipe:
+    return Recipe(stage=stage, model={"path": str(model_dir)}, tuning=tuning or {"method": method, "lora": {"r": 4}},
                   data={"train": [{"path": str(data)}], "max_length": 64},
                   train={"max_steps": 1, "batch_size": 4, "lr": 1e-3, "log_every": 1}, preference=pref or None,
                   output=str(tmp_path / "out"))
@@ -58,6 +62,64 @@ def _held_models(trainer) -> list[torch.nn.Module]:
     """Every model the trainer holds (attributes that are modules), and the backbones inside them."""
     held = [v for v in vars(trainer).values() if isinstance(v, torch.nn.Module)]
     return [m for h in {id(h): h for h in held}.values() for m in h.modules() if type(m).__name__ == "LlamaModel"]
+
+
+def _trainable(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+# --- reward model ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.5])
+def test_rm_loss_is_the_pairwise_loss_on_the_heads_output(tmp_path, tiny_model_dir, tokenizer, margin):
+    recipe = recipe_for(tmp_path, tiny_model_dir, "rm", "full", write_pairs(tmp_path / "p.jsonl"), margin=margin)
+    trainer = trainer_for(recipe, tokenizer)
+    assert trainer.stage == "rm" and trainer.reference is None and trainer.ref_model is None
+    batch = PairCollator(tokenizer.pad_token_id)(trainer.train_dataset[:4])
+    loss, metrics = trainer.pair_loss(trainer.model, batch)
+    with torch.no_grad():
+        rewards = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
+    chosen, rejected = rewards[:4], rewards[4:]
+    expected = -torch.nn.functional.logsigmoid(chosen - rejected - margin).mean()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert metrics["accuracy"] == pytest.approx((chosen > rejected).float().mean().item())
+    assert metrics["margin"] == pytest.approx((chosen - rejected).mean().item(), abs=1e-6)  # without m
+
+
+@pytest.mark.parametrize("method", ["lora", "dora"])
+def test_lora_reward_model_trains_the_adapter_and_the_head(tmp_path, tiny_model_dir, tokenizer, method):
+    from peft import PeftModelForSequenceClassification
+
+    recipe = recipe_for(tmp_path, tiny_model_dir, "rm", method, write_pairs(tmp_path / "p.jsonl"))
+    trainer = trainer_for(recipe, tokenizer)
+    assert isinstance(trainer.model, PeftModelForSequenceClassification)
+    before = _trainable(trainer.model)
+    head = f"base_model.model.{REWARD_HEAD}.modules_to_save.default.weight"
+    assert {n for n in before if "lora_" not in n} == {head}
+    trainer.train()
+    moved = {n for n, p in trainer.model.named_parameters() if n in before and not torch.equal(p, before[n])}
+    assert head in moved and any("lora_B" in n for n in moved)
+
+
+def test_freeze_reward_model_trains_the_last_layers_and_the_head(tmp_path, tiny_model_dir, tokenizer):
+    recipe = recipe_for(tmp_path, tiny_model_dir, "rm", "freeze", write_pairs(tmp_path / "p.jsonl"),
+                        tuning={"method": "freeze", "freeze": {"layers": 1}})
+    names = set(_trainable(trainer_for(recipe, tokenizer).model))
+    assert f"{REWARD_HEAD}.weight" in names and all(n.startswith(("model.layers.", f"{REWARD_HEAD}.")) for n in names)
+
+
+def test_rm_logs_its_metrics_and_the_trained_tokens(tmp_path, tiny_model_dir, tokenizer):
+    recipe = recipe_for(tmp_path, tiny_model_dir, "rm", "full", write_pairs(tmp_path / "p.jsonl", n=4))
+    trainer = trainer_for(recipe, tokenizer)
+    batch = PairCollator(tokenizer.pad_token_id)(trainer.train_dataset[:4])
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    assert {"accuracy", "margin", "min_reward", "mean_reward", "max_reward", "trained_tokens_per_second"} <= set(logged)
+    assert logged["trained_tokens"] == trainer.tokens.trained == count_trained_tokens(batch["labels"])
+
+
+# --- dpo, simpo, orpo, kto -------------------------------------------------------------------------
 
 
 def test_lora_dpo_uses_the_model_with_its_adapter_disabled(tmp_path, tiny_model_dir, tokenizer):

@@ -1,8 +1,19 @@
-"""Preference training: DPO (sigmoid, IPO, hinge, cDPO), SimPO, ORPO and KTO on `LmforgeTrainer`.
+"""Preference training: the reward model (rm), DPO (sigmoid, IPO, hinge, cDPO), SimPO, ORPO and KTO, on one
+`PreferenceTrainer` that picks its loss by stage (the losses themselves are in preference_losses.py).
 
-DPO, SimPO and ORPO run the chosen and the rejected sides of a batch in one forward pass (the
-collator stacks them: rows [0, B) chosen, [B, 2B) rejected). DPO and KTO need the reference
-model's log-probabilities, from one of (`preference.reference`):
+rm, DPO, SimPO and ORPO run the chosen and the rejected sides of a batch in one forward pass (the
+collator stacks them: rows [0, B) chosen, [B, 2B) rejected).
+
+The reward model is the starting model with a new one-output classification head (model/load.
+load_reward_model). Loss: -log σ(r_chosen - r_rejected - m), m = `preference.margin` (0: InstructGPT's
+loss; Llama 2 adds the margin). The reward of a conversation is the head's output at its last token that
+is not padding (padding is on the right). Eval reports accuracy (the share of pairs ranked right) and the
+mean margin r_chosen - r_rejected, as `eval_accuracy` and `eval_margin`. The head is new, so it trains
+whole under every tuning method (`apply_tuning(..., head=REWARD_HEAD)`: with LoRA or DoRA it is no target
+and joins `lora.modules_to_save`, in a peft SEQ_CLS adapter; with freeze it joins `freeze.modules`).
+`lmforge score` (infer/score.py) scores conversations with a trained reward run.
+
+DPO and KTO need the reference model's log-probabilities, from one of (`preference.reference`):
 - copy: a frozen copy of the starting model, in eval mode;
 - adapter: the same model with its peft adapter disabled (`with model.disable_adapter():`), so no
   second copy exists (LoRA, DoRA, QLoRA);
@@ -14,33 +25,33 @@ completion length first. KTO's mismatched pairs for the KL estimate are fixed by
 
 Metrics carry TRL's names and meaning (`rewards/chosen`, `rewards/margins`, `logps/rejected`,
 `logits/chosen`, ...). They are kept for every batch and averaged over the batches between two
-log events; eval metrics get the `eval_` prefix.
+log events; eval metrics get the `eval_` prefix (metrics.MetricLog).
 """
 
 from __future__ import annotations
 
 import copy
-from collections import defaultdict
 from typing import Any
 
 import torch
+from transformers import Trainer
 
 from lmforge.config.recipe import PreferenceSpec, Recipe
 from lmforge.data.masks import IGNORE_INDEX
 from lmforge.data.rows import WithColumns
 from lmforge.errors import LmforgeError
-from lmforge.model.adapters import apply_tuning
-from lmforge.model.load import load_model
-from lmforge.train.collate import count_trained_tokens
+from lmforge.model.adapters import SEQ_CLS, apply_tuning
+from lmforge.model.load import REWARD_HEAD, load_model, load_reward_model
+from lmforge.train.metrics import MetricLog, TokenCounter, split_of
 from lmforge.train.preference_losses import (
     chosen_nll,
     dpo_loss,
     kto_loss,
     orpo_loss,
+    reward_pairwise_loss,
     sequence_logps,
     simpo_loss,
 )
-from lmforge.train.trainer import LmforgeTrainer
 
 PAIR_REFERENCE_KEYS = ("reference_chosen_logps", "reference_rejected_logps")
 KTO_REFERENCE_KEYS = ("reference_logps", "reference_kl_logps")
@@ -90,47 +101,16 @@ def _floats(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, torc
     return {k: torch.tensor([r[k] for r in rows], dtype=torch.float32) for k in keys if k in rows[0]}
 
 
-class MetricsTrainer(LmforgeTrainer):
-    """Keeps each batch's metrics and logs their mean over the log interval (`eval_` prefixed in evaluation)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.model_accepts_loss_kwargs = False  # the losses are batch means: Trainer divides by grad_accum
-        self._stored: dict[str, defaultdict] = {"train": defaultdict(list), "eval": defaultdict(list)}
-
-    def pair_loss(self, model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training and "labels" in inputs:
-            self.trained_tokens += count_trained_tokens(inputs["labels"])
-        loss, metrics = self.pair_loss(model, inputs)
-        for key, value in metrics.items():
-            self._stored["train" if model.training else "eval"][key].append(value)
-        return (loss, metrics) if return_outputs else loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        split = "train" if "loss" in logs else "eval" if "eval_loss" in logs else None
-        if split is not None:
-            prefix = "" if split == "train" else "eval_"
-            for key, values in self._stored[split].items():
-                logs[prefix + key] = sum(values) / len(values)
-            self._stored[split].clear()
-        super().log(logs, start_time)
-
-
-class PreferenceTrainer(MetricsTrainer):
-    """dpo, simpo, orpo (pairs) and kto (examples) with the reference handling the module docstring gives."""
+class PreferenceTrainer(Trainer):
+    """rm, dpo, simpo, orpo (pairs) and kto (examples): the stage's loss, the reference handling the module
+    docstring gives, trained tokens (metrics.TokenCounter) and each batch's metrics averaged over the log
+    interval (metrics.MetricLog)."""
 
     def __init__(self, *args: Any, stage: str, spec: PreferenceSpec, reference: str | None = None,
                  ref_model: torch.nn.Module | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False  # the losses are batch means: Trainer divides by grad_accum
+        self.tokens, self.metric_log = TokenCounter(), MetricLog()
         self.stage, self.spec, self.beta = stage, spec, spec.beta_for(stage)
         self.reference = reference if stage in REFERENCE_STAGES else None
         self.ref_model = ref_model
@@ -144,9 +124,32 @@ class PreferenceTrainer(MetricsTrainer):
         if spec.precompute_reference and self.reference:
             self.precompute_reference()
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training and "labels" in inputs:
+            self.tokens.add(inputs["labels"])
+        loss, metrics = self.pair_loss(model, inputs)
+        self.metric_log.add("train" if model.training else "eval", metrics)
+        return (loss, metrics) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        split = split_of(logs)
+        if split is not None:
+            self.metric_log.mean_into(logs, split)
+        self.tokens.log_into(logs)
+        super().log(logs, start_time)
+
     # ---------------------------------------------------------------- losses
 
-    def pair_loss(self, model, inputs):
+    def pair_loss(self, model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The stage's loss on one batch and its metrics."""
+        if self.stage == "rm":
+            return self._reward_loss(model, inputs)
         if self.stage == "kto":
             return self._kto_loss(model, inputs)
         logits = _logits(model, inputs)
@@ -168,6 +171,14 @@ class PreferenceTrainer(MetricsTrainer):
                 loss, metrics = orpo_loss(means[:n], means[n:], beta=self.beta)
         metrics.update(logit_metrics(logits, inputs["labels"], n))
         return loss, metrics
+
+    def _reward_loss(self, model, inputs):
+        """Pairwise loss on the classification head's one output per row (chosen rows first, then rejected)."""
+        rewards = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        use_cache=False).logits.squeeze(-1).float()
+        n = rewards.shape[0] // 2
+        margin = torch.full_like(rewards[:n], self.spec.margin) if self.spec.margin else None
+        return reward_pairwise_loss(rewards[:n], rewards[n:], margin)
 
     def _kto_loss(self, model, inputs):
         logps = sequence_logps(_logits(model, inputs), inputs["labels"])[0]
@@ -238,12 +249,17 @@ def logit_metrics(logits: torch.Tensor, labels: torch.Tensor, n: int) -> dict[st
 
 
 def make_preference_trainer(recipe: Recipe, tokenizer, data, args, callbacks) -> PreferenceTrainer:
-    """The trainer of a dpo, simpo, orpo or kto recipe: the model, its reference and the collator."""
+    """The trainer of an rm, dpo, simpo, orpo or kto recipe: the model, its reference and the collator."""
     spec = recipe.preference or PreferenceSpec()
     reference = spec.reference_for(recipe.tuning.method) if recipe.stage in REFERENCE_STAGES else None
-    model = load_model(recipe.model, recipe.tuning, tokenizer=tokenizer)
-    ref_model = copy.deepcopy(model) if reference == "copy" else None
-    model = apply_tuning(model, recipe.tuning)
+    ref_model = None
+    if recipe.stage == "rm":
+        model = load_reward_model(recipe.model, recipe.tuning, tokenizer)
+        model = apply_tuning(model, recipe.tuning, task_type=SEQ_CLS, head=REWARD_HEAD)
+    else:
+        model = load_model(recipe.model, recipe.tuning, tokenizer=tokenizer)
+        ref_model = copy.deepcopy(model) if reference == "copy" else None
+        model = apply_tuning(model, recipe.tuning)
     collator = KTOCollator(tokenizer.pad_token_id) if recipe.stage == "kto" else PairCollator(tokenizer.pad_token_id)
     return PreferenceTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                              data_collator=collator, processing_class=tokenizer, callbacks=callbacks,

@@ -19,6 +19,7 @@ from lmforge.train import rundir
 from lmforge.train.callbacks import NanGuard, OnFirstStep, ProgressPrinter, SaveOnSigterm
 from lmforge.train.collate import Collator
 from lmforge.train.plot import write_loss_plot
+from lmforge.train.preference import PreferenceTrainer, make_preference_trainer
 from lmforge.train.profile import StepProfiler
 from lmforge.train.trainer import LmforgeTrainer
 
@@ -54,7 +55,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     _stop_if_asked(trainer, output)
 
     metrics = {k: v for k, v in result.metrics.items() if not k.endswith("_flos")}
-    metrics["trained_tokens"] = trainer.trained_tokens
+    metrics["trained_tokens"] = trainer.tokens.trained
     if torch.cuda.is_available():
         metrics["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     if data.eval is not None:
@@ -86,21 +87,15 @@ def _build_data(recipe: Recipe, tokenizer):
     return build_datasets(recipe, tokenizer)
 
 
-def _make_trainer(recipe: Recipe, tokenizer, data, on_first_step=None) -> LmforgeTrainer:
-    """The model and trainer of the recipe's stage family: pt/sft here, rm in reward.py, the rest in preference.py."""
+def _make_trainer(recipe: Recipe, tokenizer, data, on_first_step=None) -> LmforgeTrainer | PreferenceTrainer:
+    """The model and trainer of the recipe's stage family: pt/sft here, rm and the rest in preference.py."""
     args = training_arguments(recipe, has_eval=data.eval is not None)
     callbacks = [ProgressPrinter(), SaveOnSigterm(), NanGuard()]
     if on_first_step is not None:
         callbacks.append(OnFirstStep(on_first_step))
     if recipe.train.profile_steps:
         callbacks.append(StepProfiler(recipe.train.profile_steps, Path(recipe.output) / "profile"))
-    if recipe.stage == "rm":
-        from lmforge.train.reward import make_reward_trainer
-
-        return make_reward_trainer(recipe, tokenizer, data, args, callbacks)
     if recipe.stage in PREFERENCE_STAGES:
-        from lmforge.train.preference import make_preference_trainer
-
         return make_preference_trainer(recipe, tokenizer, data, args, callbacks)
     model = load_model(recipe.model, recipe.tuning, tokenizer=tokenizer, packed=recipe.data.packing)
     model = apply_tuning(model, recipe.tuning)
@@ -214,7 +209,7 @@ def _save_final(trainer, output: Path, recipe: Recipe, template, metrics, params
     write_loss_plot(output / rundir.PLOT_FILE, trainer.state.log_history)
 
 
-def _stop_if_nan(trainer: LmforgeTrainer) -> None:
+def _stop_if_nan(trainer: LmforgeTrainer | PreferenceTrainer) -> None:
     for cb in trainer.callback_handler.callbacks:
         if isinstance(cb, NanGuard) and cb.tripped_at is not None:
             raise LmforgeError(
@@ -223,7 +218,7 @@ def _stop_if_nan(trainer: LmforgeTrainer) -> None:
             )
 
 
-def _stop_if_asked(trainer: LmforgeTrainer, output: Path) -> None:
+def _stop_if_asked(trainer: LmforgeTrainer | PreferenceTrainer, output: Path) -> None:
     """A run stopped by SIGTERM has saved a checkpoint: say how to go on, and claim nothing more."""
     for cb in trainer.callback_handler.callbacks:
         if isinstance(cb, SaveOnSigterm) and cb.requested:

@@ -1,9 +1,9 @@
-"""The one training engine: a `transformers.Trainer` that knows packed masks, counts trained tokens and can
-compute the loss in chunks from the hidden states (see `losses.py`)."""
+"""The pt/sft trainer: a `transformers.Trainer` that knows packed masks, counts trained tokens (metrics.py) and
+can compute the loss in chunks from the hidden states (see `losses.py`). The preference stages have theirs in
+preference.py."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -15,8 +15,9 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from lmforge.console import say
 from lmforge.data.rows import ExampleRows
 from lmforge.errors import LmforgeError
-from lmforge.train.collate import additive_mask, count_trained_tokens
+from lmforge.train.collate import additive_mask
 from lmforge.train.losses import auto_chunk_size, chunked_causal_lm_loss, head_transform
+from lmforge.train.metrics import TokenCounter
 
 
 class LmforgeTrainer(Trainer):
@@ -26,9 +27,7 @@ class LmforgeTrainer(Trainer):
     def __init__(self, *args: Any, loss_chunk: int | str = "off", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loss_chunk = resolve_loss_chunk(self.model, loss_chunk)
-        self.trained_tokens = 0
-        self._tokens_at_last_log = 0
-        self._time_at_last_log = time.perf_counter()
+        self.tokens = TokenCounter()
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
         """group_by_length reads the lengths of lmforge's rows from their arrays: Trainer takes lengths from a
@@ -51,7 +50,7 @@ class LmforgeTrainer(Trainer):
         if mask is not None and mask.dim() == 4 and mask.dtype == torch.bool:
             inputs = {**inputs, "attention_mask": additive_mask(mask, _compute_dtype(model))}
         if model.training and "labels" in inputs:
-            self.trained_tokens += count_trained_tokens(inputs["labels"])
+            self.tokens.add(inputs["labels"])
         if self.loss_chunk is None or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         return self._chunked_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -90,12 +89,7 @@ class LmforgeTrainer(Trainer):
         return (loss, CausalLMOutput(loss=loss)) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs:  # a training log, not an eval one
-            now = time.perf_counter()
-            elapsed = max(now - self._time_at_last_log, 1e-9)
-            logs["trained_tokens"] = self.trained_tokens
-            logs["trained_tokens_per_second"] = round((self.trained_tokens - self._tokens_at_last_log) / elapsed, 1)
-            self._tokens_at_last_log, self._time_at_last_log = self.trained_tokens, now
+        self.tokens.log_into(logs)
         super().log(logs, start_time)
 
 
