@@ -18,5 +18,7 @@ def test_quickstart_quick_runs_every_step(tmp_path, capsys):
     assert json.loads((tmp_path / "qs" / "results.json").read_text()) == figures
     for stage in ("pt", "sft"):
         assert (tmp_path / "qs" / stage / "chat_template.jinja").is_file()
-    out = capsys.readouterr().out
-    assert "[5/5]" in out and "sample chat 1" in out and "fine-tuned" in out
+    captured = capsys.readouterr()
+    assert "[1/5]" in captured.err and "[5/5]" in captured.err  # progress on stderr
+    assert "sample chat 1" in captured.out and "quickstart results" in captured.out  # the result on stdout
+    assert "[5/5]" not in captured.out

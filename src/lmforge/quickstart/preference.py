@@ -15,7 +15,8 @@ by kind of rejected reply (the SFT model's own mistake, a nearby wrong number): 
 
     python -m lmforge.quickstart.preference [--workdir runs/quickstart] [--quick]
 
-needs a finished `lmforge quickstart` in WORKDIR (its data and sft run).
+needs a finished `lmforge quickstart` in WORKDIR (its data and sft run). Progress goes to stderr, the
+figures to stdout.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 import torch
 
+from lmforge.console import say
 from lmforge.errors import LmforgeError, report
 from lmforge.quickstart import synth
 
@@ -168,8 +170,7 @@ def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = Fal
     if not (workdir / "sft").is_dir() or not (workdir / "data" / "heldout.jsonl").is_file():
         raise LmforgeError(f"{workdir} holds no finished quickstart (sft/ and data/heldout.jsonl); run "
                            f"`lmforge quickstart --workdir {workdir}` first")
-    print(f"preference data: the SFT model answers every question; its wrong answers become rejected replies",
-          flush=True)
+    say("preference data: the SFT model answers every question; its wrong answers become rejected replies")
     data = write_preference_data(workdir / "data", sft_dir=workdir / "sft")
     files, train, heldout = data.files, data.pairs["train"], data.pairs["heldout"]
     runs = {}
@@ -178,7 +179,7 @@ def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = Fal
                      f"data.eval.path={files['heldout']}", f"output={workdir / stage}"]
         if quick:
             overrides += [f"train.max_steps={QUICK_STEPS}", f"train.save_every={QUICK_STEPS}", "train.log_every=5"]
-        print(f"lmforge train examples/{RECIPES[stage]} {' '.join(overrides)} --overwrite", flush=True)
+        say(f"lmforge train examples/{RECIPES[stage]} {' '.join(overrides)} --overwrite")
         runs[stage] = run_training(load_recipe(EXAMPLES / RECIPES[stage], overrides), overwrite=True)
     questions = [(p["prompt"], p["chosen"]) for p in heldout]  # every held-out question with its correct reply
     figures = {"heldout_pairs": len(heldout),

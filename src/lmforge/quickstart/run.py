@@ -5,6 +5,9 @@
 3. pretrain on the text:      lmforge train examples/quickstart_pt.yaml
 4. fine-tune on the chats:    lmforge train examples/quickstart_sft.yaml
 5. score both models on held-out questions and show sample chats
+
+Progress lines go to stderr (console.say); the sample chats and the results table, the command's result, to
+stdout.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lmforge.console import say
 from lmforge.errors import LmforgeError
 from lmforge.quickstart import assets, evaluate, synth
 
@@ -56,14 +60,14 @@ def run_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = False, seed: i
 
     say(f"[5/5] evaluate on {len(questions)} held-out questions (greedy, exact reply)")
     t0 = time.perf_counter()
-    results = _evaluate(runs, questions, task.heldout_chats[:SAMPLE_CHATS])
+    results, samples = _evaluate(runs, questions, task.heldout_chats[:SAMPLE_CHATS])
     clock["eval"] = time.perf_counter() - t0
     clock["total"] = time.perf_counter() - started
 
     figures = {"workdir": str(workdir), "questions": len(questions), **results,
                "seconds": {k: round(v, 1) for k, v in clock.items()}}
     (workdir / "results.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
-    _print_table(figures, runs)
+    _print_results(figures, samples, runs)
     return figures
 
 
@@ -86,7 +90,8 @@ def _train(step: int, what: str, stage: str, workdir: Path, model_path: Path, da
     return run_training(load_recipe(recipe_path, overrides), overwrite=True)
 
 
-def _evaluate(runs: dict[str, Path], questions, sample_chats) -> dict[str, Any]:
+def _evaluate(runs: dict[str, Path], questions, sample_chats) -> tuple[dict[str, Any], list[list[tuple[str, str]]]]:
+    """Each run's figures on the questions, and the (speaker, text) lines of each sample chat."""
     from lmforge.infer.load import load_run
 
     names = {"pretrained": runs["pt"], "fine-tuned": runs["sft"]}
@@ -95,24 +100,21 @@ def _evaluate(runs: dict[str, Path], questions, sample_chats) -> dict[str, Any]:
     for name, (model, tokenizer, template) in loaded.items():
         s = evaluate.score(model, tokenizer, template, questions)
         results[name] = {"run": str(names[name]), "exact": round(s.exact, 4), "final_number": round(s.final_number, 4)}
-    for i, chat in enumerate(sample_chats, 1):
-        say(f"\nsample chat {i} (held out):")
-        for speaker, text in evaluate.sample_chat(loaded, chat):
-            say(f"  {speaker + ':':<12} {text}")
-    return results
+    return results, [evaluate.sample_chat(loaded, chat) for chat in sample_chats]
 
 
-def _print_table(figures: dict[str, Any], runs: dict[str, Path]) -> None:
+def _print_results(figures: dict[str, Any], samples: list[list[tuple[str, str]]], runs: dict[str, Path]) -> None:
+    """The sample chats and the results table, on stdout."""
+    lines = []
+    for i, chat in enumerate(samples, 1):
+        lines += [f"\nsample chat {i} (held out):", *(f"  {speaker + ':':<12} {text}" for speaker, text in chat)]
     s = figures["seconds"]
-    rows = [(name, figures[name]) for name in ("pretrained", "fine-tuned")]
-    say(f"\nquickstart results: {figures['questions']} held-out questions")
-    say(f"  {'model':<12} {'exact reply':>12} {'final number':>13}  run")
-    for name, r in rows:
-        say(f"  {name:<12} {r['exact']:>12.1%} {r['final_number']:>13.1%}  {r['run']}")
-    say(f"  time: set-up {s['setup']:.0f}s, pretrain {s['pt']:.0f}s, fine-tune {s['sft']:.0f}s, "
-        f"evaluation {s['eval']:.0f}s, total {s['total']:.0f}s")
-    say(f"\nchat with the fine-tuned model: lmforge chat {runs['sft']}")
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
+    lines += [f"\nquickstart results: {figures['questions']} held-out questions",
+              f"  {'model':<12} {'exact reply':>12} {'final number':>13}  run"]
+    for name in ("pretrained", "fine-tuned"):
+        r = figures[name]
+        lines.append(f"  {name:<12} {r['exact']:>12.1%} {r['final_number']:>13.1%}  {r['run']}")
+    lines += [f"  time: set-up {s['setup']:.0f}s, pretrain {s['pt']:.0f}s, fine-tune {s['sft']:.0f}s, "
+              f"evaluation {s['eval']:.0f}s, total {s['total']:.0f}s",
+              f"\nchat with the fine-tuned model: lmforge chat {runs['sft']}"]
+    print("\n".join(lines), flush=True)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from transformers import TrainerCallback
+
+from lmforge.console import say
 
 
 class ProgressPrinter(TrainerCallback):
     """One line per log event, for people: step, loss, learning rate, grad norm, tokens/s and time left."""
 
-    def __init__(self, stream: Any = None) -> None:
-        self.stream = stream or sys.stderr
+    def __init__(self) -> None:
         self.started = time.perf_counter()
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -40,7 +40,7 @@ class ProgressPrinter(TrainerCallback):
             parts = [f"step {step}/{total}", f"eval loss {logs['eval_loss']:.4f}"]
         else:
             return
-        print("  " + " | ".join(parts), file=self.stream, flush=True)
+        say("  " + " | ".join(parts))
 
 
 class SaveOnSigterm(TrainerCallback):
@@ -58,7 +58,7 @@ class SaveOnSigterm(TrainerCallback):
             self._previous = None
 
     def _request(self, signum, frame) -> None:
-        print("lmforge: SIGTERM received; saving a checkpoint after this step", file=sys.stderr, flush=True)
+        say("lmforge: SIGTERM received; saving a checkpoint after this step")
         self.requested = True
 
     def on_step_end(self, args, state, control, **kwargs):
