@@ -112,10 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     quick = verbs.add_parser(
         "quickstart",
         help="the embedded default: synthetic task, tokenizer, tiny model, pretrain, SFT, eval",
-        description="Build a synthetic task, tokenizer and tiny model, pretrain, fine-tune and evaluate on CPU.",
+        description="Build a synthetic task, tokenizer and tiny model, pretrain, fine-tune and evaluate on CPU. "
+                    "With --preference, continue from the finished quickstart in WORKDIR: a reward model and DPO "
+                    "on pairs from its SFT model.",
     )
     quick.add_argument("--workdir", type=Path, default=Path("runs/quickstart"))
-    quick.add_argument("--quick", action="store_true", help="a one-minute smoke run (the figures then mean little)")
+    quick.add_argument("--quick", action="store_true",
+                       help="a smoke run, a few training steps a stage (the figures then mean little)")
+    quick.add_argument("--preference", action="store_true",
+                       help="after a finished quickstart in WORKDIR: train a reward model and DPO, report the figures")
     return parser
 
 
@@ -160,6 +165,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         for value in score_file(args.run_dir, args.messages):
             print(f"{value:.6g}")
+    elif args.command == "quickstart" and args.preference:
+        from lmforge.quickstart.preference import run_preference_quickstart
+
+        run_preference_quickstart(args.workdir, quick=args.quick)
     elif args.command == "quickstart":
         from lmforge.quickstart.run import run_quickstart
 

@@ -21,6 +21,7 @@ def test_help_is_short_and_useful(tmp_path):
         out = lmforge(*verb, "--help", cwd=tmp_path)
         assert out.returncode == 0 and "usage: lmforge" in out.stdout
         assert len(out.stdout.splitlines()) < 30
+    assert "--preference" in lmforge("quickstart", "--help", cwd=tmp_path).stdout
 
 
 def test_pt_run_writes_a_complete_run_dir(tmp_path, tiny_model_dir):

@@ -1,4 +1,5 @@
-"""The quickstart's preference data: the correct reply preferred over the same sentence with a wrong number."""
+"""The quickstart's preference extension (`lmforge quickstart --preference`): the correct reply preferred over
+the same sentence with a wrong number, figures by kind of rejected reply, and what it says without a quickstart."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import random
 import re
 
 import pytest
+from cli_runs import lmforge
 
 from lmforge.quickstart import synth
 from lmforge.quickstart.preference import preference_pairs, summary, wrong_reply
@@ -57,9 +59,9 @@ def test_figures_are_given_overall_and_by_kind_of_rejected_reply():
         summary(pairs, [1.0])
 
 
-def test_without_a_finished_quickstart_it_says_what_to_run(tmp_path, capsys):
-    from lmforge.quickstart.preference import main
-
-    assert main(["--workdir", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "holds no finished quickstart" in err and f"lmforge quickstart --workdir {tmp_path}" in err
+def test_without_a_finished_quickstart_it_says_what_to_run(tmp_path):
+    out = lmforge("quickstart", "--preference", "--workdir", str(tmp_path / "qs"), cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"lmforge: {tmp_path / 'qs'} holds no finished quickstart" in out.stderr
+    assert f"lmforge quickstart --workdir {tmp_path / 'qs'}" in out.stderr
+    assert not (tmp_path / "qs").exists()  # nothing written

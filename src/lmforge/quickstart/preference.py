@@ -13,7 +13,7 @@ the SFT model DPO starts from and for the DPO model, the held-out preference for
 exact-match accuracy of their greedy replies to the held-out questions. The pair figures are given overall and
 by kind of rejected reply (the SFT model's own mistake, a nearby wrong number): see `summary`.
 
-    python -m lmforge.quickstart.preference [--workdir runs/quickstart] [--quick]
+    lmforge quickstart --preference [--workdir runs/quickstart] [--quick]
 
 needs a finished `lmforge quickstart` in WORKDIR (its data and sft run). Progress goes to stderr, the
 figures to stdout.
@@ -21,11 +21,9 @@ figures to stdout.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from typing import Any
 import torch
 
 from lmforge.console import say
-from lmforge.errors import LmforgeError, report
+from lmforge.errors import LmforgeError
 from lmforge.quickstart import synth
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -213,18 +211,3 @@ def _kinds(figures: dict[str, Any]) -> str:
              for kind in KINDS if figures[kind]["pairs"]]
     return f" ({', '.join(parts)})" if parts else ""
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Reward model and DPO on top of the quickstart's SFT model.")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps per stage, for a smoke test")
-    args = parser.parse_args(argv)
-    try:
-        run_preference_quickstart(args.workdir, quick=args.quick)
-    except LmforgeError as err:
-        return report(err)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

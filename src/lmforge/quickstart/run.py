@@ -7,7 +7,7 @@
 5. score both models on held-out questions and show sample chats
 
 Progress lines go to stderr (console.say); the sample chats and the results table, the command's result, to
-stdout.
+stdout. `lmforge quickstart --preference` then continues with a reward model and DPO (preference.py).
 """
 
 from __future__ import annotations
