@@ -26,12 +26,14 @@ MAX_LENGTH = 2048
 LMFORGE_ENCODE = """
 import json, sys, time
 from lmforge.config.recipe import Recipe
-from lmforge.data.pairs import build_preference_datasets
-from lmforge.model.load import load_tokenizer
+from lmforge.config.settings import data_settings
+from lmforge.data.build.pipeline import build_examples
+from lmforge.model.load import load_tokenizer, run_template
 recipe = Recipe.model_validate(json.loads(sys.argv[1]))
 tokenizer = load_tokenizer(recipe.model)
+data = data_settings(recipe, run_template(recipe.model, recipe.stage, tokenizer))
 begin = time.perf_counter()
-bundle = build_preference_datasets(recipe, tokenizer)
+bundle = build_examples(data, tokenizer)
 seconds = time.perf_counter() - begin
 r = bundle.report
 print(json.dumps({"seconds": seconds, "pairs": r.samples, "tokens": r.tokens, "trained_tokens": r.trained_tokens}),

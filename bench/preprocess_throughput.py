@@ -5,7 +5,7 @@
 
 Both frameworks go from the same JSONL file (OpenAI `messages`, long-tail lengths) to tokenised,
 assistant-masked examples with the same tokenizer and template and the same number of processes:
-- lmforge: `build_datasets` with the data cache off (read, encode with the template's masks, truncation
+- lmforge: `build_examples` with the data cache off (read, encode with the template's masks, truncation
   policy, flat arrays);
 - LLaMA-Factory 0.9.5: `get_dataset` as `llamafactory-cli train` calls it (read with `datasets`,
   convert the sharegpt format, tokenise and mask with its `chatml` template), its cache overwritten.
@@ -42,12 +42,14 @@ LOADED = re.compile(r"looked up and loaded in ([\d.]+)s")
 LMFORGE_ENCODE = """
 import json, sys, time
 from lmforge.config.recipe import Recipe
-from lmforge.data.dataset import build_datasets
-from lmforge.model.load import load_tokenizer
+from lmforge.config.settings import data_settings
+from lmforge.data.build.pipeline import build_examples
+from lmforge.model.load import load_tokenizer, run_template
 recipe = Recipe.model_validate(json.loads(sys.argv[1]))
 tokenizer = load_tokenizer(recipe.model)
+data = data_settings(recipe, run_template(recipe.model, recipe.stage, tokenizer))
 begin = time.perf_counter()
-bundle = build_datasets(recipe, tokenizer)
+bundle = build_examples(data, tokenizer)
 seconds = time.perf_counter() - begin
 r = bundle.report
 print(json.dumps({"seconds": seconds, "samples": r.samples, "tokens": r.tokens,

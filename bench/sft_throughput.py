@@ -61,18 +61,20 @@ class Result:
 
 
 def lmforge_packs_sft() -> bool:
-    """Whether this lmforge packs SFT samples (data.packing for sft): a tiny build_datasets probe."""
+    """Whether this lmforge packs SFT samples (data.packing for sft): a tiny build_examples probe."""
     probe = (
         "import json, sys, tempfile, pathlib\n"
-        "from transformers import AutoTokenizer\n"
         "from lmforge.config.recipe import Recipe\n"
-        "from lmforge.data.dataset import build_datasets\n"
+        "from lmforge.config.settings import data_settings\n"
+        "from lmforge.data.build.pipeline import build_examples\n"
+        "from lmforge.model.load import load_tokenizer, run_template\n"
         "d = pathlib.Path(tempfile.mkdtemp())\n"
         "msgs = [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'hello there'}]\n"
         "(d / 'c.jsonl').write_text('\\n'.join(json.dumps({'messages': msgs}) for _ in range(4)))\n"
         "r = Recipe(stage='sft', model={'path': sys.argv[1]}, output=str(d / 'out'),\n"
         "           data={'train': [{'path': str(d / 'c.jsonl')}], 'max_length': 64, 'packing': True, 'cache': False})\n"
-        "b = build_datasets(r, AutoTokenizer.from_pretrained(sys.argv[1]))\n"
+        "tok = load_tokenizer(r.model)\n"
+        "b = build_examples(data_settings(r, run_template(r.model, r.stage, tok)), tok)\n"
         "sys.exit(0 if len(b.train) < 4 and 'position_ids' in b.train[0] else 3)\n"
     )
     got = subprocess.run([str(common.MAIN_PY), "-c", probe, str(common.model_dir())], capture_output=True,

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from lmforge.config.load import load_recipe
-from lmforge.config.recipe import DataSource, Recipe
-from lmforge.data.readers import KIND_BY_STAGE, read_source
+from lmforge.config.recipe import Recipe
+from lmforge.config.settings import Source
+from lmforge.data.records import KIND_BY_STAGE
+from lmforge.data.sources.read import read_source
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "examples").glob("*.yaml"))
@@ -51,7 +53,7 @@ def test_recipe_loads_and_its_files_in_the_repository_exist(path, monkeypatch):
             continue
         assert (REPO / where).exists(), f"{path.name}: {key}: {where} is not in the repository"
         if key.startswith("data.") and key != "data.registry":
-            assert read_source(DataSource(path=where), KIND_BY_STAGE[recipe.stage]).records  # strict: bad rows raise
+            assert read_source(Source(path=where), KIND_BY_STAGE[recipe.stage]).records  # strict: bad rows raise
 
 
 def test_lora_chat_trains_an_adapter_on_the_shipped_chats(monkeypatch):

@@ -9,7 +9,7 @@ import typing
 from pathlib import Path
 
 from lmforge import __version__
-from lmforge.config.recipe import PREFERENCE_STAGES, DataFormat
+from lmforge.config.recipe import DataFormat
 from lmforge.errors import LmforgeError, report
 
 DATA_FORMATS = typing.get_args(DataFormat)
@@ -180,25 +180,21 @@ def _dispatch_data(args: argparse.Namespace) -> int:
     from lmforge.config.load import load_recipe
 
     if args.data_command == "inspect":
-        from lmforge.data.inspect import run_inspect
+        from lmforge.commands.inspect import run_inspect
 
         run_inspect(load_recipe(args.recipe, args.overrides), n=args.n, as_json=args.json, html_path=args.html)
         return 0
-    from lmforge.data import tools
-
     if args.data_command == "stats":
-        recipe = load_recipe(args.recipe, args.overrides)
-        if recipe.stage in PREFERENCE_STAGES:
-            from lmforge.data.pair_stats import run_pair_stats
+        from lmforge.commands.stats import run_stats
 
-            return run_pair_stats(recipe, as_json=args.json)
-        return tools.run_stats(recipe, as_json=args.json)
+        return run_stats(load_recipe(args.recipe, args.overrides), as_json=args.json)
+    from lmforge.commands import data_files
+
     if args.data_command == "convert":
-        return tools.run_convert(args.input, args.output, to=args.to, fmt=args.format, on_error=args.on_error)
+        return data_files.run_convert(args.input, args.output, to=args.to, fmt=args.format, on_error=args.on_error)
     if args.data_command == "validate":
-        return tools.run_validate(args.input, fmt=args.format)
-    return tools.run_split(args.input, args.eval_fraction, args.seed, args.out)
-
+        return data_files.run_validate(args.input, fmt=args.format)
+    return data_files.run_split(args.input, args.eval_fraction, args.seed, args.out)
 
 if __name__ == "__main__":
     sys.exit(main())

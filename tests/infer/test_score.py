@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from recipe_builds import build
 import torch
 from transformers import AutoTokenizer, TrainingArguments
 
 from lmforge.config.recipe import Recipe
-from lmforge.data.pairs import build_preference_datasets
 from lmforge.errors import LmforgeError
 from lmforge.infer.score import RewardScorer, score_conversation, score_file
 from lmforge.train.preference import make_preference_trainer
@@ -30,7 +30,7 @@ def lora_reward_run(tmp_path_factory, tiny_model_dir):
     args = TrainingArguments(output_dir=recipe.output, per_device_train_batch_size=4, max_steps=1, learning_rate=1e-2,
                              report_to="none", remove_unused_columns=False, save_strategy="no", disable_tqdm=True,
                              use_cpu=True)
-    trainer = make_preference_trainer(recipe, tokenizer, build_preference_datasets(recipe, tokenizer), args, [])
+    trainer = make_preference_trainer(recipe, tokenizer, build(recipe, tokenizer), args, [])
     trainer.train()
     run = tmp / "run"
     trainer.model.save_pretrained(run)

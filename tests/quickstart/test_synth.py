@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from lmforge.data.masks import IGNORE_INDEX, encode_conversation
+from lmforge.data.chat.masks import WHOLE, encode
+from lmforge.data.examples import IGNORE_INDEX
 from lmforge.data.records import Conversation, Message
 from lmforge.quickstart import synth
 
@@ -57,6 +58,6 @@ def test_chats_encode_with_the_tiny_tokenizer_template(tiny_tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
     for chat in synth.make_task(0, train_chats=20, docs=10).train_chats:
         conv = Conversation([Message(**m) for m in chat])
-        encoded = encode_conversation(tokenizer, tokenizer.chat_template, conv)  # cross-checks {% generation %}
+        encoded = encode(tokenizer, tokenizer.chat_template, conv, WHOLE)[0]  # cross-checks {% generation %}
         trained = tokenizer.decode([t for t in encoded.labels if t != IGNORE_INDEX])
         assert trained == "".join(m["content"] + "<|im_end|>" for m in chat if m["role"] == "assistant")

@@ -2,7 +2,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lmforge.train.collate import IGNORE_INDEX, Collator, additive_mask, block_causal_mask, count_trained_tokens
+from lmforge.data.examples import IGNORE_INDEX, trained_tokens
+from lmforge.train.collate import Collator, additive_mask, block_causal_mask
 
 
 def test_dynamic_padding_pads_to_longest():
@@ -27,9 +28,9 @@ def test_block_mask_separates_documents_and_is_causal():
     assert mask[5].tolist() == [False] * 5 + [True]  # padding sees only itself: no empty softmax row
 
 
-def test_count_trained_tokens_uses_the_shift():
+def test_trained_tokens_of_a_batch_use_the_shift():
     labels = torch.tensor([[5, -100, 7, 8], [-100, -100, -100, 9]])
-    assert count_trained_tokens(labels) == 3
+    assert trained_tokens(labels) == 3
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

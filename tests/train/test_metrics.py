@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from lmforge.data.masks import IGNORE_INDEX
+from lmforge.data.examples import IGNORE_INDEX
 from lmforge.train.metrics import MetricLog, TokenCounter, split_of
 
 X = IGNORE_INDEX

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from transformers import AttentionInterface, LlamaConfig, LlamaForCausalLM
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
 
-from lmforge.data.masks import IGNORE_INDEX
-from lmforge.data.packing import best_fit_decreasing, pack_examples
+from lmforge.data.build.packing import best_fit_decreasing, pack
+from lmforge.data.examples import IGNORE_INDEX, Examples
+from lmforge.data.rows import ExampleRows
 from lmforge.model import varlen
 from lmforge.train.collate import Collator, additive_mask
 
@@ -92,7 +93,7 @@ def models() -> dict[str, LlamaForCausalLM]:
 
 def packed_batch(backend: str, samples: list[dict]) -> tuple[dict, list[tuple[int, int, int]]]:
     """The collated packed batch as the trainer feeds it, and where each sample sits: (row, start, length)."""
-    rows, _ = pack_examples(samples, MAX_LENGTH)
+    rows = list(ExampleRows(pack(Examples.from_dicts(samples), MAX_LENGTH)[0]))
     bins = best_fit_decreasing([len(s["input_ids"]) for s in samples], MAX_LENGTH)
     batch = Collator(pad_token_id=0, attn_implementation=BACKENDS[backend][1])(rows)
     batch = {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from recipe_builds import build
 import torch
 import yaml
 from transformers import AutoTokenizer, TrainingArguments
 
 from lmforge.config.recipe import PreferenceSpec, Recipe
-from lmforge.data.pairs import build_preference_datasets
 from lmforge.model.load import REWARD_HEAD
-from lmforge.train.collate import count_trained_tokens
+from lmforge.data.examples import trained_tokens
 from lmforge.train.preference import KTOCollator, PairCollator, PreferenceTrainer, make_preference_trainer
 
 TRL_PAIR_METRICS = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
@@ -46,7 +46,7 @@ def recipe_for(tmp_path: Path, model_dir: Path, stage: str, method: str, data: P
 
 
 def trainer_for(recipe: Recipe, tokenizer) -> PreferenceTrainer:
-    data = build_preference_datasets(recipe, tokenizer)
+    data = build(recipe, tokenizer)
     args = TrainingArguments(output_dir=recipe.output, per_device_train_batch_size=4, max_steps=1,
                              learning_rate=1e-3, report_to="none", remove_unused_columns=False, logging_steps=1,
                              save_strategy="no", disable_tqdm=True, use_cpu=True)
@@ -116,7 +116,7 @@ def test_rm_logs_its_metrics_and_the_trained_tokens(tmp_path, tiny_model_dir, to
     trainer.train()
     logged = trainer.state.log_history[0]
     assert {"accuracy", "margin", "min_reward", "mean_reward", "max_reward", "trained_tokens_per_second"} <= set(logged)
-    assert logged["trained_tokens"] == trainer.tokens.trained == count_trained_tokens(batch["labels"])
+    assert logged["trained_tokens"] == trainer.tokens.trained == trained_tokens(batch["labels"])
 
 
 # --- dpo, simpo, orpo, kto -------------------------------------------------------------------------
@@ -157,9 +157,9 @@ def test_precomputed_reference_is_stored_with_the_examples(tmp_path, tiny_model_
                         precompute_reference=True)
     recipe.data.cache_dir = str(tmp_path / "cache")
     if cache == "hit":
-        build_preference_datasets(recipe, tokenizer)
+        build(recipe, tokenizer)
     trainer = trainer_for(recipe, tokenizer)
-    assert build_preference_datasets(recipe, tokenizer).report.cache == "hit"
+    assert build(recipe, tokenizer).report.cache == "hit"
     assert trainer.ref_model is None  # freed after scoring the data
     rows = trainer.train_dataset[:4]
     assert all("reference_chosen_logps" in r and "reference_rejected_logps" in r for r in rows)

@@ -16,8 +16,8 @@ import os
 import pytest
 import torch
 
-from lmforge.data.masks import IGNORE_INDEX
-from lmforge.data.pairs import kl_mismatch_order
+from lmforge.data.examples import IGNORE_INDEX
+from lmforge.data.rows import kl_mismatch_order
 from lmforge.errors import LmforgeError
 from lmforge.train.preference_losses import (
     chosen_nll,

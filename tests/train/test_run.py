@@ -29,7 +29,7 @@ def test_group_by_length_reads_lmforge_rows_lengths_without_building_rows(tmp_pa
     import torch
     from transformers import AutoModelForCausalLM
 
-    from lmforge.data.cache import Examples
+    from lmforge.data.examples import Examples
     from lmforge.data.rows import ExampleRows
 
     lengths = (3, 30, 5, 28, 4, 31, 6, 29)

@@ -1,6 +1,7 @@
-"""Canonical records every reader produces: conversations, preference pairs, KTO examples, plain texts.
+"""The data layer's input contract: the canonical records every reader produces (conversations, preference pairs,
+KTO examples, plain texts), and which kind of record each stage reads.
 
-Readers turn any input format into these; templates, masks and losses only ever see these.
+Readers turn any input format into these; templates, masks and the encoders only ever see these.
 """
 
 from __future__ import annotations
@@ -91,3 +92,7 @@ class Text:
 
 
 Record = Conversation | PreferencePair | KTOExample | Text
+
+KINDS = ("text", "conversation", "preference", "kto")
+KIND_BY_STAGE = {"pt": "text", "sft": "conversation", "rm": "preference", "dpo": "preference", "simpo": "preference",
+                 "orpo": "preference", "kto": "kto"}

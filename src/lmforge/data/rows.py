@@ -1,11 +1,11 @@
 """The examples of a split as the trainer reads them: rows looked up in the flat arrays when asked for.
 
-`cache.Examples` holds a split as flat arrays (all examples back to back, and their lengths); the
+`examples.Examples` holds a split as flat arrays (all examples back to back, and their lengths); the
 trainer asks for one example at a time, as a dict of plain int lists. `ExampleRows` answers that from
 the arrays on demand instead of building every dict up front: a split of 100k examples costs one
 cumulative sum to open (nothing per example), and the arrays may be memory-mapped from the data cache.
-`PairRows` does the same for preference pairs, whose two sides are stored as two such splits, and
-`WithColumns` adds values computed later (the precomputed reference log-probabilities): rows built on
+`PairRows` does the same for preference pairs, whose two sides are stored as two such splits, `KTORows` for KTO
+examples with their mismatched pairs, and `WithColumns` adds values computed later (the precomputed reference log-probabilities): rows built on
 demand are new dicts each time, so nothing may be stored by changing a row.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.data.cache import Examples
+from lmforge.data.examples import IGNORE_INDEX, Examples
 
 
 class _Rows(Sequence):
@@ -103,6 +103,39 @@ class PairRows(_Rows):
             example = rows._row(k)
             row[f"{side}_input_ids"], row[f"{side}_labels"] = example["input_ids"], example["labels"]
         return row
+
+
+class KTORows(_Rows):
+    """KTO examples, {"input_ids", "labels", "desirable", "prompt_length", "kl_input_ids", "kl_labels"}: each with
+    its mismatched pair for the KL estimate, its prompt followed by the completion of the example
+    `kl_mismatch_order(n)[k]` (the one before it), cut at max_length."""
+
+    def __init__(self, examples: Examples, max_length: int) -> None:
+        self.rows, self.max_length = ExampleRows(examples), max_length
+        self.partner = kl_mismatch_order(len(self.rows))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"KTORows({len(self)} examples)"
+
+    def _row(self, k: int) -> dict[str, Any]:
+        row, other = self.rows._row(k), self.rows._row(self.partner[k])
+        prompt = row["input_ids"][:row["prompt_length"]]
+        cut_at = other["prompt_length"]
+        row["kl_input_ids"] = (prompt + other["input_ids"][cut_at:])[:self.max_length]
+        row["kl_labels"] = ([IGNORE_INDEX] * len(prompt) + other["labels"][cut_at:])[:self.max_length]
+        return row
+
+
+def kl_mismatch_order(batch_size: int) -> list[int]:
+    """For KTO's KL estimate: prompt i is paired with completion order[i] = i-1 (prompt 0 with the last).
+
+    The mismatched completions are the batch's own completions, each with another prompt, as in the
+    KTO paper and TRL. A batch of one pairs the example with itself (the estimate is then its own r).
+    """
+    return [(i - 1) % batch_size for i in range(batch_size)]
 
 
 class WithColumns(_Rows):

@@ -14,7 +14,7 @@ from typing import TextIO
 import jinja2
 import torch
 
-from lmforge.data.masks import generation_prompt
+from lmforge.data.chat.masks import generation_prompt
 from lmforge.errors import LmforgeError
 from lmforge.infer.load import load_run
 

@@ -113,7 +113,7 @@ def reward_accuracy(run_dir: Path, pairs: list[dict]) -> dict[str, Any]:
 def preference_for_correct(run_dir: Path, pairs: list[dict]) -> dict[str, Any]:
     """Share of pairs where the policy gives the correct reply a higher log-probability, and the mean margin
     (see `summary`)."""
-    from lmforge.data.pairs import encode_pair
+    from lmforge.data.build.encode import EncodeSettings, encode_samples
     from lmforge.data.records import Message, PreferencePair
     from lmforge.infer.load import load_run
     from lmforge.train.preference import PairCollator
@@ -121,11 +121,13 @@ def preference_for_correct(run_dir: Path, pairs: list[dict]) -> dict[str, Any]:
 
     model, tokenizer, template = load_run(run_dir)
     collate = PairCollator(tokenizer.pad_token_id)
+    records = [PreferencePair([Message(m["role"], m["content"]) for m in p["prompt"]],
+                              Message("assistant", p["chosen"]), Message("assistant", p["rejected"])) for p in pairs]
     margins = []
-    for p in pairs:
-        pair = PreferencePair([Message(m["role"], m["content"]) for m in p["prompt"]],
-                              Message("assistant", p["chosen"]), Message("assistant", p["rejected"]))
-        chosen, rejected = encode_pair(tokenizer, template, pair, 4096).sides
+    for outcome in encode_samples(tokenizer, records, EncodeSettings("preference", template, 4096)):
+        if isinstance(outcome, LmforgeError):
+            raise outcome
+        chosen, rejected = outcome[0].sides
         batch = collate([{"chosen_input_ids": chosen.input_ids, "chosen_labels": chosen.labels,
                           "rejected_input_ids": rejected.input_ids, "rejected_labels": rejected.labels}])
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

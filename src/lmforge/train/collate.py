@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
+from lmforge.data.examples import IGNORE_INDEX
 from lmforge.model.varlen import cu_seqlens_from_positions
 
-IGNORE_INDEX = -100
 VARLEN_FLASH = ("flash_attention_2", "flash_attention_3", "flash_attention_4", "lmforge_varlen")
 VARLEN_FLEX = "flex_attention"
 
@@ -132,8 +132,3 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Boolean (True = attend) to additive float: eager attention leaks through boolean 4D masks."""
     out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     return out.masked_fill(~mask, torch.finfo(dtype).min)
-
-
-def count_trained_tokens(labels: torch.Tensor) -> int:
-    """Tokens that carry loss: labels after the causal shift that are not ignored."""
-    return int((labels[:, 1:] != IGNORE_INDEX).sum())

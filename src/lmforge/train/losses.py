@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.train.collate import IGNORE_INDEX
+from lmforge.data.examples import IGNORE_INDEX
 
 AUTO_CHUNK_ELEMENTS = 2**26  # loss_chunk: auto sizes chunks to about this many logits (256 MiB in fp32)
 

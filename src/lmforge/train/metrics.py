@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import torch
 
-from lmforge.train.collate import count_trained_tokens
+from lmforge.data.examples import trained_tokens
 
 SPLITS = ("train", "eval")
 PREFIX = {"train": "", "eval": "eval_"}
@@ -36,7 +36,7 @@ class TokenCounter:
 
     def add(self, labels: torch.Tensor) -> None:
         """Count a training batch's trained tokens (labels after the causal shift, as the loss counts them)."""
-        self.trained += count_trained_tokens(labels)
+        self.trained += trained_tokens(labels)
 
     def log_into(self, logs: dict[str, float]) -> None:
         """Add `trained_tokens` and `trained_tokens_per_second` to a training log; other logs are left alone."""

@@ -37,7 +37,7 @@ import torch
 from transformers import Trainer
 
 from lmforge.config.recipe import PreferenceSpec, Recipe
-from lmforge.data.masks import IGNORE_INDEX
+from lmforge.data.examples import IGNORE_INDEX
 from lmforge.data.rows import WithColumns
 from lmforge.errors import LmforgeError
 from lmforge.model.adapters import SEQ_CLS, apply_tuning

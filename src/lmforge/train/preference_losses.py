@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from lmforge.data.masks import IGNORE_INDEX
+from lmforge.data.examples import IGNORE_INDEX
 from lmforge.errors import LmforgeError
 
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")

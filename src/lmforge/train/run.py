@@ -9,12 +9,12 @@ import torch
 from transformers import TrainingArguments, set_seed
 
 from lmforge.config.recipe import PREFERENCE_STAGES, Recipe
+from lmforge.config.settings import data_settings
 from lmforge.console import say
-from lmforge.data.dataset import build_datasets
-from lmforge.data.templates import resolve_chat_template
+from lmforge.data.build.pipeline import build_examples
 from lmforge.errors import LmforgeError, RunStopped
 from lmforge.model.adapters import apply_tuning, describe_trainable, parameter_counts
-from lmforge.model.load import load_model, load_tokenizer, resolve_dtype
+from lmforge.model.load import load_model, load_tokenizer, resolve_dtype, run_template
 from lmforge.train import rundir
 from lmforge.train.callbacks import NanGuard, OnFirstStep, ProgressPrinter, SaveOnSigterm
 from lmforge.train.collate import Collator
@@ -37,8 +37,8 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     say(f"lmforge: {recipe.stage} run, {recipe.tuning.method} tuning of {recipe.model.path} -> {output}")
 
     tokenizer = load_tokenizer(recipe.model)
-    template = _chat_template(recipe, tokenizer)
-    data = _build_data(recipe, tokenizer)
+    template = run_template(recipe.model, recipe.stage, tokenizer)  # resolved once: the data and the saved run
+    data = build_examples(data_settings(recipe, template), tokenizer)
     if plan.checkpoint:
         _check_same_data(output, data.report.fingerprint)
 
@@ -76,15 +76,6 @@ def _write_start(run: rundir.RunStart, recipe: Recipe, data) -> None:
         rundir.write_run_start(output, recipe, _report_dict(data.report))
     else:
         say(f"lmforge: resuming from {run.plan.checkpoint}")
-
-
-def _build_data(recipe: Recipe, tokenizer):
-    """The examples of the recipe's stage: text and chats (dataset.py) or preference data (pairs.py)."""
-    if recipe.stage in PREFERENCE_STAGES:
-        from lmforge.data.pairs import build_preference_datasets
-
-        return build_preference_datasets(recipe, tokenizer)
-    return build_datasets(recipe, tokenizer)
 
 
 def _make_trainer(recipe: Recipe, tokenizer, data, on_first_step=None) -> LmforgeTrainer | PreferenceTrainer:
@@ -172,12 +163,6 @@ def resolve_local_paths(recipe: Recipe) -> Recipe:
     if not updates:
         return recipe
     return recipe.model_copy(update={"model": model.model_copy(update=updates)})
-
-
-def _chat_template(recipe: Recipe, tokenizer) -> str | None:
-    if recipe.stage != "pt" or recipe.model.chat_template:
-        return resolve_chat_template(tokenizer, recipe.model.chat_template)
-    return tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
 
 
 def _mixed_precision(recipe: Recipe) -> str:

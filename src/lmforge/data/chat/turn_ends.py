@@ -1,0 +1,136 @@
+"""Where an assistant turn's labelled text ends in the training text: the reply as the template writes it and
+the end-of-turn text after it (masks.py finds where it starts, at the end of the generation prompt).
+
+A text reply ends with the first special token after it when it is rendered as the last message (e.g.
+<|im_end|>, <|eot_id|>), or the text up to the next message, stripped, where the template's markers are
+not special tokens; a tool-calling turn with its rendering as the last message. Each check that fails
+raises a TurnError naming the template property, which masks.py turns into the message the user sees.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+
+import jinja2
+
+from lmforge.data.chat.render import Renderer
+
+# What may stand between the generation prompt and the reply: whitespace and a reasoning block
+# (Qwen3 gives the last assistant turn an empty one). The model has to generate it, so it is labelled.
+LEAD_IN = re.compile(r"\s*(?:<think>.*?</think>)?\s*", re.DOTALL)
+_STOP_PATTERNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_REPLY_ENDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {template: end-of-turn text}
+
+
+class TurnError(Exception):
+    """A property of the template that failed for one assistant turn (turned into an LmforgeError)."""
+
+    def __init__(self, prop: str, detail: str):
+        super().__init__(f"{prop}: {detail}")
+        self.prop, self.detail = prop, detail
+
+
+def reply_end(tokenizer, content: str, text: str, finished: str, start: int, last: bool) -> int:
+    """End (in T) of a text reply and its end-of-turn text."""
+    ends_at = find_reply(text, start, content)
+    if ends_at is None:
+        dropped = " (it drops the reasoning of earlier turns)" if "</think>" in content else ""
+        raise TurnError("content not found", f"the reply does not follow the generation prompt as written: the "
+                        f"template changes or moves it{dropped}; after the prompt comes {text[start:][:80]!r}")
+    finished_end = ends_at if last else find_reply(finished, start, content)
+    if finished_end is None:
+        raise TurnError("content not found", "the reply is rendered differently when it is the last message")
+    stop = end_of_turn(tokenizer, finished[finished_end:])
+    if not stop:
+        raise TurnError("no stop token", "the template ends assistant turns with no stop token: the model would "
+                        "never learn to stop")
+    if not text.startswith(stop, ends_at):
+        raise TurnError("end of turn differs", f"the turn ends with {stop!r} when it is the last message "
+                        f"but with {text[ends_at:ends_at + len(stop) + 20]!r} in the whole conversation")
+    return ends_at + len(stop)
+
+
+def tool_call_end(renderer: Renderer, message: dict, text: str, finished: str, start: int) -> int:
+    """End (in T) of a tool-calling turn: its rendering as the last message, through its last stop token."""
+    body = finished[LEAD_IN.match(finished, start).end():].rstrip()
+    missing = [name for name in called_names(message) if name not in body]
+    if missing:
+        raise TurnError("tool calls not rendered", f"the call to {missing[0]!r} is missing from the rendered turn "
+                        f"{body[:80]!r}")
+    stops = list(stop_pattern(renderer.tokenizer).finditer(body))
+    if not (stops and stops[-1].end() == len(body)) and not _ends_like_a_reply(renderer, body):
+        raise TurnError("no stop token", f"the tool-calling turn {body[-60:]!r} ends neither with a stop token nor "
+                        "as text replies end: the model would never learn to stop")
+    begin = LEAD_IN.match(text, start).end()
+    if not text.startswith(body, begin):
+        raise TurnError("content not found", "the tool-calling turn is rendered differently when it is the last "
+                        f"message; in the whole conversation it reads {text[begin:begin + 80]!r}")
+    return begin + len(body)
+
+
+def _ends_like_a_reply(renderer: Renderer, body: str) -> bool:
+    """Whether `body` ends with the end-of-turn text a plain reply gets (markers that are not special tokens)."""
+    tokenizer, template = renderer.tokenizer, renderer.template
+    ends = _REPLY_ENDS.setdefault(tokenizer, {})
+    if template not in ends:
+        probe = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "REPLY"}]
+        try:
+            rendered = renderer.render(renderer.prepare(probe))
+            ends[template] = end_of_turn(tokenizer, rendered[rendered.rindex("REPLY") + 5:])
+        except (jinja2.TemplateError, TypeError, ValueError):
+            ends[template] = ""
+    return bool(ends[template]) and body.endswith(ends[template])
+
+
+def called_names(message: dict) -> list[str]:
+    return [call.get("function", call)["name"] for call in message.get("tool_calls") or []]
+
+
+def check_reasoning_kept(message: dict, labelled: str) -> None:
+    """A turn that carries reasoning must be trained with it; templates that drop it need per-turn samples."""
+    reasoning = message.get("reasoning_content") or ""
+    content = message["content"] or ""
+    if not reasoning and "</think>" in content:
+        reasoning = content.rpartition("</think>")[0].replace("<think>", "")
+    reasoning = reasoning.strip()
+    if reasoning and reasoning not in labelled:
+        raise TurnError("content not found", "the turn's reasoning is missing from the training text (the template "
+                        "drops the reasoning of earlier turns)")
+
+
+def find_reply(text: str, start: int, content: str) -> int | None:
+    """End of the reply in `text` when it follows `start` after only whitespace or a think block."""
+    begin = LEAD_IN.match(text, start).end()
+    stripped = content.strip()
+    if not stripped:  # an empty reply: the lead-in has eaten any whitespace it held
+        return begin
+    needles = [content.lstrip(), stripped]  # templates keep the text as it is, or trim it
+    if "</think>" in content:  # reasoning written into the content: the template may have moved it into the lead-in
+        reasoning, _, answer = content.rpartition("</think>")
+        reasoning = reasoning.replace("<think>", "").strip()
+        if "</think>" in text[start:begin] and reasoning in text[start:begin]:
+            needles.append(answer.strip())
+    for needle in needles:
+        if text.startswith(needle, begin):
+            return begin + len(needle)
+    return None
+
+
+def end_of_turn(tokenizer, suffix: str) -> str:
+    """What ends a reply: the text after it through the first special token, else the text stripped."""
+    match = stop_pattern(tokenizer).search(suffix)
+    return suffix[: match.end()] if match else suffix.rstrip()
+
+
+def stop_pattern(tokenizer) -> re.Pattern:
+    """Regex of the tokenizer's special tokens, longest first; built once per tokenizer (thousands in some)."""
+    pattern = _STOP_PATTERNS.get(tokenizer)
+    if pattern is None:
+        tokens = set(tokenizer.all_special_tokens)
+        tokens |= {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+        tokens.discard("")
+        alternatives = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
+        pattern = re.compile(alternatives or r"(?!)")
+        _STOP_PATTERNS[tokenizer] = pattern
+    return pattern
