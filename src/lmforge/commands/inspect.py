@@ -20,7 +20,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from lmforge.config.recipe import PREFERENCE_STAGES, Recipe
 from lmforge.config.settings import DataSettings, data_settings
@@ -33,6 +33,9 @@ from lmforge.data.sources.read import read_records
 from lmforge.data.sources.registry import resolve_sources
 from lmforge.errors import LmforgeError
 from lmforge.model.load import load_tokenizer, run_template
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 DEFAULT_SAMPLES = 5
 DEFAULT_HTML = Path("lmforge-inspect.html")
@@ -100,7 +103,7 @@ def run_inspect(recipe: Recipe, n: int | None, as_json: bool, html_path: Path | 
     stream.write(f"HTML view: {path.resolve()}\n")
 
 
-def collect_samples(data: DataSettings, tokenizer, limit: int | None) -> list[Sample]:
+def collect_samples(data: DataSettings, tokenizer: Tokenizer, limit: int | None) -> list[Sample]:
     """The first `limit` samples (None: all) in data-file order, as training builds them: an SFT record's
     first sample, or pretraining's blocks (bins with data.packing)."""
     records = read_records(resolve_sources(data.sources, data.registry, data.stage), data.stage)
@@ -118,7 +121,7 @@ def collect_samples(data: DataSettings, tokenizer, limit: int | None) -> list[Sa
     return samples
 
 
-def _text_samples(data: DataSettings, tokenizer, texts: list[str], limit: int | None) -> list[Sample]:
+def _text_samples(data: DataSettings, tokenizer: Tokenizer, texts: list[str], limit: int | None) -> list[Sample]:
     max_length, packing = data.max_length, data.packing
     if packing:  # bins depend on every document
         docs = tokenize_documents(tokenizer, texts)
@@ -138,7 +141,7 @@ def _text_samples(data: DataSettings, tokenizer, texts: list[str], limit: int | 
     ]
 
 
-def segments(tokenizer, input_ids: list[int], labels: list[int]) -> list[tuple[str, bool]]:
+def segments(tokenizer: Tokenizer, input_ids: list[int], labels: list[int]) -> list[tuple[str, bool]]:
     """The decoded text in runs of (text, trained), with the spacing the whole sequence decodes to."""
     runs: list[tuple[int, int, bool]] = []
     for k, label in enumerate(labels):
@@ -159,7 +162,7 @@ def segments(tokenizer, input_ids: list[int], labels: list[int]) -> list[tuple[s
     return out
 
 
-def terminal_view(tokenizer, sample: Sample, color: bool) -> str:
+def terminal_view(tokenizer: Tokenizer, sample: Sample, color: bool) -> str:
     return f"── {_title(sample)} ──\n" + marked_text(segments(tokenizer, sample.input_ids, sample.labels), color)
 
 
@@ -199,7 +202,7 @@ span.context { color: #666; }
 """
 
 
-def write_html(path: Path, recipe: Recipe, tokenizer, samples: list[Sample]) -> None:
+def write_html(path: Path, recipe: Recipe, tokenizer: Tokenizer, samples: list[Sample]) -> None:
     """A self-contained page: legend, totals, then each sample with its trained tokens highlighted."""
     total = sum(len(s.input_ids) for s in samples)
     trained = sum(s.trained for s in samples)

@@ -19,18 +19,23 @@ import html
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmforge.commands.inspect import Sample, html_head, html_spans, marked_text, segments, write_page
 from lmforge.config.recipe import Recipe
 from lmforge.config.settings import DataSettings
 from lmforge.console import say
-from lmforge.data.build.encode import EncodeSettings, Sample as Built, encode_samples
+from lmforge.data.build.encode import EncodeSettings, encode_samples
+from lmforge.data.build.encode import Sample as Built
 from lmforge.data.build.pairs import PAIR_SIDES, prompt_length
 from lmforge.data.records import KIND_BY_STAGE, PreferencePair
 from lmforge.data.sources.problems import ENCODE_FAILED, counts_text
 from lmforge.data.sources.read import read_records
 from lmforge.data.sources.registry import resolve_sources
 from lmforge.errors import LmforgeError
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 BATCH = 64  # records encoded at a time until enough samples are collected
 
@@ -67,7 +72,7 @@ class PreferenceSample:
                 **{side: self.sides[side].as_json() for side in PAIR_SIDES}}
 
 
-def collect_preference_samples(data: DataSettings, tokenizer, limit: int | None) -> list[PreferenceSample]:
+def collect_preference_samples(data: DataSettings, tokenizer: Tokenizer, limit: int | None) -> list[PreferenceSample]:
     """The first `limit` good records (None: all) in data-file order, encoded as training encodes them."""
     kind = KIND_BY_STAGE[data.stage]
     records = read_records(resolve_sources(data.sources, data.registry, data.stage), kind, on_error=data.on_error)
@@ -102,7 +107,7 @@ def _sample(index: int, record, built: Built) -> PreferenceSample:
                             desirable)
 
 
-def split_runs(tokenizer, side: Sample) -> tuple[str, list[tuple[str, bool]]]:
+def split_runs(tokenizer: Tokenizer, side: Sample) -> tuple[str, list[tuple[str, bool]]]:
     """(the prompt's text, the runs of (text, trained) after it) of one side: the first untrained run is the
     prompt, since the prompt is every token before the first trained one."""
     runs = segments(tokenizer, side.input_ids, side.labels)
@@ -111,7 +116,7 @@ def split_runs(tokenizer, side: Sample) -> tuple[str, list[tuple[str, bool]]]:
     return "", runs
 
 
-def terminal_view(tokenizer, sample: PreferenceSample, color: bool) -> str:
+def terminal_view(tokenizer: Tokenizer, sample: PreferenceSample, color: bool) -> str:
     """The prompt once (as context), then each side's reply with its trained tokens marked."""
     prompt = split_runs(tokenizer, next(iter(sample.sides.values())))[0]
     out = f"── {_title(sample)} ──\n" + marked_text([(prompt, False)], color)
@@ -138,7 +143,7 @@ def _side_title(name: str, side: Sample, sample: PreferenceSample) -> str:
     return f"{name}{label} · {len(side.input_ids)} tokens, {side.trained} trained"
 
 
-def write_html(path: Path, recipe: Recipe, tokenizer, samples: list[PreferenceSample]) -> None:
+def write_html(path: Path, recipe: Recipe, tokenizer: Tokenizer, samples: list[PreferenceSample]) -> None:
     """The terminal view as a page: per record, the prompt, then the sides next to each other."""
     what = "pairs" if not samples or samples[0].is_pair else "examples"
     counts = []

@@ -77,24 +77,11 @@ def source_settings(source: DataSource) -> Source:
 def data_settings(recipe: Recipe, template: str | None) -> DataSettings:
     """The data section of a validated recipe, with the chat template's text (None for stage pt)."""
     data = recipe.data
-    return DataSettings(
-        stage=recipe.stage,
-        sources=tuple(source_settings(s) for s in data.train),
-        template=template if recipe.stage != "pt" else None,
-        registry=data.registry,
-        eval_path=data.eval.path if data.eval else None,
-        eval_fraction=data.eval.fraction if data.eval else None,
-        max_length=data.max_length,
-        packing=data.packing,
-        train_on=data.train_on,
-        split_turns=data.split_turns,
-        truncation=data.truncation,
-        on_error=data.on_error,
-        cache=data.cache,
-        cache_dir=data.cache_dir,
-        workers=data.workers,
-        seed=data.seed,
-    )
+    same = {name: getattr(data, name) for name in DataSettings.__dataclass_fields__ if name in type(data).model_fields}
+    return DataSettings(stage=recipe.stage, sources=tuple(source_settings(s) for s in data.train),
+                        template=template if recipe.stage != "pt" else None,
+                        eval_path=data.eval.path if data.eval else None,
+                        eval_fraction=data.eval.fraction if data.eval else None, **same)
 
 
 def _copy(value: Any) -> Any:

@@ -6,7 +6,7 @@ Readers turn any input format into these; templates, masks and the encoders only
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import jinja2
 import torch
@@ -18,10 +18,13 @@ from lmforge.data.chat.masks import generation_prompt
 from lmforge.errors import LmforgeError
 from lmforge.infer.load import load_run
 
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
+
 HELP = "type a message; /reset clears the history, /system TEXT sets a system prompt, /exit or Ctrl-D quits"
 
 
-def stop_token_ids(tokenizer, template: str) -> list[int]:
+def stop_token_ids(tokenizer: Tokenizer, template: str) -> list[int]:
     """The eos token and the special token that ends an assistant turn in this template (e.g. <|eot_id|>)."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     probe = [{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong"}]
@@ -42,14 +45,14 @@ def stop_token_ids(tokenizer, template: str) -> list[int]:
     return ids
 
 
-def generate_reply(model, tokenizer, template: str, messages: list[dict], max_new_tokens: int = 128,
+def generate_reply(model, tokenizer: Tokenizer, template: str, messages: list[dict], max_new_tokens: int = 128,
                    temperature: float = 0.0) -> str:
     """The assistant's next reply to `messages`: greedy unless temperature > 0; only the new text."""
     return generate_replies(model, tokenizer, template, [messages], max_new_tokens, temperature=temperature)[0]
 
 
 @torch.no_grad()
-def generate_replies(model, tokenizer, template: str, conversations: list[list[dict]], max_new_tokens: int = 128,
+def generate_replies(model, tokenizer: Tokenizer, template: str, conversations: list[list[dict]], max_new_tokens: int = 128,
                      batch_size: int = 64, temperature: float = 0.0) -> list[str]:
     """Replies to many conversations, `batch_size` at a time (left-padded prompts, one generate call each);
     greedy unless temperature > 0."""

@@ -12,11 +12,14 @@ the run saved, else the tokenizer's own, so prompts are formatted exactly as in 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from lmforge.errors import LmforgeError
 from lmforge.model.load import TOKENIZER_FILES
 from lmforge.train.rundir import ADAPTER_CONFIG, MODEL_CONFIG, TEMPLATE_FILE
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 Head = Literal["causal", "reward"]
 
@@ -77,7 +80,7 @@ def _adapter_base(run_dir: Path) -> Path:
     return Path(base)
 
 
-def _check_reward_head(model, run_dir: Path, tokenizer) -> None:
+def _check_reward_head(model, run_dir: Path, tokenizer: Tokenizer) -> None:
     """A reward model has one output; its config must know the pad token to find each row's last token."""
     if getattr(model.config, "num_labels", 1) != 1:
         raise LmforgeError(f"{run_dir} is not a reward model (its head has {model.config.num_labels} outputs); pass "
@@ -86,7 +89,7 @@ def _check_reward_head(model, run_dir: Path, tokenizer) -> None:
         model.config.pad_token_id = tokenizer.pad_token_id
 
 
-def _template(run_dir: Path, tokenizer) -> str:
+def _template(run_dir: Path, tokenizer: Tokenizer) -> str:
     saved = run_dir / TEMPLATE_FILE
     if saved.is_file():
         return saved.read_text(encoding="utf-8")

@@ -11,11 +11,15 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from lmforge.infer.chat import generate_reply
 from lmforge.infer.load import load_run
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 MAX_NEW_TOKENS = 20  # a reply is under ten tokens; a model that does not stop is cut here
 _NUMBER = re.compile(r"-?\d+")
@@ -44,7 +48,7 @@ def one_thread():
         torch.set_num_threads(before)
 
 
-def score(model, tokenizer, template: str, questions: list[tuple[list[dict], str]]) -> Score:
+def score(model, tokenizer: Tokenizer, template: str, questions: list[tuple[list[dict], str]]) -> Score:
     exact = number = 0
     with one_thread():
         for messages, expected in questions:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from lmforge.errors import LmforgeError
 from lmforge.data.examples import IGNORE_INDEX
+from lmforge.errors import LmforgeError
 
 AUTO_CHUNK_ELEMENTS = 2**26  # loss_chunk: auto sizes chunks to about this many logits (256 MiB in fp32)
 

@@ -31,7 +31,7 @@ log events; eval metrics get the `eval_` prefix (metrics.MetricLog).
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import Trainer
@@ -52,6 +52,9 @@ from lmforge.train.preference_losses import (
     sequence_logps,
     simpo_loss,
 )
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 PAIR_REFERENCE_KEYS = ("reference_chosen_logps", "reference_rejected_logps")
 KTO_REFERENCE_KEYS = ("reference_logps", "reference_kl_logps")
@@ -248,7 +251,7 @@ def logit_metrics(logits: torch.Tensor, labels: torch.Tensor, n: int) -> dict[st
     return out
 
 
-def make_preference_trainer(recipe: Recipe, tokenizer, data, args, callbacks) -> PreferenceTrainer:
+def make_preference_trainer(recipe: Recipe, tokenizer: Tokenizer, data, args, callbacks) -> PreferenceTrainer:
     """The trainer of an rm, dpo, simpo, orpo or kto recipe: the model, its reference and the collator."""
     spec = recipe.preference or PreferenceSpec()
     reference = spec.reference_for(recipe.tuning.method) if recipe.stage in REFERENCE_STAGES else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import TrainingArguments, set_seed
@@ -22,6 +22,9 @@ from lmforge.train.plot import write_loss_plot
 from lmforge.train.preference import PreferenceTrainer, make_preference_trainer
 from lmforge.train.profile import StepProfiler
 from lmforge.train.trainer import LmforgeTrainer
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 
 def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> Path:
@@ -78,7 +81,7 @@ def _write_start(run: rundir.RunStart, recipe: Recipe, data) -> None:
         say(f"lmforge: resuming from {run.plan.checkpoint}")
 
 
-def _make_trainer(recipe: Recipe, tokenizer, data, on_first_step=None) -> LmforgeTrainer | PreferenceTrainer:
+def _make_trainer(recipe: Recipe, tokenizer: Tokenizer, data, on_first_step=None) -> LmforgeTrainer | PreferenceTrainer:
     """The model and trainer of the recipe's stage family: pt/sft here, rm and the rest in preference.py."""
     args = training_arguments(recipe, has_eval=data.eval is not None)
     callbacks = [ProgressPrinter(), SaveOnSigterm(), NanGuard()]

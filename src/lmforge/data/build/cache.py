@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from lmforge.console import say
 from lmforge.data.examples import Examples
 from lmforge.data.sources.files import resolve_files
 from lmforge.errors import LmforgeError
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 FINGERPRINT_VERSION = "lmforge-data-2"
 CACHE_FORMAT = "lmforge-cache-2"  # 2: samples and documents before packing and blocks, by part
@@ -55,13 +58,13 @@ def make_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-def fingerprint(data: DataSettings, sources: list[Source], tokenizer) -> str:
+def fingerprint(data: DataSettings, sources: list[Source], tokenizer: Tokenizer) -> str:
     """sha256 of `fingerprint_parts`; the same for the same data, tokenizer, template and settings."""
     parts = fingerprint_parts(data, sources, tokenizer)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def fingerprint_parts(data: DataSettings, sources: list[Source], tokenizer) -> dict:
+def fingerprint_parts(data: DataSettings, sources: list[Source], tokenizer: Tokenizer) -> dict:
     """Everything that decides the examples (a missing data file raises, as the reader would).
 
     Data enters by content (file bytes; file names only inside a directory or glob), so moving the
@@ -102,7 +105,7 @@ def source_content(source: Source) -> str:
     return h.hexdigest()
 
 
-def tokenizer_digest(tokenizer) -> str:
+def tokenizer_digest(tokenizer: Tokenizer) -> str:
     """sha256 of what decides token ids: the class, the full backend (vocab, merges, normalizer,
     pre- and post-processing, added tokens) for a fast tokenizer or the vocab for a slow one, and the
     special tokens."""

@@ -16,6 +16,8 @@ a reject (`on_error: skip`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,6 +31,9 @@ from lmforge.data.examples import Examples, trained_tokens
 from lmforge.data.records import KIND_BY_STAGE, Conversation, Record
 from lmforge.data.sources.problems import ENCODE_FAILED, Reject
 from lmforge.errors import LmforgeError
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 # How a kind's sides are stored: one part ("") or a pair's two ("chosen", "rejected").
 PARTS = {"text": ("",), "conversation": ("",), "preference": ("chosen", "rejected"), "kto": ("",)}
@@ -86,7 +91,7 @@ class EncodedChunk:
         return self.cut_history + self.cut_end
 
 
-def encode_samples(tokenizer, records: list[Record], settings: EncodeSettings) -> list[Outcome]:
+def encode_samples(tokenizer: Tokenizer, records: list[Record], settings: EncodeSettings) -> list[Outcome]:
     """Each record's samples as training builds them (dropped ones included, marked), or its error."""
     if settings.kind == "conversation":
         return _conversations(tokenizer, records, settings)
@@ -97,7 +102,7 @@ def encode_samples(tokenizer, records: list[Record], settings: EncodeSettings) -
     raise ValueError(f"encode_samples: records of kind {settings.kind!r} have no samples (text is laid out)")
 
 
-def encode_chunk(tokenizer, records: list[Record], settings: EncodeSettings) -> EncodedChunk:
+def encode_chunk(tokenizer: Tokenizer, records: list[Record], settings: EncodeSettings) -> EncodedChunk:
     """A run of records as one chunk of flat arrays (pretraining: one document per record)."""
     if settings.kind == "text":
         return EncodedChunk({"": Examples.from_rows(tokenize_documents(tokenizer, [r.text for r in records]))})
@@ -137,7 +142,7 @@ def _raw(record: Record) -> dict:
     return {"prompt": prompt, "completion": record.completion.as_dict(), "label": record.label}
 
 
-def _conversations(tokenizer, convs: list[Conversation], settings: EncodeSettings) -> list[Outcome]:
+def _conversations(tokenizer: Tokenizer, convs: list[Conversation], settings: EncodeSettings) -> list[Outcome]:
     out: list[Outcome] = []
     for conv, encoded in zip(convs, masks.encode_batch(tokenizer, settings.template, convs, settings.policy)):
         try:
@@ -149,7 +154,7 @@ def _conversations(tokenizer, convs: list[Conversation], settings: EncodeSetting
     return out
 
 
-def _fit_turn(tokenizer, conv: Conversation, encoded: list[Encoded], j: int, settings: EncodeSettings) -> Sample:
+def _fit_turn(tokenizer: Tokenizer, conv: Conversation, encoded: list[Encoded], j: int, settings: EncodeSettings) -> Sample:
     """Sample j of a conversation within max_length; its history is the conversation it is the last sample of."""
     target = _target_conversation(conv, encoded, j)
 

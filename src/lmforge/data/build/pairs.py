@@ -19,6 +19,8 @@ stored examples.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lmforge.data.build.encode import EncodeSettings, Outcome, Sample
 from lmforge.data.build.truncate import Fitted, fit
 from lmforge.data.chat import masks
@@ -26,6 +28,9 @@ from lmforge.data.chat.masks import LAST_REPLY, Encoded
 from lmforge.data.examples import IGNORE_INDEX, trained_tokens
 from lmforge.data.records import Conversation, KTOExample, Message, PreferencePair
 from lmforge.errors import LmforgeError
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 PAIR_SIDES = ("chosen", "rejected")
 SAME = "chosen equals rejected"
@@ -41,7 +46,7 @@ class BadPair(LmforgeError):
         self.category = category
 
 
-def encode_pairs(tokenizer, records: list[PreferencePair | KTOExample], settings: EncodeSettings) -> list[Outcome]:
+def encode_pairs(tokenizer: Tokenizer, records: list[PreferencePair | KTOExample], settings: EncodeSettings) -> list[Outcome]:
     """Each pair's (or KTO example's) one sample, or why it cannot train (module docstring)."""
     sides = [_replies(record) for record in records]
     convs = [Conversation([*r.prompt, reply], r.source, getattr(r, "tools", None))
@@ -87,7 +92,7 @@ def _replies(record: PreferencePair | KTOExample) -> list[Message] | LmforgeErro
     return replies
 
 
-def _sample(tokenizer, record, replies: list[Message], sides: list[Encoded], settings: EncodeSettings) -> Sample:
+def _sample(tokenizer: Tokenizer, record, replies: list[Message], sides: list[Encoded], settings: EncodeSettings) -> Sample:
     _check_same_prompt(sides, record)
     max_length = settings.max_length
 

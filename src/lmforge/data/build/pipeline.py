@@ -18,6 +18,8 @@ mixing's draw. The eval split is taken from the mixed records before encoding (`
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +42,9 @@ from lmforge.data.sources.read import read_source
 from lmforge.data.sources.registry import resolve_sources
 from lmforge.errors import LmforgeError
 
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
+
 
 @dataclass
 class DataBundle:
@@ -49,7 +54,7 @@ class DataBundle:
     rejects: bytes = b""  # the skipped records as JSON Lines, for the caller to write where it keeps its files
 
 
-def build_examples(data: DataSettings, tokenizer, *, rejects_path: Path | None = None) -> DataBundle:
+def build_examples(data: DataSettings, tokenizer: Tokenizer, *, rejects_path: Path | None = None) -> DataBundle:
     """The train (and eval) examples of the stage, as the trainer reads them; skipped records are written to
     `rejects_path` when given (the bundle holds them either way)."""
     begin = time.perf_counter()
@@ -119,7 +124,7 @@ def _say_mixed(sources: list[Source], taken: dict[str, int]) -> None:
         say("lmforge: data: mixed " + ", ".join(f"{label} {n:,}" for label, n in taken.items()) + " records")
 
 
-def _build_fresh(data: DataSettings, kind: str, tokenizer, sources: list[Source],
+def _build_fresh(data: DataSettings, kind: str, tokenizer: Tokenizer, sources: list[Source],
                  fingerprint: str) -> tuple[dict[str, dict[str, Examples]], DataReport, bytes]:
     settings = EncodeSettings.of(data)
     workers = default_workers(data.workers)
@@ -141,7 +146,7 @@ def _build_fresh(data: DataSettings, kind: str, tokenizer, sources: list[Source]
     return splits, report, rejects_jsonl(rejects)
 
 
-def _encode_split(data: DataSettings, tokenizer, settings: EncodeSettings, workers: int, records: list,
+def _encode_split(data: DataSettings, tokenizer: Tokenizer, settings: EncodeSettings, workers: int, records: list,
                   split: str, rejects: list[Reject]) -> Split:
     n = processes_for(len(records), workers)
     if n > 1:

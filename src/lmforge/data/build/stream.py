@@ -17,6 +17,8 @@ still reported first, as when reading comes first. tests/data/build/test_stream.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import contextlib
 import mmap
 import threading
@@ -34,6 +36,9 @@ from lmforge.data.sources.mixing import source_labels
 from lmforge.data.sources.problems import Reject
 from lmforge.data.sources.read import check_read, fixed_format, parse_rows
 from lmforge.errors import LmforgeError
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 MIN_RANGE_BYTES = 1 << 14
 MAX_RANGE_BYTES = 1 << 19  # ~500 chat records of ~1 KB: one tokenizer call each
@@ -94,7 +99,7 @@ def streamable(sources: list[Source], data: DataSettings) -> bool:
         return False
 
 
-def encode_sources(tokenizer, sources: list[Source], settings: EncodeSettings, workers: int,
+def encode_sources(tokenizer: Tokenizer, sources: list[Source], settings: EncodeSettings, workers: int,
                    on_error: str) -> Streamed:
     """Read and encode every record of the sources in order (module docstring); bad records raise (strict)."""
     kind = settings.kind
@@ -184,7 +189,7 @@ def _plan_file(source: Source, index: int, path: Path, kind: str, on_error: str,
 
 
 @contextlib.contextmanager
-def _ranges(tokenizer, sources: list[Source], kind: str, settings: EncodeSettings, on_error: str,
+def _ranges(tokenizer: Tokenizer, sources: list[Source], kind: str, settings: EncodeSettings, on_error: str,
             ranges: list[Range], n_workers: int):
     """(the ranges' results in order, read and encoded in n_workers processes or here; a function that stops
     their encoding from the next range on)."""
@@ -209,7 +214,7 @@ def _read_range_in_worker(task: Range) -> tuple[EncodedChunk | None, list[Reject
     return _read_range(task, *_WORKER)
 
 
-def _read_range(task: Range, tokenizer, sources: list[Source], kind: str, settings: EncodeSettings,
+def _read_range(task: Range, tokenizer: Tokenizer, sources: list[Source], kind: str, settings: EncodeSettings,
                 on_error: str, stop) -> tuple[EncodedChunk | None, list[Reject], int]:
     """(the range's records encoded, or None once encoding has stopped; its rejects; how many records)."""
     records: list[Record] = []

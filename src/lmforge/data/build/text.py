@@ -13,6 +13,8 @@ ends and the next begins. The documents are what the data cache keeps; after it,
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +22,9 @@ import numpy as np
 from lmforge.data.build.packing import pack
 from lmforge.data.examples import Examples
 from lmforge.errors import LmforgeError
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 TOKENIZE_BATCH = 1000
 
@@ -33,7 +38,7 @@ class Layout:
     efficiency: float | None = None  # packing: real tokens / row capacity
 
 
-def tokenize_documents(tokenizer, texts: list[str], batch_size: int = TOKENIZE_BATCH) -> list[list[int]]:
+def tokenize_documents(tokenizer: Tokenizer, texts: list[str], batch_size: int = TOKENIZE_BATCH) -> list[list[int]]:
     """Token ids of each document with BOS (if the tokenizer adds one) in front and EOS behind."""
     if tokenizer.eos_token_id is None:
         raise LmforgeError("the tokenizer has no EOS token, so pretraining documents cannot be separated; "
@@ -47,7 +52,7 @@ def tokenize_documents(tokenizer, texts: list[str], batch_size: int = TOKENIZE_B
     return docs
 
 
-def adds_bos(tokenizer) -> bool:
+def adds_bos(tokenizer: Tokenizer) -> bool:
     """True when the tokenizer has a BOS token and puts it in front of text by itself (Llama, Gemma)."""
     bos = tokenizer.bos_token_id
     if bos is None:

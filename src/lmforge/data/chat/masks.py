@@ -38,16 +38,27 @@ transformers does: no second render or tokenisation, and every conversation is s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import jinja2
 
 from lmforge.data.chat.render import Renderer
-from lmforge.data.chat.spans import (IGNORE_INDEX, Offsets, check_generation, compare_marks, forward_bounds,
-                                     label_tokens, tokenize)
+from lmforge.data.chat.spans import (
+    IGNORE_INDEX,
+    Offsets,
+    check_generation,
+    compare_marks,
+    forward_bounds,
+    label_tokens,
+    tokenize,
+)
 from lmforge.data.chat.templates import TOOL_TEMPLATES, builtin_names, template_label
 from lmforge.data.chat.turn_ends import TurnError, called_names, check_reasoning_kept, reply_end, tool_call_end
 from lmforge.data.records import Conversation
 from lmforge.errors import LmforgeError
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 TRAIN_ON = ("all_assistant", "last_assistant", "everything")
 SPLIT_TURNS = ("auto", "always", "never")
@@ -90,7 +101,7 @@ class PrefixPropertyError(LmforgeError):
     """The template renders the history differently from the turn itself; split_turns can repair it."""
 
 
-def encode(tokenizer, template: str, conv: Conversation, policy: MaskPolicy = MaskPolicy()) -> list[Encoded]:
+def encode(tokenizer: Tokenizer, template: str, conv: Conversation, policy: MaskPolicy = MaskPolicy()) -> list[Encoded]:
     """The samples of one conversation under the policy: input_ids of the rendered text and their labels (module
     docstring). never: the whole conversation (errors raise); always: one sample per assistant turn, each the
     conversation up to that turn, labelled on that turn only (last_assistant keeps the last one; everything
@@ -106,7 +117,7 @@ def encode(tokenizer, template: str, conv: Conversation, policy: MaskPolicy = Ma
     return encoded
 
 
-def encode_batch(tokenizer, template: str, convs: list[Conversation],
+def encode_batch(tokenizer: Tokenizer, template: str, convs: list[Conversation],
                  policy: MaskPolicy = MaskPolicy()) -> list[list[Encoded] | LmforgeError]:
     """`encode` for each conversation, their texts tokenised in one call; a conversation that cannot be encoded
     gives its LmforgeError in its place."""
@@ -129,7 +140,7 @@ def encode_batch(tokenizer, template: str, convs: list[Conversation],
     return out
 
 
-def generation_prompt(tokenizer, template: str, messages: list[dict], tools: list[dict] | None = None) -> str:
+def generation_prompt(tokenizer: Tokenizer, template: str, messages: list[dict], tools: list[dict] | None = None) -> str:
     """The prompt text the model continues at inference: the messages plus the assistant header."""
     renderer = Renderer(tokenizer, template)
     return _render(renderer, renderer.prepare(messages), None, add_generation_prompt=True, tools=tools)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from jinja2 import nodes
@@ -44,6 +44,9 @@ try:
 except ImportError:  # another transformers layout: render through apply_chat_template
     _compile_jinja_template = None
 
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
+
 GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")  # transformers' order of preference
 
@@ -51,7 +54,7 @@ _REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")  # transformers
 class Renderer:
     """Renders one template for one tokenizer; make one per batch (it reads the special tokens once)."""
 
-    def __init__(self, tokenizer, template: str):
+    def __init__(self, tokenizer: Tokenizer, template: str):
         named = tokenizer.chat_template
         if isinstance(named, dict) and template in named:  # a template's name, as apply_chat_template allows
             template = named[template]

@@ -16,6 +16,7 @@ otherwise the scans run as defined. tests/data/chat/test_spans.py checks that bo
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer as RustTokenizer
 from transformers import PreTrainedTokenizerBase
@@ -29,11 +30,14 @@ from lmforge.data.chat.templates import builtin_names
 from lmforge.data.examples import IGNORE_INDEX
 from lmforge.errors import LmforgeError
 
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
+
 Offsets = list[tuple[int, int]]
 Bounds = tuple[tuple[int, ...], tuple[int, ...]]  # (token starts, token ends)
 
 
-def tokenize(tokenizer, texts: list[str], where: str) -> list[tuple[list[int], Offsets]]:
+def tokenize(tokenizer: Tokenizer, texts: list[str], where: str) -> list[tuple[list[int], Offsets]]:
     """(input_ids, character offsets) of each text, in one tokenizer call.
 
     `tokenizer(texts, add_special_tokens=False, ...)` on a tokenizers-backed tokenizer turns truncation
@@ -54,7 +58,7 @@ def tokenize(tokenizer, texts: list[str], where: str) -> list[tuple[list[int], O
     return list(zip(enc["input_ids"], enc["offset_mapping"]))
 
 
-def _direct_backend(tokenizer):
+def _direct_backend(tokenizer: Tokenizer):
     """The Rust tokenizer when calling it directly gives what `tokenizer(...)` gives (see `tokenize`), else None."""
     backend = getattr(tokenizer, "_tokenizer", None)
     cls = type(tokenizer)
@@ -141,7 +145,7 @@ def generation_marks(offsets: Offsets, spans: list[tuple[int, int]]) -> list[boo
     return marks
 
 
-def check_generation(tokenizer, where: str, input_ids: list[int], offsets: Offsets, labels: list[int],
+def check_generation(tokenizer: Tokenizer, where: str, input_ids: list[int], offsets: Offsets, labels: list[int],
                      ranges: list[tuple[int, int]], spans: list[tuple[int, int]], last_only: bool,
                      bounds: Bounds | None = None) -> None:
     """The labelled tokens must be exactly the ones the {% generation %} spans mark (with last_only: their
@@ -155,7 +159,7 @@ def check_generation(tokenizer, where: str, input_ids: list[int], offsets: Offse
     compare_marks(tokenizer, where, input_ids, labels, generation_marks(offsets, spans), last_only)
 
 
-def compare_marks(tokenizer, where: str, input_ids: list[int], labels: list[int], theirs: list[bool],
+def compare_marks(tokenizer: Tokenizer, where: str, input_ids: list[int], labels: list[int], theirs: list[bool],
                   last_only: bool) -> None:
     """The labelled tokens must be exactly the marked ones (with last_only: the last run of marked tokens)."""
     if last_only and any(theirs):  # keep only their last run of marked tokens

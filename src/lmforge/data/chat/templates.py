@@ -5,8 +5,12 @@ from __future__ import annotations
 import difflib
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmforge.errors import LmforgeError
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 BUILTIN_TEMPLATES: dict[str, Path] = {path.stem: path for path in sorted(TEMPLATE_DIR.glob("*.jinja"))}
@@ -30,7 +34,7 @@ def _builtin_by_text() -> dict[str, str]:
     return {path.read_text(encoding="utf-8"): name for name, path in BUILTIN_TEMPLATES.items()}
 
 
-def resolve_chat_template(tokenizer, spec: str | None) -> str:
+def resolve_chat_template(tokenizer: Tokenizer, spec: str | None) -> str:
     """The Jinja text of the template named by `model.chat_template` (None: the tokenizer's own)."""
     if spec is None:
         return _tokenizer_template(tokenizer)
@@ -52,7 +56,7 @@ def resolve_chat_template(tokenizer, spec: str | None) -> str:
     )
 
 
-def _tokenizer_template(tokenizer) -> str:
+def _tokenizer_template(tokenizer: Tokenizer) -> str:
     template = getattr(tokenizer, "chat_template", None)
     where = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
     if isinstance(template, dict):  # several named templates: the default one is the chat template

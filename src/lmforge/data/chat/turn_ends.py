@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import re
 import weakref
+from typing import TYPE_CHECKING
 
 import jinja2
 
 from lmforge.data.chat.render import Renderer
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 # What may stand between the generation prompt and the reply: whitespace and a reasoning block
 # (Qwen3 gives the last assistant turn an empty one). The model has to generate it, so it is labelled.
@@ -31,7 +35,7 @@ class TurnError(Exception):
         self.prop, self.detail = prop, detail
 
 
-def reply_end(tokenizer, content: str, text: str, finished: str, start: int, last: bool) -> int:
+def reply_end(tokenizer: Tokenizer, content: str, text: str, finished: str, start: int, last: bool) -> int:
     """End (in T) of a text reply and its end-of-turn text."""
     ends_at = find_reply(text, start, content)
     if ends_at is None:
@@ -117,13 +121,13 @@ def find_reply(text: str, start: int, content: str) -> int | None:
     return None
 
 
-def end_of_turn(tokenizer, suffix: str) -> str:
+def end_of_turn(tokenizer: Tokenizer, suffix: str) -> str:
     """What ends a reply: the text after it through the first special token, else the text stripped."""
     match = stop_pattern(tokenizer).search(suffix)
     return suffix[: match.end()] if match else suffix.rstrip()
 
 
-def stop_pattern(tokenizer) -> re.Pattern:
+def stop_pattern(tokenizer: Tokenizer) -> re.Pattern:
     """Regex of the tokenizer's special tokens, longest first; built once per tokenizer (thousands in some)."""
     pattern = _STOP_PATTERNS.get(tokenizer)
     if pattern is None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from lmforge.config.settings import Source
-from lmforge.data.records import KINDS, Conversation, KTOExample, Message, PreferencePair, Record, Text
+from lmforge.data.records import Conversation, KTOExample, Message, PreferencePair, Record, Text
 from lmforge.data.sources import sharegpt
 from lmforge.data.sources.messages import as_list, check_order, parse_message, parse_messages, parse_tools
 from lmforge.data.sources.problems import BAD_VALUE, EMPTY, MISSING, RecordProblem, UnknownFormat, kind_of

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lmforge.data.sources.problems import BAD_VALUE, EMPTY, MISSING, ORDER, RecordProblem, kind_of
 from lmforge.data.records import Message, ToolCall
+from lmforge.data.sources.problems import BAD_VALUE, EMPTY, MISSING, ORDER, RecordProblem, kind_of
 
 ROLES = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name", "reasoning_content", "reasoning")

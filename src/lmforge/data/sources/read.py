@@ -19,8 +19,15 @@ from lmforge.config.settings import Source
 from lmforge.data.records import KIND_BY_STAGE, KINDS, Record
 from lmforge.data.sources.files import source_parts
 from lmforge.data.sources.formats import FORMATS, Format, check_source, detect, parse
-from lmforge.data.sources.problems import (MALFORMED, MAX_PROBLEMS, RecordProblem, Reject, UnknownFormat, kind_of,
-                                           problems_error)
+from lmforge.data.sources.problems import (
+    MALFORMED,
+    MAX_PROBLEMS,
+    RecordProblem,
+    Reject,
+    UnknownFormat,
+    kind_of,
+    problems_error,
+)
 from lmforge.errors import LmforgeError
 
 ON_ERROR = ("strict", "skip")

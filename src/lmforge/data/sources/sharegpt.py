@@ -13,9 +13,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from lmforge.config.settings import Source
-from lmforge.data.sources.problems import BAD_VALUE, EMPTY, MISSING, RecordProblem, kind_of
 from lmforge.data.records import Message
 from lmforge.data.sources.messages import CALL_EXAMPLE, as_list, check_order, message_text, parse_tool_calls
+from lmforge.data.sources.problems import BAD_VALUE, EMPTY, MISSING, RecordProblem, kind_of
 from lmforge.errors import LmforgeError
 
 if TYPE_CHECKING:
