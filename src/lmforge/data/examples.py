@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -93,4 +94,4 @@ class Examples:
 
 
 def _flat(rows: Iterable[Sequence[int]], total: int) -> np.ndarray:
-    return np.fromiter((token for row in rows for token in row), dtype=np.int32, count=total)
+    return np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=total)
