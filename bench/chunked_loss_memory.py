@@ -65,9 +65,14 @@ def _one_step(args, mode: str) -> dict:
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-        num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
-        max_position_embeddings=args.length, tie_word_embeddings=False,
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=4 * args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=args.length,
+        tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config).to(device).train()
     with tempfile.TemporaryDirectory() as out:
@@ -84,8 +89,13 @@ def _one_step(args, mode: str) -> dict:
     seconds = time.perf_counter() - start
     peak = _memory_peak(device)
     return {
-        "mode": mode, "device": device, "chunk": trainer.loss_chunk, "loss": loss.item(),
-        "before_mib": before / 2**20, "peak_mib": peak / 2**20, "step_mib": (peak - before) / 2**20,
+        "mode": mode,
+        "device": device,
+        "chunk": trainer.loss_chunk,
+        "loss": loss.item(),
+        "before_mib": before / 2**20,
+        "peak_mib": peak / 2**20,
+        "step_mib": (peak - before) / 2**20,
         "seconds": seconds,
     }
 
@@ -113,13 +123,17 @@ def _print_table(args, results: dict) -> None:
     tokens = args.batch * args.length
     logits_mib = tokens * args.vocab * 4 / 2**20
     measure = "max_memory_allocated" if off["device"] == "cuda" else "peak RSS"
-    print(f"one training step: vocab {args.vocab:,}, {args.batch} x {args.length} tokens, hidden {args.hidden}, "
-          f"{args.layers} layers, device {off['device']} ({measure})")
+    print(
+        f"one training step: vocab {args.vocab:,}, {args.batch} x {args.length} tokens, hidden {args.hidden}, "
+        f"{args.layers} layers, device {off['device']} ({measure})"
+    )
     print(f"fp32 logits of the whole batch would be {logits_mib:,.0f} MiB")
     print(f"{'loss':<16}{'chunk':>8}{'step adds MiB':>16}{'process peak MiB':>18}{'seconds':>10}{'loss value':>12}")
     for name, r in (("model's own", off), ("chunked", on)):
-        print(f"{name:<16}{str(r['chunk'] or '-'):>8}{r['step_mib']:>16,.0f}{r['peak_mib']:>18,.0f}"
-              f"{r['seconds']:>10.1f}{r['loss']:>12.5f}")
+        print(
+            f"{name:<16}{str(r['chunk'] or '-'):>8}{r['step_mib']:>16,.0f}{r['peak_mib']:>18,.0f}"
+            f"{r['seconds']:>10.1f}{r['loss']:>12.5f}"
+        )
     step_cut = 1 - on["step_mib"] / off["step_mib"]
     peak_cut = 1 - on["peak_mib"] / off["peak_mib"]
     print(f"cut: {step_cut:.1%} of the memory the step adds, {peak_cut:.1%} of the process peak (target >= 60%)")

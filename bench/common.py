@@ -37,8 +37,14 @@ READY = ".bench-ready"  # written by setup.sh when an environment is finished
 
 VOCAB_SIZE = 2048
 MODEL_MAX_POSITIONS = 4096
-MODEL_SHAPE = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
-                   num_key_value_heads=4, tie_word_embeddings=True)
+MODEL_SHAPE = dict(
+    hidden_size=256,
+    intermediate_size=704,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    tie_word_embeddings=True,
+)
 LF_TEMPLATE = "chatml"  # LLaMA-Factory's template that renders the bench template's token ids (see bench/README.md)
 # The chat template and special tokens are the quickstart's (lmforge.quickstart.assets): ChatML, replies and
 # their <|im_end|> inside {% generation %} (assistant-only loss for TRL and lmforge).
@@ -137,8 +143,12 @@ def model_dir() -> Path:
     stamp = assets / "model" / "bench-assets.json"
     from lmforge.quickstart.assets import CHAT_TEMPLATE, build_base_model
 
-    spec = {"vocab": VOCAB_SIZE, "shape": MODEL_SHAPE, "positions": MODEL_MAX_POSITIONS,
-            "template": hashlib.sha256(CHAT_TEMPLATE.encode()).hexdigest()}
+    spec = {
+        "vocab": VOCAB_SIZE,
+        "shape": MODEL_SHAPE,
+        "positions": MODEL_MAX_POSITIONS,
+        "template": hashlib.sha256(CHAT_TEMPLATE.encode()).hexdigest(),
+    }
     if stamp.is_file() and json.loads(stamp.read_text()) == spec:
         return assets / "model"
     tok_dir = build_tokenizer(assets / "tokenizer")
@@ -227,23 +237,29 @@ def write_lf_dataset_info(work: Path, jsonl: Path) -> Path:
     """dataset_info.json naming the JSONL as sharegpt-style `messages` with OpenAI role/content tags."""
     directory = work / "lf-data"
     directory.mkdir(parents=True, exist_ok=True)
-    info = {"bench_chat": {
-        "file_name": str(jsonl), "formatting": "sharegpt", "columns": {"messages": "messages"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                 "assistant_tag": "assistant", "system_tag": "system"},
-    }}
+    info = {
+        "bench_chat": {
+            "file_name": str(jsonl),
+            "formatting": "sharegpt",
+            "columns": {"messages": "messages"},
+            "tags": {
+                "role_tag": "role",
+                "content_tag": "content",
+                "user_tag": "user",
+                "assistant_tag": "assistant",
+                "system_tag": "system",
+            },
+        }
+    }
     (directory / "dataset_info.json").write_text(json.dumps(info, indent=2))
     return directory
-
-
 
 
 def trl_python() -> Path | None:
     """bench/.venv-trl when setup.sh built it, else the main .venv when it has trl 1.x, else None."""
     if (TRL_VENV_PY.parent.parent / READY).is_file():
         return TRL_VENV_PY
-    probe = subprocess.run([str(MAIN_PY), "-c", "import trl; print(trl.__version__)"],
-                           capture_output=True, text=True)
+    probe = subprocess.run([str(MAIN_PY), "-c", "import trl; print(trl.__version__)"], capture_output=True, text=True)
     if probe.returncode == 0 and probe.stdout.strip().startswith("1."):
         return MAIN_PY
     return None
@@ -256,10 +272,18 @@ def lf_python() -> Path | None:
 def bench_env(threads: int) -> dict[str, str]:
     """The same thread count and quiet, offline settings for every framework's process."""
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false",
-               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               DISABLE_VERSION_CHECK="1", WANDB_DISABLED="true", PYTHONUNBUFFERED="1",
-               HF_DATASETS_CACHE=str(WORK / "hf-datasets-cache"))
+    env.update(
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        DISABLE_VERSION_CHECK="1",
+        WANDB_DISABLED="true",
+        PYTHONUNBUFFERED="1",
+        HF_DATASETS_CACHE=str(WORK / "hf-datasets-cache"),
+    )
     env.pop("PYTHONPATH", None)
     return env
 
@@ -311,8 +335,14 @@ class Ran:
     marks: dict[str, float] = field(default_factory=dict)  # first time (s from start) a watched text was seen
 
 
-def run_watched(cmd: list[str], log: Path, env: dict[str, str], watch: dict[str, str] | None = None,
-                cwd: Path | None = None, timeout: float | None = None) -> Ran:
+def run_watched(
+    cmd: list[str],
+    log: Path,
+    env: dict[str, str],
+    watch: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+) -> Ran:
     """Run cmd with its output (stdout and stderr together) to `log`, measuring wall time and peak RSS.
 
     watch: name -> text; marks[name] is when a line holding that text was first printed.
@@ -322,8 +352,9 @@ def run_watched(cmd: list[str], log: Path, env: dict[str, str], watch: dict[str,
     marks: dict[str, float] = {}
     start = time.perf_counter()
     with log.open("w", encoding="utf-8") as out:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                text=True, bufsize=1)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd, text=True, bufsize=1
+        )
         rss = PeakRss(proc.pid)
         deadline = start + timeout if timeout else None
         for line in proc.stdout:

@@ -42,11 +42,27 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-QWEN05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-               num_key_value_heads=2, vocab_size=151_936, tie_word_embeddings=True, rope_theta=1_000_000.0,
-               max_position_embeddings=32_768)
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=4096, tie_word_embeddings=True, max_position_embeddings=4096)
+QWEN05B = dict(
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    vocab_size=151_936,
+    tie_word_embeddings=True,
+    rope_theta=1_000_000.0,
+    max_position_embeddings=32_768,
+)
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=4096,
+    tie_word_embeddings=True,
+    max_position_embeddings=4096,
+)
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense, SXM, from NVIDIA's data sheets
 LR, SEED = 1e-5, 0
 
@@ -73,8 +89,9 @@ def build_model(out: Path, shape: dict) -> Path:
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     tok = AutoTokenizer.from_pretrained(str(common.model_dir()))
-    config = Qwen2Config(bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         attention_dropout=0.0, **shape)
+    config = Qwen2Config(
+        bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, attention_dropout=0.0, **shape
+    )
     torch.manual_seed(SEED)
     model = Qwen2ForCausalLM(config).to(torch.bfloat16)
     model.generation_config.eos_token_id = tok.eos_token_id
@@ -100,30 +117,56 @@ def env() -> dict[str, str]:
     e = dict(os.environ)
     src = str(common.ROOT / "src")
     e["PYTHONPATH"] = os.pathsep.join(p for p in (src, e.get("PYTHONPATH", "")) if p)
-    e.update(TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-             TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1", HF_DATASETS_CACHE=str(common.WORK / "hf-datasets-cache"),
-             LMFORGE_CACHE=str(common.WORK / "lmforge-cache"))
+    e.update(
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        HF_DATASETS_CACHE=str(common.WORK / "hf-datasets-cache"),
+        LMFORGE_CACHE=str(common.WORK / "lmforge-cache"),
+    )
     return e
 
 
 def run_lmforge(a, data: common.ChatData, model: Path, mode: str, work: Path) -> Run:
-    attn, packed = {"varlen": ("lmforge_varlen", True), "packed-sdpa": ("sdpa", True),
-                    "unpacked": ("sdpa", False)}[mode]
+    attn, packed = {"varlen": ("lmforge_varlen", True), "packed-sdpa": ("sdpa", True), "unpacked": ("sdpa", False)}[
+        mode
+    ]
     out = work / f"lmforge-{mode}"
     recipe = {
         "stage": "sft",
         "model": {"path": str(model), "dtype": a.dtype, "attn_implementation": attn},
         "tuning": {"method": "full"},
-        "data": {"train": [{"path": str(data.path)}], "max_length": a.max_length, "packing": packed,
-                 "cache": False, "workers": 8},
-        "train": {"epochs": 1, "batch_size": a.batch_size, "lr": LR, "scheduler": "cosine", "warmup": 0,
-                  "save_every": 10**9, "keep": 1, "log_every": 20, "seed": SEED, "profile_steps": a.profile},
+        "data": {
+            "train": [{"path": str(data.path)}],
+            "max_length": a.max_length,
+            "packing": packed,
+            "cache": False,
+            "workers": 8,
+        },
+        "train": {
+            "epochs": 1,
+            "batch_size": a.batch_size,
+            "lr": LR,
+            "scheduler": "cosine",
+            "warmup": 0,
+            "save_every": 10**9,
+            "keep": 1,
+            "log_every": 20,
+            "seed": SEED,
+            "profile_steps": a.profile,
+        },
         "output": str(out),
     }
     path = work / f"lmforge-{mode}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    ran = common.run_watched([sys.executable, "-m", "lmforge", "train", str(path), "--overwrite"],
-                             work / f"lmforge-{mode}.log", env(), timeout=a.run_timeout)
+    ran = common.run_watched(
+        [sys.executable, "-m", "lmforge", "train", str(path), "--overwrite"],
+        work / f"lmforge-{mode}.log",
+        env(),
+        timeout=a.run_timeout,
+    )
     run = finish(Run("lmforge", mode), ran, out / "metrics.json", "trained_tokens", "peak_gpu_memory_mib")
     summary = out / "profile" / "summary.txt"
     if a.profile and summary.is_file():
@@ -134,10 +177,30 @@ def run_lmforge(a, data: common.ChatData, model: Path, mode: str, work: Path) ->
 
 def run_trl(a, data: common.ChatData, model: Path, mode: str, work: Path) -> Run:
     metrics = work / f"trl-{mode}.json"
-    cmd = [sys.executable, str(common.BENCH / "trl_sft.py"), "--model", str(model), "--data", str(data.path),
-           "--out", str(work / f"trl-{mode}"), "--metrics", str(metrics), "--max-length", str(a.max_length),
-           "--batch-size", str(a.batch_size), "--lr", str(LR), "--seed", str(SEED), "--dtype", a.dtype,
-           "--attn", "sdpa"] + (["--packing"] if mode == "packing" else [])
+    cmd = [
+        sys.executable,
+        str(common.BENCH / "trl_sft.py"),
+        "--model",
+        str(model),
+        "--data",
+        str(data.path),
+        "--out",
+        str(work / f"trl-{mode}"),
+        "--metrics",
+        str(metrics),
+        "--max-length",
+        str(a.max_length),
+        "--batch-size",
+        str(a.batch_size),
+        "--lr",
+        str(LR),
+        "--seed",
+        str(SEED),
+        "--dtype",
+        a.dtype,
+        "--attn",
+        "sdpa",
+    ] + (["--packing"] if mode == "packing" else [])
     ran = common.run_watched(cmd, work / f"trl-{mode}.log", env(), timeout=a.run_timeout)
     return finish(Run("TRL", mode), ran, metrics, "trained_tokens_in_data", "peak_gpu_memory_mib")
 
@@ -176,28 +239,53 @@ def report(runs: list[Run], data: common.ChatData, shape: dict, a) -> dict:
             rows.append(vars(r))
             continue
         mfu = flops / r.train_s / (peak * 1e12) if peak else None
-        row = {**vars(r), "trained_tok_s": data.trained_tokens / r.train_s, "tok_s": data.tokens / r.train_s,
-               "mfu": mfu}
+        row = {
+            **vars(r),
+            "trained_tok_s": data.trained_tokens / r.train_s,
+            "tok_s": data.tokens / r.train_s,
+            "mfu": mfu,
+        }
         rows.append(row)
-        table.append([f"{r.framework} {r.mode}", f"{row['trained_tok_s']:,.0f}", f"{row['tok_s']:,.0f}",
-                      f"{mfu:.1%}" if mfu is not None else "n/a",
-                      f"{r.peak_gpu_mib:,.0f} MiB" if r.peak_gpu_mib else "n/a", f"{r.train_s:,.1f}",
-                      str(r.steps or ""), f"{r.own_trained_tokens:,}" if r.own_trained_tokens else ""])
-    print(f"\n{device}; {data.conversations:,} conversations, {data.tokens:,} tokens, {data.trained_tokens:,} "
-          f"trained; max_length {a.max_length}, batch {a.batch_size}, {a.dtype}; model FLOPs {flops:.3e}")
-    common.print_table(["framework mode", "trained tok/s", "tok/s", "MFU", "peak GPU mem", "train s", "steps",
-                        "own count"], table)
+        table.append(
+            [
+                f"{r.framework} {r.mode}",
+                f"{row['trained_tok_s']:,.0f}",
+                f"{row['tok_s']:,.0f}",
+                f"{mfu:.1%}" if mfu is not None else "n/a",
+                f"{r.peak_gpu_mib:,.0f} MiB" if r.peak_gpu_mib else "n/a",
+                f"{r.train_s:,.1f}",
+                str(r.steps or ""),
+                f"{r.own_trained_tokens:,}" if r.own_trained_tokens else "",
+            ]
+        )
+    print(
+        f"\n{device}; {data.conversations:,} conversations, {data.tokens:,} tokens, {data.trained_tokens:,} "
+        f"trained; max_length {a.max_length}, batch {a.batch_size}, {a.dtype}; model FLOPs {flops:.3e}"
+    )
+    common.print_table(
+        ["framework mode", "trained tok/s", "tok/s", "MFU", "peak GPU mem", "train s", "steps", "own count"], table
+    )
     done = [r for r in rows if r.get("train_s")]
     for peer in ("TRL",):
         ours = min((r for r in done if r["framework"] == "lmforge"), key=lambda r: r["train_s"], default=None)
         theirs = min((r for r in done if r["framework"] == peer), key=lambda r: r["train_s"], default=None)
         if ours and theirs:
-            memory = (f", {ours['peak_gpu_mib'] / theirs['peak_gpu_mib']:.2f}x peak GPU memory"
-                      if ours["peak_gpu_mib"] and theirs["peak_gpu_mib"] else "")
-            print(f"lmforge best ({ours['mode']}) vs {peer} best ({theirs['mode']}): "
-                  f"{theirs['train_s'] / ours['train_s']:.2f}x tokens/s{memory}")
-    return {"device": device, "peak_tflops": peak, "model_flops": flops, "runs": rows,
-            "data": {"conversations": data.conversations, "tokens": data.tokens, "trained": data.trained_tokens}}
+            memory = (
+                f", {ours['peak_gpu_mib'] / theirs['peak_gpu_mib']:.2f}x peak GPU memory"
+                if ours["peak_gpu_mib"] and theirs["peak_gpu_mib"]
+                else ""
+            )
+            print(
+                f"lmforge best ({ours['mode']}) vs {peer} best ({theirs['mode']}): "
+                f"{theirs['train_s'] / ours['train_s']:.2f}x tokens/s{memory}"
+            )
+    return {
+        "device": device,
+        "peak_tflops": peak,
+        "model_flops": flops,
+        "runs": rows,
+        "data": {"conversations": data.conversations, "tokens": data.tokens, "trained": data.trained_tokens},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -210,9 +298,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", default="lmforge:varlen,trl:unpacked,trl:packing,lmforge:packed-sdpa,lmforge:unpacked")
     p.add_argument("--run-timeout", type=float, default=240, help="seconds before a run is stopped")
     p.add_argument("--results", type=Path, help="write the results as JSON here too")
-    p.add_argument("--profile", type=int, default=0, metavar="N",
-                   help="lmforge runs record N steps with torch.profiler (train.profile_steps) and print the top "
-                        "operators; their train s then include the profiler's overhead on those steps")
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="lmforge runs record N steps with torch.profiler (train.profile_steps) and print the top "
+        "operators; their train s then include the profiler's overhead on those steps",
+    )
     a = p.parse_args(argv)
     shape = QWEN05B if a.size == "0.5b" else TINY
     work = common.WORK / "gpu" / a.size

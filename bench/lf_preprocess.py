@@ -34,8 +34,18 @@ def main() -> None:
     for batch in train.iter(batch_size=4096):
         tokens += sum(len(row) for row in batch["input_ids"])
         trained += sum(sum(t != -100 for t in row) for row in batch["labels"])
-    print(json.dumps({"seconds": seconds, "samples": len(train), "tokens": tokens, "trained_tokens": trained,
-                      "import_s": imported - started}), flush=True)
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "samples": len(train),
+                "tokens": tokens,
+                "trained_tokens": trained,
+                "import_s": imported - started,
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,9 @@ def write_pairs(n: int) -> Path:
             rejected = " ".join(reversed(reply.split())) or "no"
             if rejected == reply:
                 rejected += " no"
-            out.write(json.dumps({"prompt": messages[:-1], "chosen": reply, "rejected": rejected},
-                                 ensure_ascii=False) + "\n")
+            out.write(
+                json.dumps({"prompt": messages[:-1], "chosen": reply, "rejected": rejected}, ensure_ascii=False) + "\n"
+            )
     return path
 
 
@@ -70,13 +71,19 @@ def main(argv: list[str] | None = None) -> None:
     common.say(f"bench: making {n:,} pairs ...")
     data = write_pairs(n)
     work = common.WORK / "preference" / f"n{n}"
-    recipe = {"stage": "dpo", "model": {"path": str(model), "dtype": "fp32"}, "tuning": {"method": "full"},
-              "data": {"train": [{"path": str(data)}], "max_length": MAX_LENGTH, "workers": a.workers,
-                       "cache": False},
-              "output": str(work / "out")}
+    recipe = {
+        "stage": "dpo",
+        "model": {"path": str(model), "dtype": "fp32"},
+        "tuning": {"method": "full"},
+        "data": {"train": [{"path": str(data)}], "max_length": MAX_LENGTH, "workers": a.workers, "cache": False},
+        "output": str(work / "out"),
+    }
     common.say(f"bench: lmforge builds {n:,} pairs with {a.workers} workers ...")
-    ran = common.run_watched([str(common.MAIN_PY), "-c", LMFORGE_ENCODE, json.dumps(recipe)], work / "encode.log",
-                             common.bench_env(a.workers))
+    ran = common.run_watched(
+        [str(common.MAIN_PY), "-c", LMFORGE_ENCODE, json.dumps(recipe)],
+        work / "encode.log",
+        common.bench_env(a.workers),
+    )
     got = None
     for line in reversed(ran.log.read_text(encoding="utf-8", errors="replace").splitlines()):
         if line.startswith("{"):
@@ -84,11 +91,23 @@ def main(argv: list[str] | None = None) -> None:
             break
     if ran.returncode != 0 or got is None:
         sys.exit(f"bench: failed (exit {ran.returncode}); see {ran.log}:\n{common.tail(ran.log)}")
-    common.print_table(["preference preprocessing", "tokens/s", "pairs/s", "seconds", "tokens", "peak RSS"],
-                       [["lmforge", f"{got['tokens'] / got['seconds']:,.0f}", f"{got['pairs'] / got['seconds']:,.0f}",
-                         f"{got['seconds']:.2f}", f"{got['tokens']:,}", common.fmt_mib(ran.peak_rss)]])
-    print(f"\n{got['pairs']:,} pairs ({got['trained_tokens']:,} trained tokens), {a.workers} workers, "
-          f"max_length {MAX_LENGTH}")
+    common.print_table(
+        ["preference preprocessing", "tokens/s", "pairs/s", "seconds", "tokens", "peak RSS"],
+        [
+            [
+                "lmforge",
+                f"{got['tokens'] / got['seconds']:,.0f}",
+                f"{got['pairs'] / got['seconds']:,.0f}",
+                f"{got['seconds']:.2f}",
+                f"{got['tokens']:,}",
+                common.fmt_mib(ran.peak_rss),
+            ]
+        ],
+    )
+    print(
+        f"\n{got['pairs']:,} pairs ({got['trained_tokens']:,} trained tokens), {a.workers} workers, "
+        f"max_length {MAX_LENGTH}"
+    )
 
 
 if __name__ == "__main__":

@@ -80,8 +80,13 @@ def lmforge_recipe(model: Path, data: Path, out: Path, workers: int, cache_dir: 
         "stage": "sft",
         "model": {"path": str(model), "dtype": "fp32"},
         "tuning": {"method": "full"},
-        "data": {"train": [{"path": str(data)}], "max_length": CUTOFF, "workers": workers,
-                 "cache": cache_dir is not None, **({"cache_dir": str(cache_dir)} if cache_dir else {})},
+        "data": {
+            "train": [{"path": str(data)}],
+            "max_length": CUTOFF,
+            "workers": workers,
+            "cache": cache_dir is not None,
+            **({"cache_dir": str(cache_dir)} if cache_dir else {}),
+        },
         "train": {"max_steps": 1, "batch_size": 8, "log_every": 1, "save_every": 10**9, "keep": 1, "seed": 0},
         "output": str(out),
     }
@@ -96,35 +101,51 @@ def last_json(log: Path) -> dict | None:
 
 def run_lmforge_encode(model: Path, data: Path, work: Path, workers: int) -> dict | None:
     recipe = lmforge_recipe(model, data, work / "lmforge-encode-out", workers, cache_dir=None)
-    ran = common.run_watched([str(common.MAIN_PY), "-c", LMFORGE_ENCODE, json.dumps(recipe)],
-                             work / "lmforge-encode.log", common.bench_env(workers))
+    ran = common.run_watched(
+        [str(common.MAIN_PY), "-c", LMFORGE_ENCODE, json.dumps(recipe)],
+        work / "lmforge-encode.log",
+        common.bench_env(workers),
+    )
     return _result(ran)
 
 
 def run_tokenizer_only(model: Path, data: Path, work: Path, workers: int) -> dict | None:
-    ran = common.run_watched([str(common.MAIN_PY), "-c", TOKENIZER_ONLY, str(model), str(data), str(workers)],
-                             work / "tokenizer-only.log", common.bench_env(workers))
+    ran = common.run_watched(
+        [str(common.MAIN_PY), "-c", TOKENIZER_ONLY, str(model), str(data), str(workers)],
+        work / "tokenizer-only.log",
+        common.bench_env(workers),
+    )
     return _result(ran)
 
 
-def run_lf_encode(model: Path, data: Path, work: Path, workers: int, name: str,
-                  tokenized: Path | None = None) -> dict | None:
+def run_lf_encode(
+    model: Path, data: Path, work: Path, workers: int, name: str, tokenized: Path | None = None
+) -> dict | None:
     """LLaMA-Factory's get_dataset with its `datasets` cache overwritten; with `tokenized`, its own cache
     (`tokenized_path`: the first run encodes and saves there, a later run only loads)."""
     py = common.lf_python()
     if py is None:
         return None
     config = {
-        "model_name_or_path": str(model), "stage": "sft", "do_train": True, "finetuning_type": "full",
-        "dataset": "bench_chat", "dataset_dir": str(common.write_lf_dataset_info(work, data)),
-        "template": common.LF_TEMPLATE, "cutoff_len": CUTOFF, "overwrite_cache": True,
-        "preprocessing_num_workers": workers, "output_dir": str(work / "lf-out"), "report_to": "none",
+        "model_name_or_path": str(model),
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "full",
+        "dataset": "bench_chat",
+        "dataset_dir": str(common.write_lf_dataset_info(work, data)),
+        "template": common.LF_TEMPLATE,
+        "cutoff_len": CUTOFF,
+        "overwrite_cache": True,
+        "preprocessing_num_workers": workers,
+        "output_dir": str(work / "lf-out"),
+        "report_to": "none",
         **({"tokenized_path": str(tokenized)} if tokenized else {}),
     }
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    ran = common.run_watched([str(py), str(common.BENCH / "lf_preprocess.py"), str(path)], work / f"{name}.log",
-                             common.bench_env(workers))
+    ran = common.run_watched(
+        [str(py), str(common.BENCH / "lf_preprocess.py"), str(path)], work / f"{name}.log", common.bench_env(workers)
+    )
     return _result(ran)
 
 
@@ -142,56 +163,96 @@ def run_lmforge_train(model: Path, data: Path, work: Path, workers: int, cache: 
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     env = {**common.bench_env(workers), "TRANSFORMERS_VERBOSITY": "info"}
-    ran = common.run_watched([str(common.MAIN_PY.parent / "lmforge"), "train", str(path), "--overwrite"],
-                             work / f"{name}.log", env,
-                             watch={"data": DATA_READY, "training": TRAINING_STARTS, "step": FIRST_STEP})
+    ran = common.run_watched(
+        [str(common.MAIN_PY.parent / "lmforge"), "train", str(path), "--overwrite"],
+        work / f"{name}.log",
+        env,
+        watch={"data": DATA_READY, "training": TRAINING_STARTS, "step": FIRST_STEP},
+    )
     if ran.returncode != 0 or "step" not in ran.marks:
         common.say(f"bench: {name} failed (exit {ran.returncode}); see {ran.log}:\n{common.tail(ran.log)}")
         return None
     log = ran.log.read_text(encoding="utf-8", errors="replace")
     encoded, loaded = ENCODED.search(log), LOADED.search(log)
-    return {"data_ready_at_s": ran.marks.get("data"), "to_training_s": ran.marks.get("training"),
-            "to_first_step_s": ran.marks["step"], "encode_s": float(encoded.group(1)) if encoded else None,
-            "load_s": float(loaded.group(1)) if loaded else None, "wall_s": ran.wall_s}
+    return {
+        "data_ready_at_s": ran.marks.get("data"),
+        "to_training_s": ran.marks.get("training"),
+        "to_first_step_s": ran.marks["step"],
+        "encode_s": float(encoded.group(1)) if encoded else None,
+        "load_s": float(loaded.group(1)) if loaded else None,
+        "wall_s": ran.wall_s,
+    }
 
 
-def report(n: int, workers: int, ours: dict | None, lf: dict | None, lf_cached: dict | None,
-           cold: dict | None, warm: dict | None, ratios: list[float], alone: dict | None) -> None:
+def report(
+    n: int,
+    workers: int,
+    ours: dict | None,
+    lf: dict | None,
+    lf_cached: dict | None,
+    cold: dict | None,
+    warm: dict | None,
+    ratios: list[float],
+    alone: dict | None,
+) -> None:
     rows = []
-    for label, r in (("lmforge", ours), ("LLaMA-Factory", lf), ("LLaMA-Factory, tokenized_path load", lf_cached),
-                     ("the tokenizer alone", alone)):
+    for label, r in (
+        ("lmforge", ours),
+        ("LLaMA-Factory", lf),
+        ("LLaMA-Factory, tokenized_path load", lf_cached),
+        ("the tokenizer alone", alone),
+    ):
         if r is None:
             rows.append([label, "n/a", "", "", "", ""])
             continue
         loading = r is lf_cached  # no encoding happens: only the seconds mean something
-        rows.append([label, "(load)" if loading else f"{r['tokens'] / r['seconds']:,.0f}",
-                     "" if loading or "samples" not in r else f"{r['samples'] / r['seconds']:,.0f}",
-                     f"{r['seconds']:,.2f}", f"{r['tokens']:,}", common.fmt_mib(r["peak_rss"])])
+        rows.append(
+            [
+                label,
+                "(load)" if loading else f"{r['tokens'] / r['seconds']:,.0f}",
+                "" if loading or "samples" not in r else f"{r['samples'] / r['seconds']:,.0f}",
+                f"{r['seconds']:,.2f}",
+                f"{r['tokens']:,}",
+                common.fmt_mib(r["peak_rss"]),
+            ]
+        )
     common.print_table(["preprocessing", "tokens/s", "samples/s", "seconds", "tokens", "peak RSS"], rows)
     print(f"\n{n:,} conversations, {workers} processes each, max_length {CUTOFF}")
     if ours and lf:
-        print(f"lmforge vs LLaMA-Factory: {(ours['tokens'] / ours['seconds']) / (lf['tokens'] / lf['seconds']):.2f}x "
-              f"tokens/s (fastest of each); trained tokens {ours['trained_tokens']:,} vs {lf['trained_tokens']:,} "
-              "(LLaMA-Factory also trains the newline after each <|im_end|>)")
+        print(
+            f"lmforge vs LLaMA-Factory: {(ours['tokens'] / ours['seconds']) / (lf['tokens'] / lf['seconds']):.2f}x "
+            f"tokens/s (fastest of each); trained tokens {ours['trained_tokens']:,} vs {lf['trained_tokens']:,} "
+            "(LLaMA-Factory also trains the newline after each <|im_end|>)"
+        )
         if len(ratios) > 1:
-            print(f"  each repeat's ratio (the two run one after the other): {', '.join(f'{r:.2f}x' for r in ratios)}; "
-                  f"median {statistics.median(ratios):.2f}x")
+            print(
+                f"  each repeat's ratio (the two run one after the other): {', '.join(f'{r:.2f}x' for r in ratios)}; "
+                f"median {statistics.median(ratios):.2f}x"
+            )
     if alone and lf and ours:
         ceiling = alone["tokens"] / alone["seconds"]
-        print(f"the tokenizer alone (no reading, rendering or masks) reaches "
-              f"{ceiling / (lf['tokens'] / lf['seconds']):.2f}x LLaMA-Factory's tokens/s; lmforge runs at "
-              f"{(ours['tokens'] / ours['seconds']) / ceiling:.0%} of it")
+        print(
+            f"the tokenizer alone (no reading, rendering or masks) reaches "
+            f"{ceiling / (lf['tokens'] / lf['seconds']):.2f}x LLaMA-Factory's tokens/s; lmforge runs at "
+            f"{(ours['tokens'] / ours['seconds']) / ceiling:.0%} of it"
+        )
     if cold and warm:
         first = cold["encode_s"] or (ours or {}).get("seconds")
-        print(f"\nlmforge train, cold data cache: data ready at {cold['data_ready_at_s']:.1f}s, training starts at "
-              f"{cold['to_training_s']:.1f}s, step 1 done at {cold['to_first_step_s']:.1f}s (preprocessing "
-              f"{first:.1f}s of it)")
-        print(f"lmforge train, warm data cache: data ready at {warm['data_ready_at_s']:.1f}s, training starts at "
-              f"{warm['to_training_s']:.1f}s, step 1 done at {warm['to_first_step_s']:.1f}s = "
-              f"{warm['to_first_step_s'] / first:.1%} of the first run's preprocessing time (target < 10%)")
+        print(
+            f"\nlmforge train, cold data cache: data ready at {cold['data_ready_at_s']:.1f}s, training starts at "
+            f"{cold['to_training_s']:.1f}s, step 1 done at {cold['to_first_step_s']:.1f}s (preprocessing "
+            f"{first:.1f}s of it)"
+        )
+        print(
+            f"lmforge train, warm data cache: data ready at {warm['data_ready_at_s']:.1f}s, training starts at "
+            f"{warm['to_training_s']:.1f}s, step 1 done at {warm['to_first_step_s']:.1f}s = "
+            f"{warm['to_first_step_s'] / first:.1%} of the first run's preprocessing time (target < 10%)"
+        )
         if warm["load_s"] is not None:
-            print(f"  its data phase (cache lookup and load): {warm['load_s']:.2f}s = {warm['load_s'] / first:.1%} of "
-                  "the first run's preprocessing time; the rest is start-up (imports, tokenizer, model, trainer)")
+            print(
+                f"  its data phase (cache lookup and load): {warm['load_s']:.2f}s = {warm['load_s'] / first:.1%} of "
+                "the first run's preprocessing time; the rest is start-up (imports, tokenizer, model, trainer)"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,8 +261,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--conversations", type=int)
     p.add_argument("--workers", type=int, default=common.os.cpu_count() or 1, help="processes for each framework")
     p.add_argument("--skip-train", action="store_true", help="leave out the cached-rerun training runs")
-    p.add_argument("--repeats", type=int, default=1, help="run both preprocessings this many times, alternating; "
-                   "the table keeps the fastest of each")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run both preprocessings this many times, alternating; the table keeps the fastest of each",
+    )
     a = p.parse_args(argv)
     n = a.conversations or (10_000 if a.quick else 100_000)
     model = common.model_dir()
@@ -238,9 +303,20 @@ def main(argv: list[str] | None = None) -> None:
         warm = run_lmforge_train(model, data, work, a.workers, cache, "lmforge-train-warm") if cold else None
     report(n, a.workers, ours, lf, lf_cached, cold, warm, ratios, alone)
     print(f"load average {_load()} after")
-    (work / "results.json").write_text(json.dumps(
-        {"ours": ours, "lf": lf, "lf_cached": lf_cached, "cold": cold, "warm": warm, "ratios": ratios,
-         "tokenizer_alone": alone}, indent=2))
+    (work / "results.json").write_text(
+        json.dumps(
+            {
+                "ours": ours,
+                "lf": lf,
+                "lf_cached": lf_cached,
+                "cold": cold,
+                "warm": warm,
+                "ratios": ratios,
+                "tokenizer_alone": alone,
+            },
+            indent=2,
+        )
+    )
 
 
 def _faster(best: dict | None, got: dict | None) -> dict | None:

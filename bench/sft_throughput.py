@@ -72,18 +72,22 @@ def lmforge_packs_sft() -> bool:
         "msgs = [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'hello there'}]\n"
         "(d / 'c.jsonl').write_text('\\n'.join(json.dumps({'messages': msgs}) for _ in range(4)))\n"
         "r = Recipe(stage='sft', model={'path': sys.argv[1]}, output=str(d / 'out'),\n"
-        "           data={'train': [{'path': str(d / 'c.jsonl')}], 'max_length': 64, 'packing': True, 'cache': False})\n"
+        "           data={'train': [{'path': str(d / 'c.jsonl')}], 'max_length': 64, 'packing': True,\n"
+        "                 'cache': False})\n"
         "tok = load_tokenizer(r.model)\n"
         "b = build_examples(data_settings(r, run_template(r.model, r.stage, tok)), tok)\n"
         "sys.exit(0 if len(b.train) < 4 and 'position_ids' in b.train[0] else 3)\n"
     )
-    got = subprocess.run([str(common.MAIN_PY), "-c", probe, str(common.model_dir())], capture_output=True,
-                         text=True, env=common.bench_env(1))
+    got = subprocess.run(
+        [str(common.MAIN_PY), "-c", probe, str(common.model_dir())],
+        capture_output=True,
+        text=True,
+        env=common.bench_env(1),
+    )
     return got.returncode == 0
 
 
-def run_lmforge(s: Setting, data: common.ChatData, model: Path, packed: bool, work: Path,
-                attn: str = "sdpa") -> Result:
+def run_lmforge(s: Setting, data: common.ChatData, model: Path, packed: bool, work: Path, attn: str = "sdpa") -> Result:
     mode = ("packed" if packed else "unpacked") + ("" if attn == "sdpa" else f" {attn}")
     res = Result(LMFORGE, mode)
     if packed and not lmforge_packs_sft():
@@ -94,17 +98,32 @@ def run_lmforge(s: Setting, data: common.ChatData, model: Path, packed: bool, wo
         "stage": "sft",
         "model": {"path": str(model), "dtype": "fp32", "attn_implementation": attn},
         "tuning": {"method": "full"},
-        "data": {"train": [{"path": str(data.path)}], "max_length": s.max_length, "packing": packed,
-                 "cache": False, "workers": s.threads},
-        "train": {"epochs": s.epochs, "batch_size": s.batch_size, "lr": LR, "scheduler": "cosine", "warmup": 0,
-                  "save_every": 10**9, "keep": 1, "log_every": LOG_EVERY, "seed": SEED},
+        "data": {
+            "train": [{"path": str(data.path)}],
+            "max_length": s.max_length,
+            "packing": packed,
+            "cache": False,
+            "workers": s.threads,
+        },
+        "train": {
+            "epochs": s.epochs,
+            "batch_size": s.batch_size,
+            "lr": LR,
+            "scheduler": "cosine",
+            "warmup": 0,
+            "save_every": 10**9,
+            "keep": 1,
+            "log_every": LOG_EVERY,
+            "seed": SEED,
+        },
         "output": str(out),
     }
     path = out.with_suffix(".yaml")
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     lmforge_cli = common.MAIN_PY.parent / "lmforge"
-    ran = common.run_watched([str(lmforge_cli), "train", str(path), "--overwrite"], out.with_suffix(".log"),
-                             common.bench_env(s.threads))
+    ran = common.run_watched(
+        [str(lmforge_cli), "train", str(path), "--overwrite"], out.with_suffix(".log"), common.bench_env(s.threads)
+    )
     return _finish(res, ran, out / "metrics.json", lambda m: m.get("trained_tokens"))
 
 
@@ -119,11 +138,31 @@ def run_trl(s: Setting, data: common.ChatData, model: Path, packed: bool, work: 
         res.note = "n/a (run bench/setup.sh)"
         return res
     metrics = work / f"trl-{mode}.json"
-    cmd = [str(py), str(common.BENCH / "trl_sft.py"), "--model", str(model), "--data", str(data.path),
-           "--out", str(work / f"trl-{mode}"), "--metrics", str(metrics), "--max-length", str(s.max_length),
-           "--batch-size", str(s.batch_size), "--epochs", str(s.epochs), "--lr", str(LR), "--seed", str(SEED)]
-    ran = common.run_watched(cmd + (["--packing"] if packed else []), work / f"trl-{mode}.log",
-                             common.bench_env(s.threads))
+    cmd = [
+        str(py),
+        str(common.BENCH / "trl_sft.py"),
+        "--model",
+        str(model),
+        "--data",
+        str(data.path),
+        "--out",
+        str(work / f"trl-{mode}"),
+        "--metrics",
+        str(metrics),
+        "--max-length",
+        str(s.max_length),
+        "--batch-size",
+        str(s.batch_size),
+        "--epochs",
+        str(s.epochs),
+        "--lr",
+        str(LR),
+        "--seed",
+        str(SEED),
+    ]
+    ran = common.run_watched(
+        cmd + (["--packing"] if packed else []), work / f"trl-{mode}.log", common.bench_env(s.threads)
+    )
     return _finish(res, ran, metrics, lambda m: m.get("trained_tokens_in_data"))
 
 
@@ -149,15 +188,36 @@ def run_lf(s: Setting, data: common.ChatData, model: Path, packed: bool, work: P
 
 def lf_config(model: Path, dataset_dir: Path, out: Path, s: Setting, packed: bool) -> dict:
     return {
-        "model_name_or_path": str(model), "stage": "sft", "do_train": True, "finetuning_type": "full",
-        "dataset": "bench_chat", "dataset_dir": str(dataset_dir), "template": common.LF_TEMPLATE,
-        "cutoff_len": s.max_length, "overwrite_cache": True, "preprocessing_num_workers": s.threads,
-        "packing": packed, "neat_packing": packed,
-        "output_dir": str(out), "overwrite_output_dir": True, "save_strategy": "no", "plot_loss": False,
-        "report_to": "none", "logging_steps": LOG_EVERY, "disable_tqdm": True,
-        "per_device_train_batch_size": s.batch_size, "gradient_accumulation_steps": 1, "learning_rate": LR,
-        "num_train_epochs": s.epochs, "lr_scheduler_type": "cosine", "warmup_steps": 0, "seed": SEED,
-        "bf16": False, "fp16": False, "flash_attn": "sdpa", "disable_gradient_checkpointing": True,
+        "model_name_or_path": str(model),
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "full",
+        "dataset": "bench_chat",
+        "dataset_dir": str(dataset_dir),
+        "template": common.LF_TEMPLATE,
+        "cutoff_len": s.max_length,
+        "overwrite_cache": True,
+        "preprocessing_num_workers": s.threads,
+        "packing": packed,
+        "neat_packing": packed,
+        "output_dir": str(out),
+        "overwrite_output_dir": True,
+        "save_strategy": "no",
+        "plot_loss": False,
+        "report_to": "none",
+        "logging_steps": LOG_EVERY,
+        "disable_tqdm": True,
+        "per_device_train_batch_size": s.batch_size,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": LR,
+        "num_train_epochs": s.epochs,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0,
+        "seed": SEED,
+        "bf16": False,
+        "fp16": False,
+        "flash_attn": "sdpa",
+        "disable_gradient_checkpointing": True,
         "dataloader_num_workers": 0,
     }
 
@@ -186,13 +246,25 @@ def table(results: list[Result], data: common.ChatData, s: Setting) -> None:
             rows.append([f"{r.framework} {r.mode}", r.note, "", "", "", "", "", ""])
             continue
         own = "" if r.own_trained_tokens is None else f"{r.own_trained_tokens:,}"
-        rows.append([f"{r.framework} {r.mode}", f"{trained / r.train_s:,.0f}",
-                     f"{data.conversations * s.epochs / r.train_s:,.2f}", common.fmt_mib(r.peak_rss),
-                     f"{r.train_s:,.1f}", f"{r.wall_s:,.1f}", str(r.steps or ""), own])
-    common.print_table(["framework mode", "trained tok/s", "samples/s", "peak RSS", "train s", "wall s",
-                        "steps", "own count"], rows)
-    print(f"\ndata: {data.conversations:,} conversations, {data.tokens:,} tokens, {data.trained_tokens:,} "
-          f"trained; max_length {s.max_length}, batch {s.batch_size}, epochs {s.epochs:g}, threads {s.threads}")
+        rows.append(
+            [
+                f"{r.framework} {r.mode}",
+                f"{trained / r.train_s:,.0f}",
+                f"{data.conversations * s.epochs / r.train_s:,.2f}",
+                common.fmt_mib(r.peak_rss),
+                f"{r.train_s:,.1f}",
+                f"{r.wall_s:,.1f}",
+                str(r.steps or ""),
+                own,
+            ]
+        )
+    common.print_table(
+        ["framework mode", "trained tok/s", "samples/s", "peak RSS", "train s", "wall s", "steps", "own count"], rows
+    )
+    print(
+        f"\ndata: {data.conversations:,} conversations, {data.tokens:,} tokens, {data.trained_tokens:,} "
+        f"trained; max_length {s.max_length}, batch {s.batch_size}, epochs {s.epochs:g}, threads {s.threads}"
+    )
     ratios(results, trained)
 
 
@@ -223,8 +295,10 @@ def ratios(results: list[Result], trained: float) -> None:
             continue
         speed = (trained / ours.train_s) / (trained / theirs.train_s)
         memory = ours.peak_rss / theirs.peak_rss
-        print(f"lmforge best ({ours.mode}) vs {peer} best ({theirs.mode}): {speed:.2f}x trained tokens/s, "
-              f"{memory:.2f}x peak RSS")
+        print(
+            f"lmforge best ({ours.mode}) vs {peer} best ({theirs.mode}): {speed:.2f}x trained tokens/s, "
+            f"{memory:.2f}x peak RSS"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -237,12 +311,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=common.os.cpu_count() or 1)
     p.add_argument("--repeats", type=int, default=1, help="runs of each mode; the table keeps the fastest")
     p.add_argument("--only", default="lmforge,trl,lf", help="comma-separated subset of lmforge, trl, lf")
-    p.add_argument("--modes", default="unpacked,packed,varlen",
-                   help="comma-separated subset of unpacked, packed, varlen (lmforge only: packed with lmforge_varlen)")
+    p.add_argument(
+        "--modes",
+        default="unpacked,packed,varlen",
+        help="comma-separated subset of unpacked, packed, varlen (lmforge only: packed with lmforge_varlen)",
+    )
     a = p.parse_args(argv)
-    s = Setting(conversations=a.conversations or (32 if a.quick else 400),
-                max_length=a.max_length or (256 if a.quick else 1024),
-                batch_size=a.batch_size or (4 if a.quick else 8), epochs=a.epochs, threads=a.threads)
+    s = Setting(
+        conversations=a.conversations or (32 if a.quick else 400),
+        max_length=a.max_length or (256 if a.quick else 1024),
+        batch_size=a.batch_size or (4 if a.quick else 8),
+        epochs=a.epochs,
+        threads=a.threads,
+    )
     model = common.model_dir()
     data = common.chat_data(s.conversations, s.max_length, seed=SEED)
     work = common.WORK / "sft" / ("quick" if a.quick else "full")

@@ -28,7 +28,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--packing", action="store_true")
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="weights; bf16 also turns on bf16 autocast")
+    p.add_argument(
+        "--dtype", choices=("fp32", "bf16"), default="fp32", help="weights; bf16 also turns on bf16 autocast"
+    )
     p.add_argument("--attn", default="sdpa")
     a = p.parse_args()
 
@@ -66,9 +68,13 @@ def main() -> None:
     metrics = dict(result.metrics)
     data = trainer.train_dataset
     labels = data["labels"] if "labels" in data.column_names else None
-    metrics.update(steps=trainer.state.global_step, setup_s=ready - started, rows=len(data),
-                   peak_gpu_memory_mib=round(torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None,
-                   trained_tokens_in_data=sum(sum(x != -100 for x in row) for row in labels) if labels is not None else None)
+    metrics.update(
+        steps=trainer.state.global_step,
+        setup_s=ready - started,
+        rows=len(data),
+        peak_gpu_memory_mib=round(torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None,
+        trained_tokens_in_data=sum(sum(x != -100 for x in row) for row in labels) if labels is not None else None,
+    )
     with open(a.metrics, "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2)
 

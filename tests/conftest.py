@@ -6,12 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
+
 from shared_assets import SHARED_TOKENIZERS, xfail_if_refused
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "refused_until_issue_14: uses a shared tokenizer's own template, which lmforge "
-                                       "refuses for the reasoning models in shared_assets.REFUSED_OWN_TEMPLATES")
+    config.addinivalue_line(
+        "markers",
+        "refused_until_issue_14: uses a shared tokenizer's own template, which lmforge "
+        "refuses for the reasoning models in shared_assets.REFUSED_OWN_TEMPLATES",
+    )
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -23,7 +23,7 @@ SHARED_TOKENIZERS = SHARED / "tokenizers"
 # with their own templates), with the mask property each template fails.
 REFUSED_OWN_TEMPLATES = {
     "deepseek-r1-distill-qwen": "prefix property: the generation prompt ends with '<think>\\n', which the "
-                                "training text does not have",
+    "training text does not have",
     "gpt-oss": "content not found: the training text puts '<|message|>' between the generation prompt and the reply",
 }
 
@@ -34,11 +34,12 @@ refused_until_issue_14 = pytest.mark.refused_until_issue_14
 
 def only(*names: str):
     """Run a test on these shared tokenizers (through the conftest fixture, so absence is handled there)."""
-    return pytest.mark.parametrize("shared_tokenizer_dir", [SHARED_TOKENIZERS / n for n in names],
-                                   indirect=True, ids=list(names))
+    return pytest.mark.parametrize(
+        "shared_tokenizer_dir", [SHARED_TOKENIZERS / n for n in names], indirect=True, ids=list(names)
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(path: Path):
     """A tokenizer, loaded once per test session."""
     return AutoTokenizer.from_pretrained(path)
@@ -51,6 +52,8 @@ def xfail_if_refused(request: pytest.FixtureRequest, tokenizer_dir: Path) -> Non
     refused = REFUSED_OWN_TEMPLATES.get(tokenizer_dir.name)
     if refused is None or request.node.get_closest_marker("refused_until_issue_14") is None:
         return
-    reason = (f"{tokenizer_dir.name}'s own template is refused until issue 14 (reasoning models trainable with "
-              f"their own templates): {refused}")
+    reason = (
+        f"{tokenizer_dir.name}'s own template is refused until issue 14 (reasoning models trainable with "
+        f"their own templates): {refused}"
+    )
     request.applymarker(pytest.mark.xfail(strict=True, raises=LmforgeError, reason=reason))

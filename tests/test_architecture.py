@@ -11,8 +11,17 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "lmforge"
 
 # Each package's layer, top (0) to bottom; a module may import its own layer and those above it.
-LAYER = {"config": 0, "data": 1, "model": 2, "train": 3, "infer": 4, "commands": 5, "quickstart": 5, "cli": 6,
-         "__main__": 7}
+LAYER = {
+    "config": 0,
+    "data": 1,
+    "model": 2,
+    "train": 3,
+    "infer": 4,
+    "commands": 5,
+    "quickstart": 5,
+    "cli": 6,
+    "__main__": 7,
+}
 SHARED = {"errors", "console", "__init__"}  # lmforge/errors.py, console.py, the version: every layer's
 
 # Inside data: the two contracts on top, then sources/ and chat/ (which know only the contracts), then build/.
@@ -44,7 +53,7 @@ def imported(path: Path) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             out += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = package[:len(package) - node.level + 1] if node.level else []
+            base = package[: len(package) - node.level + 1] if node.level else []
             module = ".".join([*base, *([node.module] if node.module else [])])
             out += [(node.lineno, f"{module}.{alias.name}" if not node.module else module) for alias in node.names]
     return sorted(set(out))
@@ -90,21 +99,24 @@ def test_imports_point_one_way():
     assert not found, "imports against the layers of ARCHITECTURE.md:\n  " + "\n  ".join(found)
 
 
-@pytest.mark.parametrize("source, module, broken", [
-    ("data/records.py", "lmforge.model.load", True),
-    ("data/build/pipeline.py", "lmforge.commands.inspect", True),
-    ("data/chat/masks.py", "lmforge.data.build.encode", True),
-    ("data/sources/read.py", "lmforge.data.chat.masks", True),
-    ("data/build/pipeline.py", "lmforge.config.recipe", True),
-    ("data/examples.py", "jinja2", True),
-    ("train/preference_losses.py", "lmforge.data.chat.masks", True),
-    ("train/run.py", "lmforge.cli", True),
-    ("model/load.py", "lmforge.infer.chat", True),
-    ("data/build/pipeline.py", "lmforge.data.sources.read", False),
-    ("data/sources/registry.py", "lmforge.config.recipe", False),
-    ("train/run.py", "lmforge.data.build.pipeline", False),
-    ("commands/inspect.py", "lmforge.model.load", False),
-])
+@pytest.mark.parametrize(
+    "source, module, broken",
+    [
+        ("data/records.py", "lmforge.model.load", True),
+        ("data/build/pipeline.py", "lmforge.commands.inspect", True),
+        ("data/chat/masks.py", "lmforge.data.build.encode", True),
+        ("data/sources/read.py", "lmforge.data.chat.masks", True),
+        ("data/build/pipeline.py", "lmforge.config.recipe", True),
+        ("data/examples.py", "jinja2", True),
+        ("train/preference_losses.py", "lmforge.data.chat.masks", True),
+        ("train/run.py", "lmforge.cli", True),
+        ("model/load.py", "lmforge.infer.chat", True),
+        ("data/build/pipeline.py", "lmforge.data.sources.read", False),
+        ("data/sources/registry.py", "lmforge.config.recipe", False),
+        ("train/run.py", "lmforge.data.build.pipeline", False),
+        ("commands/inspect.py", "lmforge.model.load", False),
+    ],
+)
 def test_the_check_sees_a_forbidden_import(source, module, broken):
     """The rule itself: each of these imports, added to that module, is (or is not) reported."""
     assert bool(violations(SRC / source, module)) is broken

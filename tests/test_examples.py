@@ -22,9 +22,12 @@ HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 def input_paths(recipe: Recipe) -> dict[str, str]:
     """The local inputs a recipe names, by key; relative paths are relative to where lmforge runs."""
-    paths = {"model.path": recipe.model.path, "model.tokenizer": recipe.model.tokenizer,
-             "data.eval.path": recipe.data.eval.path if recipe.data.eval else None,
-             "data.registry": recipe.data.registry}
+    paths = {
+        "model.path": recipe.model.path,
+        "model.tokenizer": recipe.model.tokenizer,
+        "data.eval.path": recipe.data.eval.path if recipe.data.eval else None,
+        "data.registry": recipe.data.registry,
+    }
     if (recipe.model.chat_template or "").endswith(".jinja"):  # otherwise a built-in's name or null
         paths["model.chat_template"] = recipe.model.chat_template
     paths.update({f"data.train.{i}.path": source.path for i, source in enumerate(recipe.data.train)})

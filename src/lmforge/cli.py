@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lmforge import __version__
 from lmforge.config.recipe import DataFormat
+from lmforge.console import say
 from lmforge.errors import LmforgeError, report
 
 DATA_FORMATS = typing.get_args(DataFormat)
@@ -25,36 +26,44 @@ EXAMPLES = """examples:
 
 def _add_data_tools(data_verbs) -> None:
     stats = data_verbs.add_parser(
-        "stats", help="sample, token and truncation figures of the training data",
+        "stats",
+        help="sample, token and truncation figures of the training data",
         description="Samples, token-length percentiles, trained-token fraction, truncated/dropped/rejected "
-                    "counts and the packing efficiency, from the examples exactly as training builds them; for "
-                    "preference stages, pairs (KTO: examples) with prompt/chosen/rejected lengths.",
+        "counts and the packing efficiency, from the examples exactly as training builds them; for "
+        "preference stages, pairs (KTO: examples) with prompt/chosen/rejected lengths.",
     )
     stats.add_argument("recipe", type=Path, help="the YAML recipe")
     stats.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe keys")
     stats.add_argument("--json", action="store_true", help="the figures as one JSON object")
 
     convert = data_verbs.add_parser(
-        "convert", help="rewrite any readable data as OpenAI messages JSON Lines",
+        "convert",
+        help="rewrite any readable data as OpenAI messages JSON Lines",
         description="Read alpaca, sharegpt, messages, preference or KTO data (JSONL, JSON, Parquet, CSV, a "
-                    "directory or glob) and write it as OpenAI messages JSON Lines.",
+        "directory or glob) and write it as OpenAI messages JSON Lines.",
     )
     convert.add_argument("input", help="a data file, directory or glob")
     convert.add_argument("output", type=Path, help="the .jsonl file to write")
     convert.add_argument("--to", choices=["messages"], default="messages", help="the output format")
     convert.add_argument("--format", default="auto", choices=list(DATA_FORMATS), help="the input format")
-    convert.add_argument("--on-error", choices=["strict", "skip"], default="strict",
-                         help="skip bad records (listed in OUTPUT.rejects.jsonl) instead of stopping")
+    convert.add_argument(
+        "--on-error",
+        choices=["strict", "skip"],
+        default="strict",
+        help="skip bad records (listed in OUTPUT.rejects.jsonl) instead of stopping",
+    )
 
     validate = data_verbs.add_parser(
-        "validate", help="list every problem in a data file with its line",
+        "validate",
+        help="list every problem in a data file with its line",
         description="Read a data file and list every problem with file:line; exit status 1 when there is any.",
     )
     validate.add_argument("input", help="a data file, directory or glob")
     validate.add_argument("--format", default="auto", choices=list(DATA_FORMATS), help="the input format")
 
     split = data_verbs.add_parser(
-        "split", help="split a data file into train.jsonl and eval.jsonl",
+        "split",
+        help="split a data file into train.jsonl and eval.jsonl",
         description="Split a data file's rows, unchanged, into OUT/train.jsonl and OUT/eval.jsonl (seeded).",
     )
     split.add_argument("input", help="a data file, directory or glob")
@@ -86,14 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect",
         help="show rendered samples with the trained tokens marked",
         description="Show rendered samples with the trained (loss-bearing) tokens marked; needs only the tokenizer. "
-                    "Preference stages show each pair's prompt, then the chosen and rejected replies (KTO: the "
-                    "completion and its label).",
+        "Preference stages show each pair's prompt, then the chosen and rejected replies (KTO: the "
+        "completion and its label).",
     )
     inspect.add_argument("recipe", type=Path, help="the YAML recipe")
     inspect.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe keys")
     inspect.add_argument("-n", type=int, default=None, help="number of samples (default: 5 shown, all with --json)")
-    inspect.add_argument("--json", action="store_true",
-                         help="one JSON object per sample: text, input_ids, labels (pairs: one each for chosen, rejected)")
+    inspect.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per sample: text, input_ids, labels (pairs: one each for chosen, rejected)",
+    )
     inspect.add_argument("--html", type=Path, help="where to write the HTML view")
     _add_data_tools(data_verbs)
 
@@ -102,25 +114,35 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, default=256)
 
     score = verbs.add_parser(
-        "score", help="score conversations with a trained reward model",
+        "score",
+        help="score conversations with a trained reward model",
         description="Print the reward a trained rm run gives each conversation, one number a line.",
     )
     score.add_argument("run_dir", type=Path, help="a stage rm run's output directory")
-    score.add_argument("--messages", type=Path, required=True, metavar="FILE.jsonl",
-                       help='JSON Lines, one {"messages": [{"role": ..., "content": ...}, ...]} a line')
+    score.add_argument(
+        "--messages",
+        type=Path,
+        required=True,
+        metavar="FILE.jsonl",
+        help='JSON Lines, one {"messages": [{"role": ..., "content": ...}, ...]} a line',
+    )
 
     quick = verbs.add_parser(
         "quickstart",
         help="the embedded default: synthetic task, tokenizer, tiny model, pretrain, SFT, eval",
         description="Build a synthetic task, tokenizer and tiny model, pretrain, fine-tune and evaluate on CPU. "
-                    "With --preference, continue from the finished quickstart in WORKDIR: a reward model and DPO "
-                    "on pairs from its SFT model.",
+        "With --preference, continue from the finished quickstart in WORKDIR: a reward model and DPO "
+        "on pairs from its SFT model.",
     )
     quick.add_argument("--workdir", type=Path, default=Path("runs/quickstart"))
-    quick.add_argument("--quick", action="store_true",
-                       help="a smoke run, a few training steps a stage (the figures then mean little)")
-    quick.add_argument("--preference", action="store_true",
-                       help="after a finished quickstart in WORKDIR: train a reward model and DPO, report the figures")
+    quick.add_argument(
+        "--quick", action="store_true", help="a smoke run, a few training steps a stage (the figures then mean little)"
+    )
+    quick.add_argument(
+        "--preference",
+        action="store_true",
+        help="after a finished quickstart in WORKDIR: train a reward model and DPO, report the figures",
+    )
     return parser
 
 
@@ -132,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     except LmforgeError as err:
         return report(err)
     except KeyboardInterrupt:
-        print("lmforge: interrupted", file=sys.stderr)
+        say("lmforge: interrupted")
         return 130
 
 
@@ -195,6 +217,7 @@ def _dispatch_data(args: argparse.Namespace) -> int:
     if args.data_command == "validate":
         return data_files.run_validate(args.input, fmt=args.format)
     return data_files.run_split(args.input, args.eval_fraction, args.seed, args.out)
+
 
 if __name__ == "__main__":
     sys.exit(main())

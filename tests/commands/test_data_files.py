@@ -18,12 +18,21 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-ALPACA = [{"instruction": "Add", "input": "2 and 3", "output": "5", "system": "You add."},
-          {"instruction": "Greet", "input": "", "output": "Hello!", "history": [["Hi", "Hey"]]}]
-SHAREGPT = [{"conversations": [{"from": "human", "value": "Weather?"},
-                               {"from": "function_call", "value": '{"name": "weather", "arguments": {"city": "Oslo"}}'},
-                               {"from": "observation", "value": "rain"}, {"from": "gpt", "value": "It rains."}],
-             "tools": '[{"name": "weather", "description": "the weather", "parameters": {"type": "object"}}]'}]
+ALPACA = [
+    {"instruction": "Add", "input": "2 and 3", "output": "5", "system": "You add."},
+    {"instruction": "Greet", "input": "", "output": "Hello!", "history": [["Hi", "Hey"]]},
+]
+SHAREGPT = [
+    {
+        "conversations": [
+            {"from": "human", "value": "Weather?"},
+            {"from": "function_call", "value": '{"name": "weather", "arguments": {"city": "Oslo"}}'},
+            {"from": "observation", "value": "rain"},
+            {"from": "gpt", "value": "It rains."},
+        ],
+        "tools": '[{"name": "weather", "description": "the weather", "parameters": {"type": "object"}}]',
+    }
+]
 
 
 @pytest.mark.parametrize("name, rows", [("alpaca.json", ALPACA), ("sharegpt.json", SHAREGPT)])
@@ -41,11 +50,15 @@ def test_convert_preference_and_kto_shapes(tmp_path):
     run_convert(str(pref), tmp_path / "p.jsonl")
     run_convert(str(kto), tmp_path / "k.jsonl")
     assert json.loads((tmp_path / "p.jsonl").read_text()) == {
-        "prompt": [{"role": "user", "content": "2 or 3?"}], "chosen": [{"role": "assistant", "content": "3"}],
-        "rejected": [{"role": "assistant", "content": "2"}]}
+        "prompt": [{"role": "user", "content": "2 or 3?"}],
+        "chosen": [{"role": "assistant", "content": "3"}],
+        "rejected": [{"role": "assistant", "content": "2"}],
+    }
     assert json.loads((tmp_path / "k.jsonl").read_text()) == {
-        "prompt": [{"role": "user", "content": "2+2?"}], "completion": [{"role": "assistant", "content": "5"}],
-        "label": False}
+        "prompt": [{"role": "user", "content": "2+2?"}],
+        "completion": [{"role": "assistant", "content": "5"}],
+        "label": False,
+    }
     for out, kind in ((tmp_path / "p.jsonl", "preference"), (tmp_path / "k.jsonl", "kto")):
         assert data_kind(Source(path=str(out))) == kind
         assert read_source(Source(path=str(out)), kind).records  # what convert writes reads back
@@ -59,13 +72,18 @@ def test_convert_refuses_plain_text_and_other_targets(tmp_path):
         run_convert(str(text), tmp_path / "o.jsonl", to="sharegpt")
 
 
-BAD = "\n".join([
-    '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}',
-    '{"messages": [oops',
-    '{"messages": [{"role": "user", "content": "hi"}, {"role": "asistant", "content": "yo"}]}',
-    "",
-    '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}',
-]) + "\n"
+BAD = (
+    "\n".join(
+        [
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}',
+            '{"messages": [oops',
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "asistant", "content": "yo"}]}',
+            "",
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}',
+        ]
+    )
+    + "\n"
+)
 
 
 def test_validate_lists_every_problem_with_its_line(tmp_path):
@@ -84,8 +102,10 @@ def test_validate_lists_every_problem_with_its_line(tmp_path):
 
 
 def test_split_is_seeded_disjoint_and_matches_the_recipe_split(tmp_path):
-    rows = [{"messages": [{"role": "user", "content": f"q{k}"}, {"role": "assistant", "content": f"a{k}"}]}
-            for k in range(20)]
+    rows = [
+        {"messages": [{"role": "user", "content": f"q{k}"}, {"role": "assistant", "content": f"a{k}"}]}
+        for k in range(20)
+    ]
     src = write(tmp_path / "all.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     run_split(str(src), 0.25, 7, tmp_path / "s")
     train = [json.loads(line) for line in (tmp_path / "s" / "train.jsonl").read_text().splitlines()]

@@ -8,17 +8,25 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.config.recipe import Recipe
 from lmforge.commands.inspect import ANSI_TRAINED, CLOSE_MARK, OPEN_MARK, run_inspect
+from lmforge.config.recipe import Recipe
 from lmforge.data.examples import IGNORE_INDEX
 from lmforge.errors import LmforgeError
+
 from shared_assets import SHARED, only, refused_until_issue_14
 
 MASK_CHECK = SHARED / "check" / "mask_check.py"
 
 HARDER = [
-    [("system", "You are terse."), ("user", "Repeat: hello there"), ("assistant", "hello there"),
-     ("user", "Again"), ("assistant", "hello there"), ("user", "Once more"), ("assistant", "hello there")],
+    [
+        ("system", "You are terse."),
+        ("user", "Repeat: hello there"),
+        ("assistant", "hello there"),
+        ("user", "Again"),
+        ("assistant", "hello there"),
+        ("user", "Once more"),
+        ("assistant", "hello there"),
+    ],
     [("user", "Pad it"), ("assistant", "  padded reply with spaces  ")],
     [("user", "Lines?"), ("assistant", "line one\n\nline two\n")],
     [("user", "Unicode"), ("assistant", "Grüße — 東京 🚀 naïve «ok»")],
@@ -35,12 +43,14 @@ def write_convs(path: Path, convs: list[list[tuple[str, str]]]) -> Path:
 
 def recipe(tok_dir: Path, train: Path, stage: str = "sft", **data) -> Recipe:
     template = "llama2" if tok_dir.name == "llama2" else None  # the base-model tokenizer has no template
-    return Recipe.model_validate({
-        "stage": stage,
-        "model": {"path": str(tok_dir), "chat_template": template if stage == "sft" else None},
-        "data": {"train": [{"path": str(train)}], **data},
-        "output": str(train.parent / "out"),
-    })
+    return Recipe.model_validate(
+        {
+            "stage": stage,
+            "model": {"path": str(tok_dir), "chat_template": template if stage == "sft" else None},
+            "data": {"train": [{"path": str(train)}], **data},
+            "output": str(train.parent / "out"),
+        }
+    )
 
 
 def inspect_json(r: Recipe, n: int | None = None) -> list[dict]:
@@ -94,7 +104,9 @@ def test_json_marks_truncated_and_dropped_samples(shared_tokenizer_dir, tmp_path
     convs = write_convs(tmp_path / "chat.jsonl", [[("user", "word " * 40), ("assistant", "ok")], HARDER[0]])
     samples = inspect_json(recipe(shared_tokenizer_dir, convs, max_length=30))
     assert [(s["truncated"], s["dropped"]) for s in samples] == [
-        (True, "no trained token within max_length 30"), (True, None)]
+        (True, "no trained token within max_length 30"),
+        (True, None),
+    ]
     assert len(samples[0]["input_ids"]) == 30  # dropped: shown cut, as far as max_length reaches
     assert len(samples[1]["input_ids"]) <= 30  # cut: older turns dropped first, the system message kept
     assert samples[1]["text"].count("<|im_start|>system") == 1

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from lmforge.config.recipe import Recipe
 from lmforge.commands.inspect import CLOSE_MARK, OPEN_MARK, run_inspect
-from lmforge.data.examples import IGNORE_INDEX
 from lmforge.commands.stats import preference_stats, run_stats
+from lmforge.config.recipe import Recipe
+from lmforge.data.examples import IGNORE_INDEX
 from lmforge.errors import LmforgeError
+
 from shared_assets import SHARED, refused_until_issue_14
 
 MASK_CHECK = SHARED / "check" / "mask_check.py"
@@ -25,13 +26,21 @@ SFT_FIELDS = {"index", "source", "text", "input_ids", "labels", "truncated", "dr
 
 def pair_rows(n: int = 4) -> list[dict]:
     system = {"role": "system", "content": "Be exact."}
-    return [{"prompt": [system, {"role": "user", "content": f"What is {i} plus 1?"}],
-             "chosen": f"{i} plus 1 is {i + 1}.", "rejected": f"{i} plus 1 is {i + 2}, I think."} for i in range(n)]
+    return [
+        {
+            "prompt": [system, {"role": "user", "content": f"What is {i} plus 1?"}],
+            "chosen": f"{i} plus 1 is {i + 1}.",
+            "rejected": f"{i} plus 1 is {i + 2}, I think.",
+        }
+        for i in range(n)
+    ]
 
 
 def kto_rows(n: int = 4) -> list[dict]:
-    return [{"prompt": f"What is {i} plus 1?", "completion": f"{i} plus 1 is {i + 1 + i % 2}.", "label": i % 2 == 0}
-            for i in range(n)]
+    return [
+        {"prompt": f"What is {i} plus 1?", "completion": f"{i} plus 1 is {i + 1 + i % 2}.", "label": i % 2 == 0}
+        for i in range(n)
+    ]
 
 
 def write(path: Path, rows: list[dict]) -> Path:
@@ -41,10 +50,12 @@ def write(path: Path, rows: list[dict]) -> Path:
 
 def recipe(tok_dir: Path, data: Path, stage: str = "dpo", **data_keys) -> Recipe:
     template = "llama2" if tok_dir.name == "llama2" else None  # the base-model tokenizer has no template
-    return Recipe(stage=stage, model={"path": str(tok_dir), "chat_template": template},
-                  output=str(data.parent / "out"),
-                  data={"train": [{"path": str(data)}], "max_length": 64, "cache_dir": str(data.parent / "cache"),
-                        **data_keys})
+    return Recipe(
+        stage=stage,
+        model={"path": str(tok_dir), "chat_template": template},
+        output=str(data.parent / "out"),
+        data={"train": [{"path": str(data)}], "max_length": 64, "cache_dir": str(data.parent / "cache"), **data_keys},
+    )
 
 
 def inspect_json(r: Recipe, n: int | None = None) -> list[dict]:
@@ -103,8 +114,11 @@ def test_every_pair_stage_is_inspected_as_pairs(tmp_path, tiny_tokenizer_dir, st
 
 def test_truncated_and_dropped_pairs_are_marked(tmp_path, tiny_tokenizer_dir):
     rows = pair_rows(2)
-    rows[0]["prompt"] = [{"role": "user", "content": "What is 9 times 9? " * 4},
-                         {"role": "assistant", "content": "81. " * 8}, {"role": "user", "content": "And 1 plus 1?"}]
+    rows[0]["prompt"] = [
+        {"role": "user", "content": "What is 9 times 9? " * 4},
+        {"role": "assistant", "content": "81. " * 8},
+        {"role": "user", "content": "And 1 plus 1?"},
+    ]
     data = write(tmp_path / "p.jsonl", rows)
     cut = inspect_json(recipe(tiny_tokenizer_dir, data, max_length=48))
     assert (cut[0]["truncated"], cut[0]["dropped"], cut[1]["truncated"]) == (True, None, False)
@@ -118,8 +132,9 @@ def test_terminal_view_shows_the_prompt_once_and_both_replies_marked(tmp_path, t
     monkeypatch.chdir(tmp_path)
     rows = pair_rows(2)
     out = io.StringIO()
-    run_inspect(recipe(tiny_tokenizer_dir, write(tmp_path / "p.jsonl", rows)), n=None, as_json=False,
-                html_path=None, stream=out)
+    run_inspect(
+        recipe(tiny_tokenizer_dir, write(tmp_path / "p.jsonl", rows)), n=None, as_json=False, html_path=None, stream=out
+    )
     text = out.getvalue()
     assert text.count("── pair ") == 2 and text.count("What is 0 plus 1?") == 1
     for name in ("chosen", "rejected"):
@@ -133,8 +148,13 @@ def test_terminal_view_shows_the_prompt_once_and_both_replies_marked(tmp_path, t
 
 def test_kto_terminal_view_and_html_name_the_label(tmp_path, tiny_tokenizer_dir):
     out, page = io.StringIO(), tmp_path / "view" / "k.html"
-    run_inspect(recipe(tiny_tokenizer_dir, write(tmp_path / "k.jsonl", kto_rows()), stage="kto"), n=2,
-                as_json=False, html_path=page, stream=out)
+    run_inspect(
+        recipe(tiny_tokenizer_dir, write(tmp_path / "k.jsonl", kto_rows()), stage="kto"),
+        n=2,
+        as_json=False,
+        html_path=page,
+        stream=out,
+    )
     text = out.getvalue()
     assert text.count("── example ") == 2
     assert "▸ completion (desirable) · " in text and "▸ completion (undesirable) · " in text
@@ -146,8 +166,11 @@ def test_bad_pairs_stop_a_strict_inspect_and_are_left_out_when_skipped(tmp_path,
     rows = pair_rows()
     rows[1]["rejected"] = rows[1]["chosen"]
     data = write(tmp_path / "p.jsonl", rows)
-    with pytest.raises(LmforgeError, match=r"p.jsonl:2: the chosen and rejected replies are the same.*"
-                                           r"data.on_error: skip"):
+    with pytest.raises(
+        LmforgeError,
+        match=r"p.jsonl:2: the chosen and rejected replies are the same.*"
+        r"data.on_error: skip",
+    ):
         inspect_json(recipe(tiny_tokenizer_dir, data))
     samples = inspect_json(recipe(tiny_tokenizer_dir, data, on_error="skip"), n=2)
     assert [s["index"] for s in samples] == [0, 2]
@@ -158,20 +181,33 @@ def _mask_check(tok_dir: Path, rows: list[dict], samples: list[dict], side: str,
     convs = [{"messages": [*r["prompt"], {"role": "assistant", "content": r[side]}]} for r in rows]
     write(tmp_path / f"{side}.convs.jsonl", convs)
     write(tmp_path / f"{side}.inspect.jsonl", [s[side] for s in samples])
-    done = subprocess.run([sys.executable, str(MASK_CHECK), str(tok_dir), str(tmp_path / f"{side}.convs.jsonl"),
-                           str(tmp_path / f"{side}.inspect.jsonl")], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(MASK_CHECK),
+            str(tok_dir),
+            str(tmp_path / f"{side}.convs.jsonl"),
+            str(tmp_path / f"{side}.inspect.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
 
 @refused_until_issue_14
 def test_both_sides_pass_the_mask_check_on_each_shared_tokenizer(shared_tokenizer_dir, tmp_path):
-    rows = [{"prompt": [{"role": "user", "content": q}], "chosen": good, "rejected": bad} for q, good, bad in [
-        ("Repeat: hello there", "hello there", "hello"),
-        ("Unicode?", "Grüße — 東京 🚀 naïve «ok»", "Gruesse"),
-        ("Code?", "```python\nprint('a < b')\n```", "print(1)"),
-        ("Lines?", "line one\n\nline two", "line one"),
-    ]]
+    rows = [
+        {"prompt": [{"role": "user", "content": q}], "chosen": good, "rejected": bad}
+        for q, good, bad in [
+            ("Repeat: hello there", "hello there", "hello"),
+            ("Unicode?", "Grüße — 東京 🚀 naïve «ok»", "Gruesse"),
+            ("Code?", "```python\nprint('a < b')\n```", "print(1)"),
+            ("Lines?", "line one\n\nline two", "line one"),
+        ]
+    ]
     samples = inspect_json(recipe(shared_tokenizer_dir, write(tmp_path / "p.jsonl", rows), max_length=256))
     for side in ("chosen", "rejected"):
         assert "masks ok: 4 samples, 4 turns" in _mask_check(shared_tokenizer_dir, rows, samples, side, tmp_path)
@@ -182,10 +218,20 @@ def test_both_sides_pass_the_mask_check_on_each_shared_tokenizer(shared_tokenize
 
 def test_pair_stats_count_lengths_and_trained_tokens():
     prompt = [IGNORE_INDEX] * 3
-    examples = [{"chosen_input_ids": [1, 2, 3, 4, 5], "chosen_labels": [*prompt, 4, 5],
-                 "rejected_input_ids": [1, 2, 3, 6], "rejected_labels": [*prompt, 6]},
-                {"chosen_input_ids": [1, 2, 7], "chosen_labels": [IGNORE_INDEX, IGNORE_INDEX, 7],
-                 "rejected_input_ids": [1, 2, 8, 9, 9, 9], "rejected_labels": [IGNORE_INDEX, IGNORE_INDEX, 8, 9, 9, 9]}]
+    examples = [
+        {
+            "chosen_input_ids": [1, 2, 3, 4, 5],
+            "chosen_labels": [*prompt, 4, 5],
+            "rejected_input_ids": [1, 2, 3, 6],
+            "rejected_labels": [*prompt, 6],
+        },
+        {
+            "chosen_input_ids": [1, 2, 7],
+            "chosen_labels": [IGNORE_INDEX, IGNORE_INDEX, 7],
+            "rejected_input_ids": [1, 2, 8, 9, 9, 9],
+            "rejected_labels": [IGNORE_INDEX, IGNORE_INDEX, 8, 9, 9, 9],
+        },
+    ]
     stats = preference_stats(examples, kto=False)
     assert (stats["samples"], stats["tokens"], stats["trained_tokens"]) == (2, 18, 8)
     length = stats["length"]
@@ -197,8 +243,9 @@ def test_pair_stats_count_lengths_and_trained_tokens():
 
 def test_kto_stats_count_labels(tmp_path, tiny_tokenizer_dir):
     out = io.StringIO()
-    run_stats(recipe(tiny_tokenizer_dir, write(tmp_path / "k.jsonl", kto_rows(5)), stage="kto"), as_json=True,
-                   stream=out)
+    run_stats(
+        recipe(tiny_tokenizer_dir, write(tmp_path / "k.jsonl", kto_rows(5)), stage="kto"), as_json=True, stream=out
+    )
     stats = json.loads(out.getvalue())
     assert (stats["samples"], stats["desirable"], stats["undesirable"]) == (5, 3, 2)
     assert set(stats["length"]) == {"prompt", "completion", "sequence"}
@@ -211,8 +258,10 @@ def test_pair_stats_report_rejects_by_reason(tmp_path, tiny_tokenizer_dir, monke
     rows[1]["rejected"] = rows[1]["chosen"]
     rows[3]["prompt"] = "word " * 300
     out = io.StringIO()
-    run_stats(recipe(tiny_tokenizer_dir, write(tmp_path / "p.jsonl", rows), on_error="skip",
-                          eval={"fraction": 0.25}), stream=out)
+    run_stats(
+        recipe(tiny_tokenizer_dir, write(tmp_path / "p.jsonl", rows), on_error="skip", eval={"fraction": 0.25}),
+        stream=out,
+    )
     table = out.getvalue()
     counts = re.search(r"^pairs +(\d+) \(from \1 records; (\d+) eval pairs\)$", table, re.M)
     assert counts and int(counts[1]) + int(counts[2]) == 4  # 6 records, 2 bad

@@ -11,7 +11,7 @@ from lmforge.data.examples import IGNORE_INDEX
 def example(length: int, trained: int) -> dict:
     """A sample of `length` tokens whose last `trained` tokens carry loss."""
     ids = list(range(1, length + 1))
-    return {"input_ids": ids, "labels": [IGNORE_INDEX] * (length - trained) + ids[length - trained:]}
+    return {"input_ids": ids, "labels": [IGNORE_INDEX] * (length - trained) + ids[length - trained :]}
 
 
 def test_stats_figures_on_a_known_dataset():

@@ -39,8 +39,16 @@ def test_issue_example_recipe_validates(tmp_path):
     recipe.update(
         tuning={"method": "lora", "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target": "all-linear"}},
         data={"train": [{"path": "data/chat.jsonl"}], "eval": {"fraction": 0.02}, "max_length": 2048},
-        train={"epochs": 3, "batch_size": 8, "grad_accum": 2, "lr": 2.0e-4, "scheduler": "cosine",
-               "warmup": 0.03, "save_every": 500, "keep": 3},
+        train={
+            "epochs": 3,
+            "batch_size": 8,
+            "grad_accum": 2,
+            "lr": 2.0e-4,
+            "scheduler": "cosine",
+            "warmup": 0.03,
+            "save_every": 500,
+            "keep": 3,
+        },
     )
     assert load_recipe(write(tmp_path, recipe)).train.grad_accum == 2
 

@@ -47,8 +47,9 @@ def test_docs_page_is_current():
 
 
 def test_module_prints_the_page():
-    done = subprocess.run([sys.executable, "-m", "lmforge.config.reference"], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "lmforge.config.reference"], capture_output=True, text=True, check=True
+    )
     assert done.stdout == recipe_reference()
 
 

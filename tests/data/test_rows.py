@@ -4,9 +4,11 @@ import pytest
 from lmforge.data.examples import Examples
 from lmforge.data.rows import ExampleRows, PairRows, WithColumns
 
-EXAMPLES = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_ids": [0, 1, 0]},
-            {"input_ids": [4], "labels": [4], "position_ids": [0]},
-            {"input_ids": [5, 6], "labels": [-100, 6], "position_ids": [0, 1]}]
+EXAMPLES = [
+    {"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_ids": [0, 1, 0]},
+    {"input_ids": [4], "labels": [4], "position_ids": [0]},
+    {"input_ids": [5, 6], "labels": [-100, 6], "position_ids": [0, 1]},
+]
 
 
 def test_rows_read_like_the_list_of_dicts_they_stand_for():
@@ -18,13 +20,15 @@ def test_rows_read_like_the_list_of_dicts_they_stand_for():
         rows[3]
     with pytest.raises(IndexError):
         rows[-4]
-    (first, *_), = [rows]
+    ((first, *_),) = [rows]
     assert first == EXAMPLES[0]
 
 
 def test_rows_carry_per_example_columns_and_compare_by_content():
-    kto = [{"input_ids": [1, 2], "labels": [-100, 2], "desirable": 1},
-           {"input_ids": [3], "labels": [3], "desirable": 0}]
+    kto = [
+        {"input_ids": [1, 2], "labels": [-100, 2], "desirable": 1},
+        {"input_ids": [3], "labels": [3], "desirable": 0},
+    ]
     rows = ExampleRows(Examples.from_dicts(kto, columns=("desirable",)))
     assert list(rows) == kto and rows == kto
     assert rows == ExampleRows(Examples.from_dicts(kto, columns=("desirable",)))
@@ -34,8 +38,7 @@ def test_rows_carry_per_example_columns_and_compare_by_content():
 
 
 def test_empty_rows():
-    empty = Examples(input_ids=np.zeros(0, np.int32), labels=np.zeros(0, np.int32),
-                           lengths=np.zeros(0, np.int64))
+    empty = Examples(input_ids=np.zeros(0, np.int32), labels=np.zeros(0, np.int32), lengths=np.zeros(0, np.int64))
     rows = ExampleRows(empty)
     assert len(rows) == 0 and list(rows) == [] and rows == []
 
@@ -44,8 +47,15 @@ def test_pair_rows_read_both_sides_and_equal_the_pairs_they_hold():
     chosen = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4], "labels": [4]}]
     rejected = [{"input_ids": [1, 2], "labels": [-100, 9]}, {"input_ids": [5, 6], "labels": [5, 6]}]
     rows = PairRows(Examples.from_dicts(chosen), Examples.from_dicts(rejected))
-    pairs = [{"chosen_input_ids": c["input_ids"], "chosen_labels": c["labels"],
-              "rejected_input_ids": r["input_ids"], "rejected_labels": r["labels"]} for c, r in zip(chosen, rejected)]
+    pairs = [
+        {
+            "chosen_input_ids": c["input_ids"],
+            "chosen_labels": c["labels"],
+            "rejected_input_ids": r["input_ids"],
+            "rejected_labels": r["labels"],
+        }
+        for c, r in zip(chosen, rejected)
+    ]
     assert len(rows) == 2 and rows[1] == pairs[1] and rows[-2] == pairs[0] and rows[0:2] == pairs
     assert rows == pairs and list(rows) == pairs and rows != pairs[:1]
     with pytest.raises(IndexError):

@@ -7,6 +7,7 @@ import re
 
 import pytest
 import yaml
+
 from cli_runs import lmforge, losses, recipe, write_chat, write_text
 
 
@@ -88,8 +89,9 @@ def test_bad_recipe_fails_with_the_key(tmp_path, tiny_model_dir):
 
 def test_sft_with_packing_reports_efficiency(tmp_path, tiny_model_dir):
     path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl"), max_steps=2)
-    out = lmforge("train", str(path), "data.packing=true", "data.max_length=256", "data.eval.fraction=0.2",
-                  cwd=tmp_path)
+    out = lmforge(
+        "train", str(path), "data.packing=true", "data.max_length=256", "data.eval.fraction=0.2", cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     assert "packing efficiency" in out.stderr and "attention: lmforge_varlen" in out.stderr  # auto, packed
     info = json.loads((tmp_path / "run-sft" / "run_info.json").read_text())
@@ -116,8 +118,15 @@ def test_profile_steps_beyond_max_steps_fail_with_the_key(tmp_path, tiny_model_d
 
 
 def test_a_run_shorter_than_the_warm_up_says_nothing_was_profiled(tmp_path, tiny_model_dir):
-    path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl", n=8), max_steps=None,
-                  epochs=1, profile_steps=2)  # 8 chats, batch 4: 2 steps, both warm-up
+    path = recipe(
+        tmp_path,
+        tiny_model_dir,
+        "sft",
+        write_chat(tmp_path / "chat.jsonl", n=8),
+        max_steps=None,
+        epochs=1,
+        profile_steps=2,
+    )  # 8 chats, batch 4: 2 steps, both warm-up
     out = lmforge("train", str(path), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "the run ended after 2 steps, before any step after the 2 warm-up steps; nothing recorded" in out.stderr
@@ -125,8 +134,15 @@ def test_a_run_shorter_than_the_warm_up_says_nothing_was_profiled(tmp_path, tiny
 
 
 def test_a_run_that_ends_inside_the_profiled_steps_writes_the_steps_it_had(tmp_path, tiny_model_dir):
-    path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl", n=12), max_steps=None,
-                  epochs=1, profile_steps=5)  # 12 chats, batch 4: 3 steps, the last one recorded
+    path = recipe(
+        tmp_path,
+        tiny_model_dir,
+        "sft",
+        write_chat(tmp_path / "chat.jsonl", n=12),
+        max_steps=None,
+        epochs=1,
+        profile_steps=5,
+    )  # 12 chats, batch 4: 3 steps, the last one recorded
     out = lmforge("train", str(path), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     summary = (tmp_path / "run-sft" / "profile" / "summary.txt").read_text()

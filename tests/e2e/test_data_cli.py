@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import yaml
+
 from shared_assets import only
 
 LMFORGE = [sys.executable, "-m", "lmforge.cli"]
@@ -35,15 +36,19 @@ def test_convert_validate_split_then_stats(shared_tokenizer_dir, tmp_path):
     valid = lmforge("data", "validate", "chat.jsonl", cwd=tmp_path)
     assert valid.returncode == 0 and "all 9 records are valid" in valid.stdout
 
-    split = lmforge("data", "split", "chat.jsonl", "--eval-fraction", "0.2", "--seed", "3", "--out", "parts",
-                    cwd=tmp_path)
+    split = lmforge(
+        "data", "split", "chat.jsonl", "--eval-fraction", "0.2", "--seed", "3", "--out", "parts", cwd=tmp_path
+    )
     assert split.returncode == 0, split.stderr
     lines = {n: (tmp_path / "parts" / f"{n}.jsonl").read_text().splitlines() for n in ("train", "eval")}
     assert (len(lines["train"]), len(lines["eval"])) == (7, 2)
     assert sorted(lines["train"] + lines["eval"]) == sorted((tmp_path / "chat.jsonl").read_text().splitlines())
 
-    recipe = {"model": {"path": str(shared_tokenizer_dir)}, "output": "run",
-              "data": {"train": [{"path": "chat.jsonl"}], "max_length": 24, "truncation": "drop"}}
+    recipe = {
+        "model": {"path": str(shared_tokenizer_dir)},
+        "output": "run",
+        "data": {"train": [{"path": "chat.jsonl"}], "max_length": 24, "truncation": "drop"},
+    }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     stats = lmforge("data", "stats", "r.yaml", "--json", cwd=tmp_path)
     assert stats.returncode == 0, stats.stderr
@@ -60,28 +65,42 @@ def test_convert_validate_split_then_stats(shared_tokenizer_dir, tmp_path):
 
 
 def test_validate_exits_1_and_lists_every_problem(tmp_path):
-    rows = ['{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}',
-            '{"messages": [oops', '{"text": 3}']
+    rows = [
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}',
+        '{"messages": [oops',
+        '{"text": 3}',
+    ]
     (tmp_path / "bad.jsonl").write_bytes("\n".join(rows).encode() + b"\n\xff\xfe\n")
     out = lmforge("data", "validate", "bad.jsonl", cwd=tmp_path)
     assert out.returncode == 1
-    assert [line.split(": ")[0] for line in out.stdout.splitlines()[:3]] == ["bad.jsonl:2", "bad.jsonl:3",
-                                                                             "bad.jsonl:4"]
+    assert [line.split(": ")[0] for line in out.stdout.splitlines()[:3]] == [
+        "bad.jsonl:2",
+        "bad.jsonl:3",
+        "bad.jsonl:4",
+    ]
     assert "not valid UTF-8" in out.stdout and "3 of 4 records have problems" in out.stdout
     help_text = lmforge("data", "--help", cwd=tmp_path).stdout
     assert all(verb in help_text for verb in ("inspect", "stats", "convert", "validate", "split"))
 
 
 def test_inspect_and_stats_on_a_dpo_and_a_kto_recipe(tiny_tokenizer_dir, tmp_path):
-    pairs = [{"prompt": f"What is {k} plus 1?", "chosen": f"{k} plus 1 is {k + 1}.", "rejected": f"{k} plus 1 is 9."}
-             for k in range(4)]
+    pairs = [
+        {"prompt": f"What is {k} plus 1?", "chosen": f"{k} plus 1 is {k + 1}.", "rejected": f"{k} plus 1 is 9."}
+        for k in range(4)
+    ]
     pairs[2]["rejected"] = pairs[2]["chosen"]  # a bad pair: skipped and counted under data.on_error: skip
-    kto = [{"prompt": f"What is {k} plus 1?", "completion": f"{k} plus 1 is {k + 1 + k % 2}.", "label": k % 2 == 0}
-           for k in range(4)]
+    kto = [
+        {"prompt": f"What is {k} plus 1?", "completion": f"{k} plus 1 is {k + 1 + k % 2}.", "label": k % 2 == 0}
+        for k in range(4)
+    ]
     for name, rows, stage in (("pairs", pairs, "dpo"), ("kto", kto, "kto")):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        recipe = {"stage": stage, "model": {"path": str(tiny_tokenizer_dir)}, "output": f"run-{stage}",
-                  "data": {"train": [{"path": f"{name}.jsonl"}], "max_length": 64, "on_error": "skip"}}
+        recipe = {
+            "stage": stage,
+            "model": {"path": str(tiny_tokenizer_dir)},
+            "output": f"run-{stage}",
+            "data": {"train": [{"path": f"{name}.jsonl"}], "max_length": 64, "on_error": "skip"},
+        }
         (tmp_path / f"{stage}.yaml").write_text(yaml.safe_dump(recipe))
 
     shown = lmforge("data", "inspect", "dpo.yaml", "--json", cwd=tmp_path)

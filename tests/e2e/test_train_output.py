@@ -11,15 +11,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli_runs import LMFORGE, lmforge, recipe, write_chat, write_text
 
 from lmforge.errors import EXIT_STOPPED, EXIT_USER_ERROR
+
+from cli_runs import LMFORGE, lmforge, recipe, write_chat, write_text
 
 
 def digest(folder: Path) -> dict[str, str]:
     """Every file under `folder` by its relative path, with the sha256 of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +95,14 @@ def test_an_unwritable_output_location_is_a_message(tmp_path, tiny_model_dir):
 
 
 def test_sigterm_saves_a_checkpoint_claims_nothing_and_says_how_to_resume(tmp_path, tiny_model_dir):
-    path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl"), max_steps=400,
-                  save_every=1000)
-    proc = subprocess.Popen([*LMFORGE, "train", str(path)], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl"), max_steps=400, save_every=1000)
+    proc = subprocess.Popen(
+        [*LMFORGE, "train", str(path)],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     lines = []
     for line in proc.stderr:  # wait for a step to be done, then ask the run to stop as a scheduler would
         lines.append(line)
@@ -115,13 +123,34 @@ def test_sigterm_saves_a_checkpoint_claims_nothing_and_says_how_to_resume(tmp_pa
 def test_a_registry_dataset_trains_and_is_named_in_the_model_card(tmp_path, tiny_model_dir):
     with write_chat(tmp_path / "chats.jsonl").open("a") as f:
         f.write("not json\n")  # skipped under on_error: skip, and listed in the run's rejects file
-    (tmp_path / "dataset_info.json").write_text(json.dumps({"my_chats": {
-        "file_name": "chats.jsonl", "formatting": "sharegpt", "columns": {"messages": "messages"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-                 "system_tag": "system"}}}))
+    (tmp_path / "dataset_info.json").write_text(
+        json.dumps(
+            {
+                "my_chats": {
+                    "file_name": "chats.jsonl",
+                    "formatting": "sharegpt",
+                    "columns": {"messages": "messages"},
+                    "tags": {
+                        "role_tag": "role",
+                        "content_tag": "content",
+                        "user_tag": "user",
+                        "assistant_tag": "assistant",
+                        "system_tag": "system",
+                    },
+                }
+            }
+        )
+    )
     path = recipe(tmp_path, tiny_model_dir, "sft", tmp_path / "unused.jsonl", max_steps=1)
-    out = lmforge("train", str(path), "data.train.0.path=null", "data.train.0.name=my_chats",
-                  f"data.registry={tmp_path}", "data.on_error=skip", cwd=tmp_path)
+    out = lmforge(
+        "train",
+        str(path),
+        "data.train.0.path=null",
+        "data.train.0.name=my_chats",
+        f"data.registry={tmp_path}",
+        "data.on_error=skip",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     card = (tmp_path / "run-sft" / "README.md").read_text()
     assert "- data: my_chats (max_length 64)" in card
@@ -136,8 +165,14 @@ def test_a_hub_dataset_trains_and_is_named_in_the_model_card(tmp_path, tiny_mode
     write_chat(folder / "train.jsonl")
     path = recipe(tmp_path, tiny_model_dir, "sft", tmp_path / "unused.jsonl", max_steps=1)
     env = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf-cache")}
-    out = subprocess.run([*LMFORGE, "train", str(path), "data.train.0.path=null", f"data.train.0.hub={folder}"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+    out = subprocess.run(
+        [*LMFORGE, "train", str(path), "data.train.0.path=null", f"data.train.0.hub={folder}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
+    )
     assert out.returncode == 0, out.stderr
     card = (tmp_path / "run-sft" / "README.md").read_text()
     assert f"- data: hub:{folder} (max_length 64)" in card
@@ -156,4 +191,3 @@ def test_an_output_that_is_a_file_is_a_message(tmp_path, tiny_model_dir):
     out = lmforge("train", str(path), f"output={tmp_path / 'taken'}", cwd=tmp_path)
     assert out.returncode == EXIT_USER_ERROR and "is a file, not a directory" in out.stderr
     assert (tmp_path / "taken").read_text() == "a file"
-

@@ -26,8 +26,10 @@ def test_generate_reply_returns_new_text_only_and_stops_at_max_new_tokens(tiny):
     assert "<|im_start|>" not in reply and "What is" not in reply
     prompt = tokenizer.apply_chat_template(MESSAGES, chat_template=template, tokenize=False, add_generation_prompt=True)
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    logits_path = model.generate(ids, max_new_tokens=4, do_sample=False, eos_token_id=stop_token_ids(tokenizer, template))
-    new = logits_path[0, ids.shape[1]:]
+    logits_path = model.generate(
+        ids, max_new_tokens=4, do_sample=False, eos_token_id=stop_token_ids(tokenizer, template)
+    )
+    new = logits_path[0, ids.shape[1] :]
     assert len(new) <= 4
     assert reply == tokenizer.decode(new, skip_special_tokens=True).strip()
     assert generate_reply(model, tokenizer, template, MESSAGES, max_new_tokens=4) == reply  # greedy
@@ -35,9 +37,16 @@ def test_generate_reply_returns_new_text_only_and_stops_at_max_new_tokens(tiny):
 
 def test_batched_replies_equal_one_at_a_time(tiny):
     model, tokenizer, template = tiny
-    conversations = [MESSAGES, [{"role": "user", "content": "Hi"}],
-                     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 plus 30?"},
-                      {"role": "assistant", "content": "42."}, {"role": "user", "content": "And 2 plus 2?"}]]
+    conversations = [
+        MESSAGES,
+        [{"role": "user", "content": "Hi"}],
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is 12 plus 30?"},
+            {"role": "assistant", "content": "42."},
+            {"role": "user", "content": "And 2 plus 2?"},
+        ],
+    ]
     one_by_one = [generate_reply(model, tokenizer, template, c, max_new_tokens=6) for c in conversations]
     assert generate_replies(model, tokenizer, template, conversations, max_new_tokens=6, batch_size=2) == one_by_one
 
@@ -62,7 +71,9 @@ def run_chat(run_dir, lines: str) -> str:
 
 
 def test_chat_keeps_history_resets_and_exits(tiny_model_dir):
-    out = run_chat(tiny_model_dir, "What is 2 plus 3?\nAnd 5 minus 3?\n/reset\n/system Be brief.\nhi\n/exit\nnot read\n")
+    out = run_chat(
+        tiny_model_dir, "What is 2 plus 3?\nAnd 5 minus 3?\n/reset\n/system Be brief.\nhi\n/exit\nnot read\n"
+    )
     assert out.count("assistant> ") == 3
     assert "(history cleared)" in out and "(system prompt set; history cleared)" in out
     assert out.count("you> ") == 6  # the line after /exit is never read

@@ -27,8 +27,10 @@ def save_lora(base_dir, out_dir, task_type: str = "CAUSAL_LM", head=AutoModelFor
     """A LoRA adapter on the model in base_dir whose B matrices are not zero (so it changes the outputs)."""
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(head.from_pretrained(str(base_dir), **options),
-                           LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type=task_type))
+    model = get_peft_model(
+        head.from_pretrained(str(base_dir), **options),
+        LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type=task_type),
+    )
     torch.manual_seed(0)
     for name, param in model.named_parameters():
         if "lora_B" in name:
@@ -121,8 +123,9 @@ def test_a_reward_run_loads_with_its_reward_head(tmp_path, tiny_model_dir):
 def test_a_reward_adapter_loads_on_its_base_with_one_output(tmp_path, tiny_model_dir):
     from peft import PeftModel
 
-    trained = save_lora(tiny_model_dir, tmp_path / "adapter", "SEQ_CLS", AutoModelForSequenceClassification,
-                        num_labels=1)
+    trained = save_lora(
+        tiny_model_dir, tmp_path / "adapter", "SEQ_CLS", AutoModelForSequenceClassification, num_labels=1
+    )
     loaded = load_run(tmp_path / "adapter", head="reward")
     assert isinstance(loaded.model, PeftModel) and loaded.model.config.num_labels == 1
     torch.testing.assert_close(_logits(loaded.model), _logits(trained))

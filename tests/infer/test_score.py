@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from recipe_builds import build
 import torch
 from transformers import AutoTokenizer, TrainingArguments
 
@@ -13,6 +12,8 @@ from lmforge.config.recipe import Recipe
 from lmforge.errors import LmforgeError
 from lmforge.infer.score import RewardScorer, score_conversation, score_file
 from lmforge.train.preference import make_preference_trainer
+
+from recipe_builds import build
 
 MESSAGES = [{"role": "user", "content": "What is 1 plus 2?"}, {"role": "assistant", "content": "1 plus 2 is 3."}]
 
@@ -22,14 +23,38 @@ def lora_reward_run(tmp_path_factory, tiny_model_dir):
     """A LoRA reward run after one training step, saved as the run saves it, and the trained model."""
     tmp = tmp_path_factory.mktemp("rm")
     pairs = tmp / "p.jsonl"
-    pairs.write_text("".join(json.dumps({"prompt": f"What is {i} plus 2?", "chosen": f"{i} plus 2 is {i + 2}.",
-                                         "rejected": f"{i} plus 2 is {i + 3}."}) + "\n" for i in range(8)))
-    recipe = Recipe(stage="rm", model={"path": str(tiny_model_dir)}, tuning={"method": "lora", "lora": {"r": 4}},
-                    data={"train": [{"path": str(pairs)}], "max_length": 64}, output=str(tmp / "out"))
+    pairs.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": f"What is {i} plus 2?",
+                    "chosen": f"{i} plus 2 is {i + 2}.",
+                    "rejected": f"{i} plus 2 is {i + 3}.",
+                }
+            )
+            + "\n"
+            for i in range(8)
+        )
+    )
+    recipe = Recipe(
+        stage="rm",
+        model={"path": str(tiny_model_dir)},
+        tuning={"method": "lora", "lora": {"r": 4}},
+        data={"train": [{"path": str(pairs)}], "max_length": 64},
+        output=str(tmp / "out"),
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    args = TrainingArguments(output_dir=recipe.output, per_device_train_batch_size=4, max_steps=1, learning_rate=1e-2,
-                             report_to="none", remove_unused_columns=False, save_strategy="no", disable_tqdm=True,
-                             use_cpu=True)
+    args = TrainingArguments(
+        output_dir=recipe.output,
+        per_device_train_batch_size=4,
+        max_steps=1,
+        learning_rate=1e-2,
+        report_to="none",
+        remove_unused_columns=False,
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
     trainer = make_preference_trainer(recipe, tokenizer, build(recipe, tokenizer), args, [])
     trainer.train()
     run = tmp / "run"
@@ -39,8 +64,9 @@ def lora_reward_run(tmp_path_factory, tiny_model_dir):
 
 
 def reward_of(model, tokenizer, messages) -> float:
-    ids = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False), add_special_tokens=False,
-                    return_tensors="pt")["input_ids"]
+    ids = tokenizer(
+        tokenizer.apply_chat_template(messages, tokenize=False), add_special_tokens=False, return_tensors="pt"
+    )["input_ids"]
     with torch.no_grad():
         return float(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, 0])
 

@@ -14,7 +14,11 @@ from lmforge.model.adapters import SEQ_CLS, apply_tuning, decoder_layers, descri
 from lmforge.model.load import load_model
 
 TINY = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
     vocab_size=300,
 )
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -87,7 +91,10 @@ def test_freeze_with_tied_embeddings_trains_the_shared_weight(caplog):
 
 
 def test_freeze_module_matching_nothing_lists_names():
-    with pytest.raises(LmforgeError, match=r"tuning.freeze.modules: 'lmhead' matches no module of LlamaForCausalLM; did you mean lm_head\? "):
+    with pytest.raises(
+        LmforgeError,
+        match=r"tuning.freeze.modules: 'lmhead' matches no module of LlamaForCausalLM; did you mean lm_head\? ",
+    ):
         apply_tuning(tiny(), tuning("freeze", freeze={"modules": ["lmhead"]}))
 
 
@@ -148,11 +155,15 @@ def test_dora_adds_magnitude_vectors():
 
 @pytest.mark.parametrize(
     "section,key",
-    [({"target": ["q_proj", "qkv_proj"]}, "tuning.lora.target: 'qkv_proj'"),
-     ({"modules_to_save": ["head"]}, "tuning.lora.modules_to_save: 'head'")],
+    [
+        ({"target": ["q_proj", "qkv_proj"]}, "tuning.lora.target: 'qkv_proj'"),
+        ({"modules_to_save": ["head"]}, "tuning.lora.modules_to_save: 'head'"),
+    ],
 )
 def test_lora_names_matching_nothing_are_errors(section, key):
-    with pytest.raises(LmforgeError, match=f"{key} matches no module of LlamaForCausalLM; .*names here include .*q_proj"):
+    with pytest.raises(
+        LmforgeError, match=f"{key} matches no module of LlamaForCausalLM; .*names here include .*q_proj"
+    ):
         apply_tuning(tiny(), tuning("lora", lora=section))
 
 
@@ -206,8 +217,9 @@ HEAD_SAVED = {"base_model.model.score.modules_to_save.default.weight"}
 def test_lora_on_a_classifier_adapts_the_body_and_trains_the_head_whole(target):
     from peft import PeftModelForSequenceClassification
 
-    model = apply_tuning(tiny_classifier(), tuning("lora", lora={"r": 4, "target": target}), task_type=SEQ_CLS,
-                         head="score")
+    model = apply_tuning(
+        tiny_classifier(), tuning("lora", lora={"r": 4, "target": target}), task_type=SEQ_CLS, head="score"
+    )
     assert isinstance(model, PeftModelForSequenceClassification)
     projections = PROJECTIONS if target == "all-linear" else tuple(target)
     assert trainable(model) == lora_names("base_model.model.", projections=projections) | HEAD_SAVED
@@ -220,8 +232,12 @@ def test_dora_on_a_classifier_keeps_the_head_whole_and_reloads(tmp_path):
 
     base_dir = tmp_path / "base"
     tiny_classifier().save_pretrained(base_dir)
-    model = apply_tuning(LlamaForSequenceClassification.from_pretrained(base_dir), tuning("dora", lora={"r": 4}),
-                         task_type=SEQ_CLS, head="score")
+    model = apply_tuning(
+        LlamaForSequenceClassification.from_pretrained(base_dir),
+        tuning("dora", lora={"r": 4}),
+        task_type=SEQ_CLS,
+        head="score",
+    )
     assert HEAD_SAVED <= trainable(model)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -244,8 +260,9 @@ def test_freeze_on_a_classifier_trains_the_head_with_the_last_layers():
 
 def test_the_head_cannot_be_a_lora_target():
     with pytest.raises(LmforgeError, match="'score' is the new head, which trains whole; leave it out"):
-        apply_tuning(tiny_classifier(), tuning("lora", lora={"target": ["q_proj", "score"]}), task_type=SEQ_CLS,
-                     head="score")
+        apply_tuning(
+            tiny_classifier(), tuning("lora", lora={"target": ["q_proj", "score"]}), task_type=SEQ_CLS, head="score"
+        )
 
 
 # ---------------------------------------------------------------- qlora

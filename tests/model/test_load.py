@@ -18,7 +18,11 @@ from lmforge.model.load import load_model, load_tokenizer, match_vocab, resolve_
 
 VOCAB = 300
 TINY = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
     vocab_size=VOCAB,
 )
 
@@ -143,15 +147,25 @@ def test_auto_attention_is_padding_free_for_packed_training_and_sdpa_otherwise(t
     assert ModelSpec(path=tiny_dir).attn_implementation == "auto"
     assert load_model(spec(tiny_dir), FULL, packed=True).config._attn_implementation == "lmforge_varlen"
     assert load_model(spec(tiny_dir), FULL).config._attn_implementation == "sdpa"
-    assert load_model(spec(tiny_dir, attn_implementation="eager"), FULL, packed=True).config._attn_implementation \
+    assert (
+        load_model(spec(tiny_dir, attn_implementation="eager"), FULL, packed=True).config._attn_implementation
         == "eager"
+    )
 
 
 @pytest.fixture(scope="module")
 def softcapped_dir(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("tiny_gemma2")
-    config = Gemma2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, attn_logit_softcapping=50.0)
+    config = Gemma2Config(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        attn_logit_softcapping=50.0,
+    )
     Gemma2ForCausalLM(config).save_pretrained(out)
     return str(out)
 

@@ -12,8 +12,14 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import (Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                          MistralForCausalLM)
+from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+)
 
 from lmforge.config.recipe import ModelSpec, TuningSpec
 from lmforge.model import varlen
@@ -23,8 +29,17 @@ from lmforge.train.collate import Collator, is_varlen, varlen_kwargs
 TOL = 1e-5
 
 
-SHAPE = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=64, attn_implementation="sdpa", pad_token_id=0)
+SHAPE = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    attn_implementation="sdpa",
+    pad_token_id=0,
+)
 
 
 def twins(model_class, config):
@@ -44,7 +59,8 @@ def pair_of_models() -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
 def test_the_collator_serves_it_padding_free_batches_with_cu_seqlens():
     assert is_varlen(varlen.NAME)
     batch = Collator(pad_token_id=0, attn_implementation=varlen.NAME)(
-        [{"input_ids": [1, 2, 3], "labels": [1, 2, 3]}, {"input_ids": [4, 5], "labels": [4, 5]}])
+        [{"input_ids": [1, 2, 3], "labels": [1, 2, 3]}, {"input_ids": [4, 5], "labels": [4, 5]}]
+    )
     assert batch["input_ids"].shape == (1, 5) and "attention_mask" not in batch
     assert batch["cu_seq_lens_q"].tolist() == [0, 3, 5]
 
@@ -128,9 +144,17 @@ def test_a_sliding_window_is_kept_when_generating_with_a_kv_cache():
 
 
 def test_what_it_cannot_compute_is_refused_by_name():
-    config = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, attn_logit_softcapping=50.0,
-                          attn_implementation="eager")
+    config = Gemma2Config(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        attn_logit_softcapping=50.0,
+        attn_implementation="eager",
+    )
     model = Gemma2ForCausalLM(config).eval()
     model.set_attn_implementation(varlen.NAME)
     with pytest.raises(ValueError, match="soft-capping.*Gemma2Attention.*eager"):
@@ -138,13 +162,16 @@ def test_what_it_cannot_compute_is_refused_by_name():
 
 
 def test_a_recipe_can_name_it(tiny_model_dir):
-    model = load_model(ModelSpec(path=str(tiny_model_dir), attn_implementation=varlen.NAME, dtype="fp32"),
-                       TuningSpec(method="full"))
+    model = load_model(
+        ModelSpec(path=str(tiny_model_dir), attn_implementation=varlen.NAME, dtype="fp32"), TuningSpec(method="full")
+    )
     assert model.config._attn_implementation == varlen.NAME
 
 
-@pytest.mark.skipif(not (torch.cuda.is_available() and varlen.kernel_available()),
-                    reason="the varlen flash kernel needs CUDA (checked on a GPU machine)")
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and varlen.kernel_available()),
+    reason="the varlen flash kernel needs CUDA (checked on a GPU machine)",
+)
 @pytest.mark.parametrize("window", [None, 16])
 def test_the_cuda_kernel_agrees_with_sdpa_per_sample_forward_and_backward(window):
     torch.manual_seed(0)
@@ -155,14 +182,16 @@ def test_the_cuda_kernel_agrees_with_sdpa_per_sample_forward_and_backward(window
     k = torch.randn(1, 2, total, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     v = torch.randn(1, 2, total, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     module = torch.nn.Module()
-    got, _ = varlen.varlen_attention_forward(module, q, k, v, None, cu_seq_lens_q=bounds, max_length_q=max(lengths),
-                                             sliding_window=window)
+    got, _ = varlen.varlen_attention_forward(
+        module, q, k, v, None, cu_seq_lens_q=bounds, max_length_q=max(lengths), sliding_window=window
+    )
 
     def alone(a: int, b: int) -> torch.Tensor:
         rows, cols = torch.arange(b - a, device="cuda")[:, None], torch.arange(b - a, device="cuda")[None, :]
         allowed = (cols <= rows) & ((cols > rows - window) if window else True)
-        return F.scaled_dot_product_attention(q[:, :, a:b].float(), k[:, :, a:b].float(), v[:, :, a:b].float(),
-                                              attn_mask=allowed, enable_gqa=True)
+        return F.scaled_dot_product_attention(
+            q[:, :, a:b].float(), k[:, :, a:b].float(), v[:, :, a:b].float(), attn_mask=allowed, enable_gqa=True
+        )
 
     want = torch.cat([alone(a, b) for a, b in zip(bounds.tolist(), bounds.tolist()[1:])], dim=2).transpose(1, 2)
     torch.testing.assert_close(got.float(), want, atol=2e-2, rtol=2e-2)

@@ -7,10 +7,11 @@ import random
 import re
 
 import pytest
-from cli_runs import lmforge
 
 from lmforge.quickstart import synth
 from lmforge.quickstart.preference import preference_pairs, summary, wrong_reply
+
+from cli_runs import lmforge
 
 
 def test_wrong_reply_keeps_the_format_and_changes_the_number():

@@ -7,7 +7,9 @@ from lmforge.train.collate import Collator, additive_mask, block_causal_mask
 
 
 def test_dynamic_padding_pads_to_longest():
-    batch = Collator(pad_token_id=0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}])
+    batch = Collator(pad_token_id=0)(
+        [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}]
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
@@ -37,8 +39,15 @@ def test_trained_tokens_of_a_batch_use_the_shift():
 def test_packed_row_matches_documents_run_alone(attn):
     """The test of record: a packed row gives each document the logits it gets alone."""
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, attn_implementation=attn)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        attn_implementation=attn,
+    )
     model = LlamaForCausalLM(config).eval()
     doc_a, doc_b = [3, 9, 4, 22, 7], [11, 5, 30]
     row = {"input_ids": doc_a + doc_b, "labels": doc_a + doc_b, "position_ids": list(range(5)) + list(range(3))}

@@ -29,7 +29,8 @@ TOL = 1e-5
 SHAPE = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 
 
-def _standard(hidden, weight, labels, bias=None, num_items_in_batch=None, transform=HeadTransform()):
+def _standard(hidden, weight, labels, bias=None, num_items_in_batch=None, transform=None):
+    transform = transform or HeadTransform()
     logits = hidden @ weight.t() + (bias if bias is not None else 0)
     logits = logits * transform.scale
     if transform.softcap is not None:
@@ -284,12 +285,28 @@ def test_training_with_gradient_accumulation_matches_the_model_loss(tmp_path):
     for loss_chunk in ("off", 5):
         model = _llama()
         args = TrainingArguments(
-            output_dir=str(tmp_path / str(loss_chunk)), report_to="none", use_cpu=True, disable_tqdm=True,
-            per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=2, learning_rate=1e-2,
-            lr_scheduler_type="constant", save_strategy="no", logging_steps=1, seed=0, data_seed=0,
+            output_dir=str(tmp_path / str(loss_chunk)),
+            report_to="none",
+            use_cpu=True,
+            disable_tqdm=True,
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=2,
+            max_steps=2,
+            learning_rate=1e-2,
+            lr_scheduler_type="constant",
+            save_strategy="no",
+            logging_steps=1,
+            seed=0,
+            data_seed=0,
         )
-        trainer = LmforgeTrainer(model=model, args=args, train_dataset=data, eval_dataset=data,
-                                 data_collator=Collator(0), loss_chunk=loss_chunk)
+        trainer = LmforgeTrainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            eval_dataset=data,
+            data_collator=Collator(0),
+            loss_chunk=loss_chunk,
+        )
         trainer.train()
         results.append((dict(model.named_parameters()), trainer.evaluate()["eval_loss"]))
     (plain, plain_eval), (chunked, chunked_eval) = results

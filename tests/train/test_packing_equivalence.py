@@ -36,16 +36,30 @@ REFERENCE_VARLEN = "lmforge_reference_varlen"
 LENGTHS = [7, 5, 9, 3, 11, 4, 6]  # 45 tokens: 3 rows of 16 with BFD ([11, 5], [9, 7], [6, 4, 3])
 
 
-def reference_varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                               cu_seq_lens_q=None, cu_seq_lens_k=None, **kwargs):
+def reference_varlen_attention(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    scaling=None,
+    dropout=0.0,
+    cu_seq_lens_q=None,
+    cu_seq_lens_k=None,
+    **kwargs,
+):
     """Causal attention inside each [cu[i], cu[i+1]) span of a (1, heads, tokens, dim) batch: flash varlen's job."""
     assert attention_mask is None, "flash attention is served no mask"
     assert cu_seq_lens_q is None or torch.equal(cu_seq_lens_q, cu_seq_lens_k)
     cu = cu_seq_lens_q.tolist() if cu_seq_lens_q is not None else [0, query.shape[2]]
     groups = query.shape[1] // key.shape[1]
     key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
-    spans = [F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,
-                                            scale=scaling) for a, b in zip(cu, cu[1:])]
+    spans = [
+        F.scaled_dot_product_attention(
+            query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling
+        )
+        for a, b in zip(cu, cu[1:])
+    ]
     return torch.cat(spans, dim=2).transpose(1, 2).contiguous(), None
 
 
@@ -77,9 +91,16 @@ def make_samples(lengths: list[int], seed: int = 0) -> list[dict]:
 @pytest.fixture(scope="module")
 def models() -> dict[str, LlamaForCausalLM]:
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         attn_implementation="sdpa")
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        attn_implementation="sdpa",
+    )
     base = LlamaForCausalLM(config).eval()  # head dim 16: flex attention's GPU kernel needs >= 16
     out = {}
     for name, (impl, _) in BACKENDS.items():
@@ -141,9 +162,9 @@ def test_collated_batch_layout(backend):
         assert batch["cu_seq_lens_q"].tolist() == starts + [sum(LENGTHS)]
         assert batch["max_length_q"] == max(LENGTHS)
     for sample, (r, start, n) in zip(samples, where):
-        assert batch["input_ids"][r, start:start + n].tolist() == sample["input_ids"]
-        assert batch["position_ids"][r, start:start + n].tolist() == list(range(n))
-        assert batch["labels"][r, start:start + n].tolist() == [IGNORE_INDEX] + sample["labels"][1:]
+        assert batch["input_ids"][r, start : start + n].tolist() == sample["input_ids"]
+        assert batch["position_ids"][r, start : start + n].tolist() == list(range(n))
+        assert batch["labels"][r, start : start + n].tolist() == [IGNORE_INDEX] + sample["labels"][1:]
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
@@ -156,7 +177,7 @@ def test_per_sample_losses_equal_the_samples_run_alone(models, backend):
         model_loss = model(**batch, use_cache=False).loss
         sums, counts = [], []
         for sample, (r, start, n) in zip(samples, where):
-            packed_sum = sample_loss_sum(logits[r, start:start + n], sample["labels"])
+            packed_sum = sample_loss_sum(logits[r, start : start + n], sample["labels"])
             alone_sum = sample_loss_sum(alone(model, sample), sample["labels"])
             count = sum(1 for t in sample["labels"][1:] if t != IGNORE_INDEX)
             torch.testing.assert_close(packed_sum / count, alone_sum / count, atol=TOL, rtol=0)
@@ -177,7 +198,7 @@ def test_per_sample_gradients_equal_the_samples_run_alone(models, backend):
     for sample, (r, start, n) in zip(samples, where):
         # a fresh forward per sample: compiled flex attention on CUDA frees its buffers after one backward
         logits = packed_logits(model, batch)
-        packed = torch.autograd.grad(sample_loss_sum(logits[r, start:start + n], sample["labels"]), params)
+        packed = torch.autograd.grad(sample_loss_sum(logits[r, start : start + n], sample["labels"]), params)
         single = torch.autograd.grad(sample_loss_sum(alone(model, sample), sample["labels"]), params)
         for got, want in zip(packed, single):
             torch.testing.assert_close(got, want, atol=TOL, rtol=0)
@@ -199,10 +220,10 @@ def test_changing_one_sample_changes_no_other_sample_in_its_bin(models, backend)
     neighbours = [i for i, (r, _, _) in enumerate(where) if r == row and i != target]
     assert neighbours, "the changed sample must share its row with another"
     r, start, n = where[target]
-    assert not torch.allclose(before[r, start:start + n], after[r, start:start + n])
+    assert not torch.allclose(before[r, start : start + n], after[r, start : start + n])
     for i, (r, start, n) in enumerate(where):
         if i != target:
-            torch.testing.assert_close(after[r, start:start + n], before[r, start:start + n], atol=TOL, rtol=0)
+            torch.testing.assert_close(after[r, start : start + n], before[r, start : start + n], atol=TOL, rtol=0)
 
 
 def test_padding_free_batches_of_unpacked_rows_and_padding_to_a_multiple():

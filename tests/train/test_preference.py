@@ -9,47 +9,79 @@ import sys
 from pathlib import Path
 
 import pytest
-from recipe_builds import build
 import torch
 import yaml
 from transformers import AutoTokenizer, TrainingArguments
 
 from lmforge.config.recipe import PreferenceSpec, Recipe
-from lmforge.model.load import REWARD_HEAD
 from lmforge.data.examples import trained_tokens
+from lmforge.model.load import REWARD_HEAD
 from lmforge.train.preference import KTOCollator, PairCollator, PreferenceTrainer, make_preference_trainer
 
-TRL_PAIR_METRICS = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
-                    "logps/rejected", "logits/chosen", "logits/rejected"}
+from recipe_builds import build
+
+TRL_PAIR_METRICS = {
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+    "logits/chosen",
+    "logits/rejected",
+}
 
 
 def write_pairs(path: Path, n: int = 8) -> Path:
-    rows = [{"prompt": [{"role": "user", "content": f"What is {i} plus 2?"}], "chosen": f"{i} plus 2 is {i + 2}.",
-             "rejected": f"{i} plus 2 is {i + 3}."} for i in range(n)]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"What is {i} plus 2?"}],
+            "chosen": f"{i} plus 2 is {i + 2}.",
+            "rejected": f"{i} plus 2 is {i + 3}.",
+        }
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
 def write_kto(path: Path, n: int = 8) -> Path:
-    rows = [{"prompt": f"What is {i} plus 2?", "completion": f"{i} plus 2 is {i + 2 + i % 2}.", "label": i % 2 == 0}
-            for i in range(n)]
+    rows = [
+        {"prompt": f"What is {i} plus 2?", "completion": f"{i} plus 2 is {i + 2 + i % 2}.", "label": i % 2 == 0}
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-def recipe_for(tmp_path: Path, model_dir: Path, stage: str, method: str, data: Path, tuning: dict | None = None,
-               **pref) -> Recipe:
-    return Recipe(stage=stage, model={"path": str(model_dir)}, tuning=tuning or {"method": method, "lora": {"r": 4}},
-                  data={"train": [{"path": str(data)}], "max_length": 64},
-                  train={"max_steps": 1, "batch_size": 4, "lr": 1e-3, "log_every": 1}, preference=pref or None,
-                  output=str(tmp_path / "out"))
+def recipe_for(
+    tmp_path: Path, model_dir: Path, stage: str, method: str, data: Path, tuning: dict | None = None, **pref
+) -> Recipe:
+    return Recipe(
+        stage=stage,
+        model={"path": str(model_dir)},
+        tuning=tuning or {"method": method, "lora": {"r": 4}},
+        data={"train": [{"path": str(data)}], "max_length": 64},
+        train={"max_steps": 1, "batch_size": 4, "lr": 1e-3, "log_every": 1},
+        preference=pref or None,
+        output=str(tmp_path / "out"),
+    )
 
 
 def trainer_for(recipe: Recipe, tokenizer) -> PreferenceTrainer:
     data = build(recipe, tokenizer)
-    args = TrainingArguments(output_dir=recipe.output, per_device_train_batch_size=4, max_steps=1,
-                             learning_rate=1e-3, report_to="none", remove_unused_columns=False, logging_steps=1,
-                             save_strategy="no", disable_tqdm=True, use_cpu=True)
+    args = TrainingArguments(
+        output_dir=recipe.output,
+        per_device_train_batch_size=4,
+        max_steps=1,
+        learning_rate=1e-3,
+        report_to="none",
+        remove_unused_columns=False,
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
     return make_preference_trainer(recipe, tokenizer, data, args, callbacks=[])
 
 
@@ -103,8 +135,14 @@ def test_lora_reward_model_trains_the_adapter_and_the_head(tmp_path, tiny_model_
 
 
 def test_freeze_reward_model_trains_the_last_layers_and_the_head(tmp_path, tiny_model_dir, tokenizer):
-    recipe = recipe_for(tmp_path, tiny_model_dir, "rm", "freeze", write_pairs(tmp_path / "p.jsonl"),
-                        tuning={"method": "freeze", "freeze": {"layers": 1}})
+    recipe = recipe_for(
+        tmp_path,
+        tiny_model_dir,
+        "rm",
+        "freeze",
+        write_pairs(tmp_path / "p.jsonl"),
+        tuning={"method": "freeze", "freeze": {"layers": 1}},
+    )
     names = set(_trainable(trainer_for(recipe, tokenizer).model))
     assert f"{REWARD_HEAD}.weight" in names and all(n.startswith(("model.layers.", f"{REWARD_HEAD}.")) for n in names)
 
@@ -153,8 +191,9 @@ def test_full_dpo_keeps_a_frozen_copy(tmp_path, tiny_model_dir, tokenizer):
 
 @pytest.mark.parametrize("cache", ["miss", "hit"])  # a hit gives rows built from the arrays on each read
 def test_precomputed_reference_is_stored_with_the_examples(tmp_path, tiny_model_dir, tokenizer, cache):
-    recipe = recipe_for(tmp_path, tiny_model_dir, "dpo", "full", write_pairs(tmp_path / "p.jsonl"),
-                        precompute_reference=True)
+    recipe = recipe_for(
+        tmp_path, tiny_model_dir, "dpo", "full", write_pairs(tmp_path / "p.jsonl"), precompute_reference=True
+    )
     recipe.data.cache_dir = str(tmp_path / "cache")
     if cache == "hit":
         build(recipe, tokenizer)
@@ -170,16 +209,24 @@ def test_precomputed_reference_is_stored_with_the_examples(tmp_path, tiny_model_
 
 @pytest.mark.parametrize("stage", ["simpo", "orpo"])
 def test_reference_free_stages_take_a_step(tmp_path, tiny_model_dir, tokenizer, stage):
-    trainer = trainer_for(recipe_for(tmp_path, tiny_model_dir, stage, "lora", write_pairs(tmp_path / "p.jsonl")),
-                          tokenizer)
+    trainer = trainer_for(
+        recipe_for(tmp_path, tiny_model_dir, stage, "lora", write_pairs(tmp_path / "p.jsonl")), tokenizer
+    )
     assert trainer.reference is None and trainer.ref_model is None
     trainer.train()
     assert "rewards/margins" in trainer.state.log_history[0]
 
 
 def test_kto_step_with_mismatched_pairs(tmp_path, tiny_model_dir, tokenizer):
-    recipe = recipe_for(tmp_path, tiny_model_dir, "kto", "lora", write_kto(tmp_path / "k.jsonl"),
-                        desirable_weight=1.0, undesirable_weight=1.5)
+    recipe = recipe_for(
+        tmp_path,
+        tiny_model_dir,
+        "kto",
+        "lora",
+        write_kto(tmp_path / "k.jsonl"),
+        desirable_weight=1.0,
+        undesirable_weight=1.5,
+    )
     trainer = trainer_for(recipe, tokenizer)
     batch = KTOCollator(tokenizer.pad_token_id)(trainer.train_dataset[:4])
     assert batch["desirable"].tolist() == [True, False, True, False]
@@ -204,21 +251,45 @@ def test_recipe_checks_the_reference():
 
 def test_rm_trains_through_the_cli_and_scores(tmp_path, tiny_model_dir):
     data = write_pairs(tmp_path / "p.jsonl", n=12)
-    recipe = {"stage": "rm", "model": {"path": str(tiny_model_dir)}, "tuning": {"method": "full"},
-              "data": {"train": [{"path": str(data)}], "max_length": 64, "eval": {"fraction": 0.25}},
-              "train": {"max_steps": 2, "batch_size": 4, "lr": 1e-3, "log_every": 1, "save_every": 10},
-              "preference": {"margin": 0.5}, "output": str(tmp_path / "rm")}
+    recipe = {
+        "stage": "rm",
+        "model": {"path": str(tiny_model_dir)},
+        "tuning": {"method": "full"},
+        "data": {"train": [{"path": str(data)}], "max_length": 64, "eval": {"fraction": 0.25}},
+        "train": {"max_steps": 2, "batch_size": 4, "lr": 1e-3, "log_every": 1, "save_every": 10},
+        "preference": {"margin": 0.5},
+        "output": str(tmp_path / "rm"),
+    }
     (tmp_path / "rm.yaml").write_text(yaml.safe_dump(recipe))
-    run = subprocess.run([sys.executable, "-m", "lmforge.cli", "train", "rm.yaml"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "lmforge.cli", "train", "rm.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     metrics = json.loads((tmp_path / "rm" / "metrics.json").read_text())
     assert {"eval_accuracy", "eval_margin"} <= set(metrics)
     convs = tmp_path / "c.jsonl"
-    convs.write_text(json.dumps({"messages": [{"role": "user", "content": "What is 1 plus 2?"},
-                                              {"role": "assistant", "content": "1 plus 2 is 3."}]}) + "\n")
-    scored = subprocess.run([sys.executable, "-m", "lmforge.cli", "score", "rm", "--messages", str(convs)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    convs.write_text(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "What is 1 plus 2?"},
+                    {"role": "assistant", "content": "1 plus 2 is 3."},
+                ]
+            }
+        )
+        + "\n"
+    )
+    scored = subprocess.run(
+        [sys.executable, "-m", "lmforge.cli", "score", "rm", "--messages", str(convs)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert scored.returncode == 0, scored.stderr
     from lmforge.infer.score import score_conversation
 

@@ -79,8 +79,13 @@ def trl_args(config_cls, tmp_path, batch_size: int, **kwargs):
     configs also default to gradient checkpointing, under the name transformers 5 deprecates (a FutureWarning on
     every config): set under its current name, and off, as it changes no loss or gradient."""
     return config_cls(
-        output_dir=str(tmp_path), report_to=[], use_cpu=True, bf16=False, per_device_train_batch_size=batch_size,
-        activation_checkpointing=False, **kwargs,
+        output_dir=str(tmp_path),
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=batch_size,
+        activation_checkpointing=False,
+        **kwargs,
     )
 
 
@@ -218,8 +223,9 @@ def test_dpo_with_an_nll_term_on_chosen_matches_trl_sigmoid_plus_sft(trl, tokeni
     with loss_weights [1, w]."""
     policy, reference = tiny_model(0), tiny_model(1)
     beta, weight = 0.3, 0.7
-    trainer = dpo_trainer(trl, tokenizer, tmp_path, policy, reference, loss_type=["sigmoid", "sft"],
-                          loss_weights=[1.0, weight], beta=beta)
+    trainer = dpo_trainer(
+        trl, tokenizer, tmp_path, policy, reference, loss_type=["sigmoid", "sft"], loss_weights=[1.0, weight], beta=beta
+    )
     batch = one_batch(trainer)
     their_loss = trainer.compute_loss(trainer.model, batch)
     their_loss.backward()

@@ -8,10 +8,14 @@ from lmforge.train.trainer import LmforgeTrainer
 
 
 def recipe(tmp_path, **data):
-    return validate_recipe({
-        "stage": "sft", "model": {"path": "unused"}, "output": str(tmp_path / "out"),
-        "data": {"train": [{"path": "unused.jsonl"}], **data},
-    })
+    return validate_recipe(
+        {
+            "stage": "sft",
+            "model": {"path": "unused"},
+            "output": str(tmp_path / "out"),
+            "data": {"train": [{"path": "unused.jsonl"}], **data},
+        }
+    )
 
 
 def test_group_by_length_uses_a_length_grouped_sampler(tmp_path, tiny_model_dir):
@@ -20,8 +24,12 @@ def test_group_by_length_uses_a_length_grouped_sampler(tmp_path, tiny_model_dir)
     args = training_arguments(recipe(tmp_path, group_by_length=True), has_eval=False)
     assert args.train_sampling_strategy == "group_by_length"
     examples = [{"input_ids": [1] * n, "labels": [1] * n} for n in (3, 30, 5, 28, 4, 31, 6, 29)]
-    trainer = LmforgeTrainer(model=AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), args=args,
-                             train_dataset=examples, data_collator=Collator(pad_token_id=0))
+    trainer = LmforgeTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
+        args=args,
+        train_dataset=examples,
+        data_collator=Collator(pad_token_id=0),
+    )
     assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
 
 
@@ -37,11 +45,13 @@ def test_group_by_length_reads_lmforge_rows_lengths_without_building_rows(tmp_pa
     rows = ExampleRows(Examples.from_dicts(dicts))
     args = training_arguments(recipe(tmp_path, group_by_length=True), has_eval=False)
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
-    theirs = LmforgeTrainer(model=model, args=args, train_dataset=dicts,
-                            data_collator=Collator(pad_token_id=0))._get_train_sampler()
+    theirs = LmforgeTrainer(
+        model=model, args=args, train_dataset=dicts, data_collator=Collator(pad_token_id=0)
+    )._get_train_sampler()
     monkeypatch.setattr(ExampleRows, "_row", lambda self, k: pytest.fail("a row was built to read its length"))
-    ours = LmforgeTrainer(model=model, args=args, train_dataset=rows,
-                          data_collator=Collator(pad_token_id=0))._get_train_sampler()
+    ours = LmforgeTrainer(
+        model=model, args=args, train_dataset=rows, data_collator=Collator(pad_token_id=0)
+    )._get_train_sampler()
     assert isinstance(ours, LengthGroupedSampler) and ours.lengths == theirs.lengths == list(lengths)
     assert ours.batch_size == theirs.batch_size
     torch.manual_seed(0)

@@ -26,9 +26,11 @@ from lmforge.data.sources.read import iter_rows, read_source
 from lmforge.errors import LmforgeError
 
 KIND_BY_FORMAT = {"text": "text", "preference": "preference", "kto": "kto"}
+KIND_KEYS = ("chosen", "rejected", "label", "text", "messages", "conversations", "instruction", "prompt")
 
 
 # ---- convert -----------------------------------------------------------------------------------------
+
 
 def run_convert(src: str, dst: Path, to: str = "messages", fmt: str = "auto", on_error: str = "strict") -> int:
     if to != "messages":
@@ -36,17 +38,27 @@ def run_convert(src: str, dst: Path, to: str = "messages", fmt: str = "auto", on
     source = Source(path=src, format=fmt)
     kind = data_kind(source)
     if kind == "text":
-        raise LmforgeError(f"{src}: plain text has no roles to turn into messages; it is already the text format "
-                           "(for chat data, give --format alpaca, sharegpt, ...)")
+        raise LmforgeError(
+            f"{src}: plain text has no roles to turn into messages; it is already the text format "
+            "(for chat data, give --format alpaca, sharegpt, ...)"
+        )
     got = read_source(source, kind, on_error=on_error)
     lines = [json.dumps(as_messages(record), ensure_ascii=False) + "\n" for record in got.records]
     _write_atomic(dst, "".join(lines))
     note = ""
     if got.rejects:
         rejects = dst.with_name(dst.name + ".rejects.jsonl")
-        _write_atomic(rejects, "".join(json.dumps({"source": r.source, "reason": r.reason, "raw": r.raw},
-                                                  ensure_ascii=False, default=str) + "\n" for r in got.rejects))
-        note = f"; skipped {len(got.rejects):,} bad records ({counts_text(by_category(got.rejects))}), listed in {rejects}"
+        _write_atomic(
+            rejects,
+            "".join(
+                json.dumps({"source": r.source, "reason": r.reason, "raw": r.raw}, ensure_ascii=False, default=str)
+                + "\n"
+                for r in got.rejects
+            ),
+        )
+        note = (
+            f"; skipped {len(got.rejects):,} bad records ({counts_text(by_category(got.rejects))}), listed in {rejects}"
+        )
     say(f"lmforge: wrote {len(got.records):,} {kind} records to {dst} as messages{note}")
     return 0
 
@@ -58,14 +70,12 @@ def data_kind(source: Source) -> str:
     for _, rows in source_parts(source):
         row = next((obj for _, obj in rows if isinstance(obj, dict)), None)
         if row is not None:
-            def has(canonical: str) -> bool:
-                return source.columns.get(canonical, canonical) in row
-
-            if has("chosen") and has("rejected"):
+            keys = {key for key in KIND_KEYS if source.columns.get(key, key) in row}
+            if {"chosen", "rejected"} <= keys:
                 return "preference"
-            if has("label"):
+            if "label" in keys:
                 return "kto"
-            if has("text") and not any(has(k) for k in ("messages", "conversations", "instruction", "prompt")):
+            if "text" in keys and not keys & {"messages", "conversations", "instruction", "prompt"}:
                 return "text"
             return "conversation"
     return "conversation"
@@ -76,8 +86,14 @@ def as_messages(record) -> dict[str, Any]:
     if isinstance(record, Conversation):
         return _with_tools({"messages": [m.as_dict() for m in record.messages]}, record.tools)
     if isinstance(record, PreferencePair):
-        return _with_tools({"prompt": _dicts(record.prompt), "chosen": [record.chosen.as_dict()],
-                            "rejected": [record.rejected.as_dict()]}, record.tools)
+        return _with_tools(
+            {
+                "prompt": _dicts(record.prompt),
+                "chosen": [record.chosen.as_dict()],
+                "rejected": [record.rejected.as_dict()],
+            },
+            record.tools,
+        )
     if isinstance(record, KTOExample):
         return {"prompt": _dicts(record.prompt), "completion": [record.completion.as_dict()], "label": record.label}
     if isinstance(record, Text):
@@ -97,6 +113,7 @@ def _with_tools(out: dict[str, Any], tools: list[dict] | None) -> dict[str, Any]
 
 # ---- validate ----------------------------------------------------------------------------------------
 
+
 def run_validate(src: str, fmt: str = "auto", kind: str | None = None, stream: TextIO | None = None) -> int:
     """Print every problem with where it is; 0 when there is none, 1 otherwise."""
     stream = stream or sys.stdout
@@ -111,8 +128,10 @@ def run_validate(src: str, fmt: str = "auto", kind: str | None = None, stream: T
         stream.write((r.reason if r.reason.startswith(r.source) else f"{r.source}: {r.reason}") + "\n")
     total = len(got.records) + len(got.rejects)
     if got.rejects:
-        stream.write(f"{src}: {len(got.rejects):,} of {total:,} records have problems "
-                     f"({counts_text(by_category(got.rejects))})\n")
+        stream.write(
+            f"{src}: {len(got.rejects):,} of {total:,} records have problems "
+            f"({counts_text(by_category(got.rejects))})\n"
+        )
         return 1
     if not got.records:
         stream.write(f"{src}: no records found\n")
@@ -122,6 +141,7 @@ def run_validate(src: str, fmt: str = "auto", kind: str | None = None, stream: T
 
 
 # ---- split -------------------------------------------------------------------------------------------
+
 
 def run_split(src: str, eval_fraction: float, seed: int, out: Path) -> int:
     """train.jsonl and eval.jsonl in `out`: the rows as they are, seeded, each keeping file order."""
@@ -133,8 +153,10 @@ def run_split(src: str, eval_fraction: float, seed: int, out: Path) -> int:
     evaluation = [json.dumps(r, ensure_ascii=False, default=_plain) + "\n" for i, r in enumerate(rows) if i in chosen]
     _write_atomic(out / "train.jsonl", "".join(train))
     _write_atomic(out / "eval.jsonl", "".join(evaluation))
-    say(f"lmforge: {len(train):,} rows to {out / 'train.jsonl'}, {len(evaluation):,} to {out / 'eval.jsonl'} "
-        f"(seed {seed})")
+    say(
+        f"lmforge: {len(train):,} rows to {out / 'train.jsonl'}, {len(evaluation):,} to {out / 'eval.jsonl'} "
+        f"(seed {seed})"
+    )
     return 0
 
 

@@ -59,15 +59,23 @@ class Sample:
         return trained_tokens(self.labels)
 
     def as_json(self) -> dict:
-        out = {"index": self.index, "source": self.source, "text": self.text, "input_ids": self.input_ids,
-               "labels": self.labels, "truncated": self.truncated, "dropped": self.dropped}
+        out = {
+            "index": self.index,
+            "source": self.source,
+            "text": self.text,
+            "input_ids": self.input_ids,
+            "labels": self.labels,
+            "truncated": self.truncated,
+            "dropped": self.dropped,
+        }
         if self.position_ids is not None:
             out["position_ids"] = self.position_ids
         return out
 
 
-def run_inspect(recipe: Recipe, n: int | None, as_json: bool, html_path: Path | None,
-                stream: TextIO | None = None) -> None:
+def run_inspect(
+    recipe: Recipe, n: int | None, as_json: bool, html_path: Path | None, stream: TextIO | None = None
+) -> None:
     """Show the first n samples (None: all with as_json, else 5) as JSON lines or marked text, plus HTML.
 
     `stream` defaults to sys.stdout as it is at call time; logs and messages go to stderr.
@@ -116,8 +124,9 @@ def collect_samples(data: DataSettings, tokenizer: Tokenizer, limit: int | None)
             raise outcome
         first = outcome[0]
         enc = first.sides[0]
-        samples.append(Sample(index, conv.source, enc.text, enc.input_ids, enc.labels, first.cut is not None,
-                              first.dropped))
+        samples.append(
+            Sample(index, conv.source, enc.text, enc.input_ids, enc.labels, first.cut is not None, first.dropped)
+        )
     return samples
 
 
@@ -128,15 +137,21 @@ def _text_samples(data: DataSettings, tokenizer: Tokenizer, texts: list[str], li
     else:  # blocks need only the documents that fill the first `limit` of them
         docs, tokens, k = [], 0, 0
         while k < len(texts) and (limit is None or tokens < limit * max_length):
-            batch = tokenize_documents(tokenizer, texts[k:k + 100])
+            batch = tokenize_documents(tokenizer, texts[k : k + 100])
             docs.extend(batch)
             tokens += sum(len(d) for d in batch)
             k += 100
     rows = ExampleRows(lay_out(Examples.from_rows(docs), max_length, packing).rows)
     kind = "bin" if packing else "block"
     return [
-        Sample(i, f"{kind} {i}", tokenizer.decode(e["input_ids"]), e["input_ids"], e["labels"],
-               position_ids=e.get("position_ids"))
+        Sample(
+            i,
+            f"{kind} {i}",
+            tokenizer.decode(e["input_ids"]),
+            e["input_ids"],
+            e["labels"],
+            position_ids=e.get("position_ids"),
+        )
         for i, e in enumerate(rows[:limit])
     ]
 
@@ -154,7 +169,7 @@ def segments(tokenizer: Tokenizer, input_ids: list[int], labels: list[int]) -> l
     for start, end, trained in runs:
         upto = tokenizer.decode(input_ids[:end])
         if upto.startswith(decoded):  # decoding a prefix keeps the spacing around run boundaries exact
-            out.append((upto[len(decoded):], trained))
+            out.append((upto[len(decoded) :], trained))
             decoded = upto
         else:  # a multi-byte character split across runs: decode the run on its own
             out.append((tokenizer.decode(input_ids[start:end]), trained))
@@ -188,8 +203,10 @@ def _title(sample: Sample) -> str:
 
 def _legend(color: bool) -> str:
     if color:
-        return (f"trained tokens (they carry loss) in {ANSI_TRAINED}green{ANSI_RESET}, "
-                f"context in {ANSI_CONTEXT}grey{ANSI_RESET}")
+        return (
+            f"trained tokens (they carry loss) in {ANSI_TRAINED}green{ANSI_RESET}, "
+            f"context in {ANSI_CONTEXT}grey{ANSI_RESET}"
+        )
     return f"trained tokens (they carry loss) are shown {OPEN_MARK}like this{CLOSE_MARK}; the rest is context"
 
 
@@ -207,8 +224,10 @@ def write_html(path: Path, recipe: Recipe, tokenizer: Tokenizer, samples: list[S
     total = sum(len(s.input_ids) for s in samples)
     trained = sum(s.trained for s in samples)
     share = trained / total if total else 0.0
-    body = [*html_head(recipe),
-            f'<p class="counts">{len(samples)} samples, {total} tokens, {trained} trained ({share:.1%}).</p>']
+    body = [
+        *html_head(recipe),
+        f'<p class="counts">{len(samples)} samples, {total} tokens, {trained} trained ({share:.1%}).</p>',
+    ]
     for sample in samples:
         spans = html_spans(segments(tokenizer, sample.input_ids, sample.labels))
         body.append(f"<section><h2>{html.escape(_title(sample))}</h2><pre>{spans}</pre></section>")
@@ -228,17 +247,24 @@ def html_head(recipe: Recipe) -> list[str]:
 
 
 def html_spans(runs: list[tuple[str, bool]]) -> str:
-    return "".join(f'<mark class="trained">{html.escape(text)}</mark>' if trained
-                   else f'<span class="context">{html.escape(text)}</span>' for text, trained in runs)
+    return "".join(
+        f'<mark class="trained">{html.escape(text)}</mark>'
+        if trained
+        else f'<span class="context">{html.escape(text)}</span>'
+        for text, trained in runs
+    )
 
 
 def write_page(path: Path, body: list[str], style: str = "") -> None:
     """The body's HTML lines as a self-contained page at `path`."""
-    page = (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>lmforge data inspect</title>'
-            f"<style>{HTML_STYLE}{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+    page = (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>lmforge data inspect</title>'
+        f"<style>{HTML_STYLE}{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(page, encoding="utf-8")
     except OSError as err:
-        raise LmforgeError(f"--html {path}: cannot write the HTML view ({err.strerror}); "
-                           "give a writable path") from None
+        raise LmforgeError(
+            f"--html {path}: cannot write the HTML view ({err.strerror}); give a writable path"
+        ) from None

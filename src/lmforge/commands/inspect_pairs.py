@@ -65,11 +65,19 @@ class PreferenceSample:
 
     def as_json(self) -> dict:
         if not self.is_pair:
-            return {**self.sides[COMPLETION].as_json(), "desirable": self.desirable,
-                    "prompt_length": self.prompt_length}
-        return {"index": self.index, "source": self.source, "prompt_length": self.prompt_length,
-                "truncated": self.cut is not None, "dropped": self.dropped,
-                **{side: self.sides[side].as_json() for side in PAIR_SIDES}}
+            return {
+                **self.sides[COMPLETION].as_json(),
+                "desirable": self.desirable,
+                "prompt_length": self.prompt_length,
+            }
+        return {
+            "index": self.index,
+            "source": self.source,
+            "prompt_length": self.prompt_length,
+            "truncated": self.cut is not None,
+            "dropped": self.dropped,
+            **{side: self.sides[side].as_json() for side in PAIR_SIDES},
+        }
 
 
 def collect_preference_samples(data: DataSettings, tokenizer: Tokenizer, limit: int | None) -> list[PreferenceSample]:
@@ -82,7 +90,7 @@ def collect_preference_samples(data: DataSettings, tokenizer: Tokenizer, limit: 
     for start in range(0, len(records), BATCH):
         if limit is not None and len(samples) >= limit:
             break
-        batch = records[start:start + BATCH]
+        batch = records[start : start + BATCH]
         for index, (record, outcome) in enumerate(zip(batch, encode_samples(tokenizer, batch, settings)), start):
             if limit is not None and len(samples) >= limit:
                 break
@@ -93,18 +101,23 @@ def collect_preference_samples(data: DataSettings, tokenizer: Tokenizer, limit: 
                 continue
             samples.append(_sample(index, record, outcome[0]))
     if skipped:
-        say(f"lmforge: inspect: left out {sum(skipped.values()):,} bad records (data.on_error: skip): "
-            f"{counts_text(skipped)}; `lmforge data stats` lists them with why")
+        say(
+            f"lmforge: inspect: left out {sum(skipped.values()):,} bad records (data.on_error: skip): "
+            f"{counts_text(skipped)}; `lmforge data stats` lists them with why"
+        )
     return samples
 
 
 def _sample(index: int, record, built: Built) -> PreferenceSample:
     names = PAIR_SIDES if isinstance(record, PreferencePair) else (COMPLETION,)
-    sides = {name: Sample(index, record.source, enc.text, enc.input_ids, enc.labels, built.cut is not None,
-                          built.dropped) for name, enc in zip(names, built.sides)}
+    sides = {
+        name: Sample(index, record.source, enc.text, enc.input_ids, enc.labels, built.cut is not None, built.dropped)
+        for name, enc in zip(names, built.sides)
+    }
     desirable = None if isinstance(record, PreferencePair) else bool(record.label)
-    return PreferenceSample(index, record.source, sides, prompt_length(built.sides[0]), built.cut, built.dropped,
-                            desirable)
+    return PreferenceSample(
+        index, record.source, sides, prompt_length(built.sides[0]), built.cut, built.dropped, desirable
+    )
 
 
 def split_runs(tokenizer: Tokenizer, side: Sample) -> tuple[str, list[tuple[str, bool]]]:
@@ -147,16 +160,20 @@ def write_html(path: Path, recipe: Recipe, tokenizer: Tokenizer, samples: list[P
     """The terminal view as a page: per record, the prompt, then the sides next to each other."""
     what = "pairs" if not samples or samples[0].is_pair else "examples"
     counts = []
-    for name in (PAIR_SIDES if what == "pairs" else (COMPLETION,)):
+    for name in PAIR_SIDES if what == "pairs" else (COMPLETION,):
         total = sum(len(s.sides[name].input_ids) for s in samples)
         trained = sum(s.sides[name].trained for s in samples)
         counts.append(f"{name}: {total} tokens, {trained} trained ({trained / total if total else 0.0:.1%})")
     body = [*html_head(recipe), f'<p class="counts">{len(samples)} {what}; {"; ".join(counts)}.</p>']
     for sample in samples:
         prompt = split_runs(tokenizer, next(iter(sample.sides.values())))[0]
-        sides = "".join(f"<div><h3>{html.escape(_side_title(name, side, sample))}</h3>"
-                        f"<pre>{html_spans(split_runs(tokenizer, side)[1])}</pre></div>"
-                        for name, side in sample.sides.items())
-        body.append(f"<section><h2>{html.escape(_title(sample))}</h2><pre>{html_spans([(prompt, False)])}</pre>"
-                    f'<div class="sides">{sides}</div></section>')
+        sides = "".join(
+            f"<div><h3>{html.escape(_side_title(name, side, sample))}</h3>"
+            f"<pre>{html_spans(split_runs(tokenizer, side)[1])}</pre></div>"
+            for name, side in sample.sides.items()
+        )
+        body.append(
+            f"<section><h2>{html.escape(_title(sample))}</h2><pre>{html_spans([(prompt, False)])}</pre>"
+            f'<div class="sides">{sides}</div></section>'
+        )
     write_page(path, body, PAIR_STYLE)

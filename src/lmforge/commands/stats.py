@@ -40,13 +40,15 @@ def run_stats(recipe: Recipe, as_json: bool = False, stream: TextIO | None = Non
     bundle = build_examples(data, tokenizer, rejects_path=DEFAULT_REJECTS)
     if recipe.stage in PREFERENCE_STAGES:
         stats = preference_stats(bundle.train, recipe.stage == "kto")
-        stats.update(stage=recipe.stage, max_length=recipe.data.max_length, **_outcomes(bundle),
-                     cache=bundle.report.cache)
+        stats.update(
+            stage=recipe.stage, max_length=recipe.data.max_length, **_outcomes(bundle), cache=bundle.report.cache
+        )
         text = format_pair_stats(stats, recipe)
     else:
         stats = dataset_stats(bundle.train, recipe.data.max_length)
-        stats.update(**_outcomes(bundle), split_conversations=bundle.report.split_conversations,
-                     cache=bundle.report.cache)
+        stats.update(
+            **_outcomes(bundle), split_conversations=bundle.report.split_conversations, cache=bundle.report.cache
+        )
         text = format_stats(stats, recipe)
     stream.write((json.dumps(stats) if as_json else text) + "\n")
     return 0
@@ -54,10 +56,18 @@ def run_stats(recipe: Recipe, as_json: bool = False, stream: TextIO | None = Non
 
 def _outcomes(bundle: DataBundle) -> dict[str, Any]:
     report = bundle.report
-    return dict(records=report.records, truncated=report.truncated, truncated_history=report.truncated_history,
-                dropped=report.dropped, dropped_reasons=report.reasons, rejected=report.rejected,
-                rejected_reasons=report.rejected_reasons, rejects_path=report.rejects_path,
-                eval_samples=report.eval_samples, sources=report.sources)
+    return dict(
+        records=report.records,
+        truncated=report.truncated,
+        truncated_history=report.truncated_history,
+        dropped=report.dropped,
+        dropped_reasons=report.reasons,
+        rejected=report.rejected,
+        rejected_reasons=report.rejected_reasons,
+        rejects_path=report.rejects_path,
+        eval_samples=report.eval_samples,
+        sources=report.sources,
+    )
 
 
 def dataset_stats(examples: list[dict], max_length: int) -> dict[str, Any]:
@@ -71,8 +81,11 @@ def dataset_stats(examples: list[dict], max_length: int) -> dict[str, Any]:
         "tokens": tokens,
         "trained_tokens": trained,
         "trained_fraction": trained / tokens if tokens else 0.0,
-        "length": {**{f"p{p}": percentile(lengths, p) for p in PERCENTILES},
-                   "max": lengths[-1] if lengths else 0, "min": lengths[0] if lengths else 0},
+        "length": {
+            **{f"p{p}": percentile(lengths, p) for p in PERCENTILES},
+            "max": lengths[-1] if lengths else 0,
+            "min": lengths[0] if lengths else 0,
+        },
         "max_length": max_length,
         "packed_rows": bins,
         "packing_efficiency": tokens / (bins * max_length) if bins else 0.0,
@@ -125,14 +138,15 @@ def _by(reasons: dict[str, int]) -> str:
     return f" ({', '.join(f'{n:,} {why}' for why, n in reasons.items())})" if reasons else ""
 
 
-
-
 def preference_stats(examples: list[dict], kto: bool) -> dict[str, Any]:
     """Counts, token lengths by part and trained tokens of pair examples (or KTO examples)."""
     sides = ("",) if kto else tuple(f"{side}_" for side in PAIR_SIDES)
     whole = SEQUENCE if kto else LONGEST
-    parts: dict[str, list[int]] = {"prompt": [], **({"completion": []} if kto else {s: [] for s in PAIR_SIDES}),
-                                   whole: []}
+    parts: dict[str, list[int]] = {
+        "prompt": [],
+        **({"completion": []} if kto else {s: [] for s in PAIR_SIDES}),
+        whole: [],
+    }
     tokens = trained = 0
     for ex in examples:
         n = ex["prompt_length"] if kto else first_labelled(ex["chosen_labels"])
@@ -143,7 +157,9 @@ def preference_stats(examples: list[dict], kto: bool) -> dict[str, Any]:
             trained += trained_tokens(ex[f"{prefix}labels"])
         parts[whole].append(max(len(ex[f"{prefix}input_ids"]) for prefix in sides))
     stats: dict[str, Any] = {
-        "samples": len(examples), "tokens": tokens, "trained_tokens": trained,
+        "samples": len(examples),
+        "tokens": tokens,
+        "trained_tokens": trained,
         "trained_fraction": trained / tokens if tokens else 0.0,
         "length": {name: _distribution(values) for name, values in parts.items()},
     }
@@ -155,8 +171,11 @@ def preference_stats(examples: list[dict], kto: bool) -> dict[str, Any]:
 
 def _distribution(values: list[int]) -> dict[str, int]:
     ordered = sorted(values)
-    return {**{f"p{p}": percentile(ordered, p) for p in PERCENTILES},
-            "max": ordered[-1] if ordered else 0, "min": ordered[0] if ordered else 0}
+    return {
+        **{f"p{p}": percentile(ordered, p) for p in PERCENTILES},
+        "max": ordered[-1] if ordered else 0,
+        "min": ordered[0] if ordered else 0,
+    }
 
 
 def format_pair_stats(s: dict[str, Any], recipe: Recipe) -> str:

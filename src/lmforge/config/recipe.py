@@ -30,23 +30,27 @@ class ModelSpec(Section):
         None, description="null = the tokenizer's own; a built-in name (chatml, llama3, ...) or a .jinja path"
     )
     init: Literal["pretrained", "from_config"] = Field(
-        "pretrained", description="pretrained = the weights at `path`; from_config = random weights built from "
-        "`config` (training from scratch, with tuning.method full)"
+        "pretrained",
+        description="pretrained = the weights at `path`; from_config = random weights built from "
+        "`config` (training from scratch, with tuning.method full)",
     )
     config: dict[str, Any] | str | None = Field(
         None, description="with init: from_config, a config dict or a config.json path (default: path's config)"
     )
     dtype: Dtype = Field(
-        "auto", description="dtype of the weights (bf16 and fp16 also train in mixed precision); auto = bf16 on a "
-        "CUDA GPU that supports it, fp32 elsewhere"
+        "auto",
+        description="dtype of the weights (bf16 and fp16 also train in mixed precision); auto = bf16 on a "
+        "CUDA GPU that supports it, fp32 elsewhere",
     )
     attn_implementation: str = Field(
-        "auto", description="auto = lmforge_varlen for packed pt/sft (padding-free, no attention between samples), "
-        "sdpa otherwise; or a transformers name: sdpa, eager, flash_attention_2, flex_attention, ..."
+        "auto",
+        description="auto = lmforge_varlen for packed pt/sft (padding-free, no attention between samples), "
+        "sdpa otherwise; or a transformers name: sdpa, eager, flash_attention_2, flex_attention, ...",
     )
     trust_remote_code: bool = Field(
-        False, description="let transformers run Python code that comes with the model and tokenizer (only for a "
-        "source you trust)"
+        False,
+        description="let transformers run Python code that comes with the model and tokenizer (only for a "
+        "source you trust)",
     )
 
 
@@ -55,12 +59,13 @@ class LoraSpec(Section):
     alpha: float = Field(32, gt=0, description="scaling: the update is multiplied by alpha / r")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter's input; 0 = none")
     target: str | list[str] = Field(
-        "all-linear", description="layers that get an adapter: all-linear (every linear layer but the output "
-        "head) or module names, each its full dotted name or its last parts (q_proj, v_proj, ...)"
+        "all-linear",
+        description="layers that get an adapter: all-linear (every linear layer but the output "
+        "head) or module names, each its full dotted name or its last parts (q_proj, v_proj, ...)",
     )
     modules_to_save: list[str] = Field(
-        default_factory=list, description="modules trained whole and saved with the adapter, e.g. [embed_tokens, "
-        "lm_head]"
+        default_factory=list,
+        description="modules trained whole and saved with the adapter, e.g. [embed_tokens, lm_head]",
     )
 
 
@@ -76,15 +81,14 @@ class QuantSpec(Section):
     double_quant: bool = Field(
         True, description="quantise the quantisation constants too (about 0.4 bits less per weight)"
     )
-    compute_dtype: Dtype = Field(
-        "auto", description="dtype of the products with the 4-bit weights; auto = model.dtype"
-    )
+    compute_dtype: Dtype = Field("auto", description="dtype of the products with the 4-bit weights; auto = model.dtype")
 
 
 class TuningSpec(Section):
     method: TuningMethod = Field(
-        "lora", description="which weights train: full (all), freeze (the last layers, see tuning.freeze), lora, "
-        "dora (weight-decomposed LoRA) or qlora (LoRA on a 4-bit base, see tuning.quant)"
+        "lora",
+        description="which weights train: full (all), freeze (the last layers, see tuning.freeze), lora, "
+        "dora (weight-decomposed LoRA) or qlora (LoRA on a 4-bit base, see tuning.quant)",
     )
     lora: LoraSpec = Field(default_factory=LoraSpec, description="the adapter of methods lora, dora and qlora")
     freeze: FreezeSpec = Field(default_factory=FreezeSpec, description="what trains under method freeze")
@@ -95,8 +99,9 @@ class DataSource(Section):
     """One dataset: a file, directory or glob (`path`), a registry entry (`name`) or a hub id (`hub`)."""
 
     path: str | None = Field(
-        None, description="a data file (.jsonl, .json, .parquet, .csv), a directory of them or a glob, relative to "
-        "the current directory; give exactly one of path, name, hub"
+        None,
+        description="a data file (.jsonl, .json, .parquet, .csv), a directory of them or a glob, relative to "
+        "the current directory; give exactly one of path, name, hub",
     )
     name: str | None = Field(None, description="a dataset named in data.registry")
     hub: str | None = Field(None, description="a hub dataset id, read with datasets.load_dataset")
@@ -116,7 +121,7 @@ class DataSource(Section):
     samples: int | None = Field(None, gt=0, description="mixing: exactly this many samples (repeats if needed)")
 
     @model_validator(mode="after")
-    def _one_location_one_mix(self) -> "DataSource":
+    def _one_location_one_mix(self) -> DataSource:
         located = [k for k in ("path", "name", "hub") if getattr(self, k)]
         if len(located) != 1:
             raise ValueError("give exactly one of `path`, `name` (a registry entry) or `hub` for each dataset")
@@ -131,15 +136,17 @@ class DataSource(Section):
 
 class EvalSplit(Section):
     fraction: float | None = Field(
-        None, gt=0, lt=1, description="hold out this share of the mixed training records (at least one), drawn "
-        "with data.seed"
+        None,
+        gt=0,
+        lt=1,
+        description="hold out this share of the mixed training records (at least one), drawn with data.seed",
     )
     path: str | None = Field(
         None, description="eval data from a file, directory or glob instead (format auto); not with fraction"
     )
 
     @model_validator(mode="after")
-    def _one_of(self) -> "EvalSplit":
+    def _one_of(self) -> EvalSplit:
         if self.fraction is not None and self.path is not None:
             raise ValueError("give either `fraction` or `path` for the eval split, not both")
         return self
@@ -147,8 +154,9 @@ class EvalSplit(Section):
 
 class DataSpec(Section):
     train: list[DataSource] = Field(
-        min_length=1, description="the training datasets, in order; each may set one of weight, ratio or samples "
-        "to mix them (none: each whole, once)"
+        min_length=1,
+        description="the training datasets, in order; each may set one of weight, ratio or samples "
+        "to mix them (none: each whole, once)",
     )
     eval: EvalSplit | None = Field(
         None, description="an eval split, evaluated every train.eval_every steps and at the end; null = none"
@@ -157,8 +165,10 @@ class DataSpec(Section):
         None, description="a dataset registry (YAML/JSON) or LLaMA-Factory dataset_info.json, or its directory"
     )
     max_length: int = Field(
-        2048, gt=8, description="the most tokens in a sample or packed row; longer samples follow `truncation` "
-        "(pt: the length of each block)"
+        2048,
+        gt=8,
+        description="the most tokens in a sample or packed row; longer samples follow `truncation` "
+        "(pt: the length of each block)",
     )
     packing: bool = Field(
         False,
@@ -185,8 +195,9 @@ class DataSpec(Section):
         "strict", description="bad records: stop (strict) or skip, count and write them to a rejects file"
     )
     cache: bool = Field(
-        True, description="reuse the examples preprocessed by an earlier run with the same data, tokenizer, "
-        "template and data settings; false = preprocess every time and store nothing"
+        True,
+        description="reuse the examples preprocessed by an earlier run with the same data, tokenizer, "
+        "template and data settings; false = preprocess every time and store nothing",
     )
     cache_dir: str | None = Field(None, description="default: ~/.cache/lmforge (LMFORGE_CACHE overrides)")
     workers: int | None = Field(None, ge=1, description="preprocessing processes (default: CPU count, at most 8)")
@@ -197,16 +208,18 @@ class TrainSpec(Section):
     epochs: float = Field(3, gt=0, description="passes over the training data (fractions allowed)")
     max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps (overrides epochs)")
     batch_size: int = Field(
-        8, gt=0, description="samples (packed rows with data.packing) per device in one forward pass; also the eval "
-        "batch size"
+        8,
+        gt=0,
+        description="samples (packed rows with data.packing) per device in one forward pass; also the eval batch size",
     )
     grad_accum: int = Field(
         1, gt=0, description="forward passes per optimizer step: a step sees batch_size x grad_accum x devices samples"
     )
     lr: float = Field(2.0e-4, gt=0, description="peak learning rate, reached at the end of warmup")
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
-        "cosine", description="learning-rate schedule: cosine and linear decay to 0 after warmup; constant ignores "
-        "warmup, constant_with_warmup does not"
+        "cosine",
+        description="learning-rate schedule: cosine and linear decay to 0 after warmup; constant ignores "
+        "warmup, constant_with_warmup does not",
     )
     warmup: float = Field(0.03, ge=0, description="a fraction of the steps if < 1, else a number of steps")
     weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay of the AdamW optimizer; 0 = none")
@@ -221,8 +234,9 @@ class TrainSpec(Section):
         42, description="seed of new weights (from_config, adapters, heads), dropout and the order of batches"
     )
     activation_checkpointing: bool = Field(
-        False, description="recompute activations in the backward pass instead of keeping them: less memory, "
-        "slower steps (about a fifth)"
+        False,
+        description="recompute activations in the backward pass instead of keeping them: less memory, "
+        "slower steps (about a fifth)",
     )
     loss_chunk: int | Literal["auto", "off"] = Field(
         "auto",
@@ -232,7 +246,9 @@ class TrainSpec(Section):
     )
     compile: bool = Field(False, description="torch.compile the model (first steps are slow while it compiles)")
     profile_steps: int = Field(
-        0, ge=0, description=f"record this many optimizer steps with torch.profiler, after {PROFILE_WARMUP_STEPS} "
+        0,
+        ge=0,
+        description=f"record this many optimizer steps with torch.profiler, after {PROFILE_WARMUP_STEPS} "
         "warm-up steps: <output>/profile/summary.txt (operators by time) and trace.json (the timeline); 0 = off",
     )
     extra: dict[str, Any] = Field(
@@ -256,11 +272,13 @@ class TrainSpec(Section):
         return v
 
     @model_validator(mode="after")
-    def _profiled_steps_run(self) -> "TrainSpec":
+    def _profiled_steps_run(self) -> TrainSpec:
         needed = PROFILE_WARMUP_STEPS + self.profile_steps
         if self.profile_steps and self.max_steps is not None and self.max_steps < needed:
-            raise ValueError(f"profile_steps {self.profile_steps} (recorded after {PROFILE_WARMUP_STEPS} warm-up "
-                             f"steps) need max_steps >= {needed} (it is {self.max_steps})")
+            raise ValueError(
+                f"profile_steps {self.profile_steps} (recorded after {PROFILE_WARMUP_STEPS} warm-up "
+                f"steps) need max_steps >= {needed} (it is {self.max_steps})"
+            )
         return self
 
 
@@ -269,22 +287,27 @@ class PreferenceSpec(Section):
 
     loss: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="dpo: the loss on the log-ratio margin")
     beta: float | None = Field(
-        None, gt=0, description="dpo/kto: KL strength β (default 0.1); simpo: reward scale β (default 2.0); "
-        "orpo: weight λ of the odds-ratio term (default 0.1, TRL's `beta`)"
+        None,
+        gt=0,
+        description="dpo/kto: KL strength β (default 0.1); simpo: reward scale β (default 2.0); "
+        "orpo: weight λ of the odds-ratio term (default 0.1, TRL's `beta`)",
     )
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo sigmoid: conservative DPO's flip rate ε")
     margin: float = Field(0.0, description="rm: the margin m in -log σ(r_chosen - r_rejected - m)")
     reference: Literal["auto", "copy", "adapter"] = Field(
-        "auto", description="dpo/kto reference model: a frozen copy, or the base with the adapter disabled "
-        "(no second copy); auto = adapter for lora/dora/qlora, copy otherwise"
+        "auto",
+        description="dpo/kto reference model: a frozen copy, or the base with the adapter disabled "
+        "(no second copy); auto = adapter for lora/dora/qlora, copy otherwise",
     )
     precompute_reference: bool = Field(
         False, description="dpo/kto: score the data with the reference once before training, then free it"
     )
     sft_weight: float = Field(
-        0.0, ge=0, description="dpo: weight of an NLL term on the chosen replies (mean over their tokens) added to "
+        0.0,
+        ge=0,
+        description="dpo: weight of an NLL term on the chosen replies (mean over their tokens) added to "
         "the loss, as in RPO (Pang et al. 2024); keeps DPO from lowering the chosen replies' likelihood. TRL: "
-        "loss_type [sigmoid, sft] with loss_weights [1, w]"
+        "loss_type [sigmoid, sft] with loss_weights [1, w]",
     )
     simpo_gamma: float = Field(0.5, description="simpo: the target reward margin γ")
     desirable_weight: float = Field(1.0, gt=0, description="kto: λ_D, the weight of desirable examples")
@@ -303,8 +326,9 @@ class PreferenceSpec(Section):
 
 class Recipe(Section):
     stage: Stage = Field(
-        "sft", description="pt = pretraining on text, sft = supervised fine-tuning on chats, rm = a reward model, "
-        "dpo/simpo/orpo/kto = preference tuning"
+        "sft",
+        description="pt = pretraining on text, sft = supervised fine-tuning on chats, rm = a reward model, "
+        "dpo/simpo/orpo/kto = preference tuning",
     )
     model: ModelSpec = Field(description="the model and tokenizer to start from")
     tuning: TuningSpec = Field(default_factory=TuningSpec, description="which weights train, and how")
@@ -321,7 +345,7 @@ class Recipe(Section):
     )
 
     @model_validator(mode="after")
-    def _scratch_needs_full(self) -> "Recipe":
+    def _scratch_needs_full(self) -> Recipe:
         if self.model.init == "from_config" and self.tuning.method != "full":
             raise ValueError(
                 f"model.init: from_config starts from random weights, so only tuning.method: full can train it "
@@ -330,42 +354,54 @@ class Recipe(Section):
         return self
 
     @model_validator(mode="after")
-    def _layout_fits_stage(self) -> "Recipe":
+    def _layout_fits_stage(self) -> Recipe:
         if self.stage in PREFERENCE_STAGES and (self.data.packing or self.data.group_by_length):
-            raise ValueError(f"data.packing and data.group_by_length apply to stages pt and sft; stage "
-                             f"{self.stage!r} batches chosen and rejected answers together, so set them to false")
+            raise ValueError(
+                f"data.packing and data.group_by_length apply to stages pt and sft; stage "
+                f"{self.stage!r} batches chosen and rejected answers together, so set them to false"
+            )
         return self
 
     @model_validator(mode="after")
-    def _turn_settings_fit_stage(self) -> "Recipe":
+    def _turn_settings_fit_stage(self) -> Recipe:
         """train_on and split_turns choose which chat turns carry the loss: an SFT matter. Elsewhere a value other
         than the default is an error rather than ignored (a run's saved recipe.yaml holds the defaults)."""
         if self.stage == "sft":
             return self
-        what = ("trains on every token of its text" if self.stage == "pt" else
-                "trains on the final reply of each example, as its stage defines")
+        what = (
+            "trains on every token of its text"
+            if self.stage == "pt"
+            else "trains on the final reply of each example, as its stage defines"
+        )
         for key in ("train_on", "split_turns"):
             if getattr(self.data, key) != DataSpec.model_fields[key].default:
-                raise ValueError(f"data.{key} applies to stage sft; stage {self.stage!r} {what}, so remove "
-                                 f"data.{key}")
+                raise ValueError(f"data.{key} applies to stage sft; stage {self.stage!r} {what}, so remove data.{key}")
         return self
 
     @model_validator(mode="after")
-    def _preference_fits_stage(self) -> "Recipe":
+    def _preference_fits_stage(self) -> Recipe:
         pref = self.preference
         if pref is None:
             return self
         if self.stage not in PREFERENCE_STAGES:
-            raise ValueError(f"the preference section is for stages {', '.join(PREFERENCE_STAGES)}, not "
-                             f"{self.stage!r}; remove it or change the stage")
+            raise ValueError(
+                f"the preference section is for stages {', '.join(PREFERENCE_STAGES)}, not "
+                f"{self.stage!r}; remove it or change the stage"
+            )
         if pref.label_smoothing and pref.loss != "sigmoid":
-            raise ValueError(f"preference.label_smoothing applies to loss sigmoid (conservative DPO), not "
-                             f"{pref.loss!r}; set it to 0 or use loss: sigmoid")
+            raise ValueError(
+                f"preference.label_smoothing applies to loss sigmoid (conservative DPO), not "
+                f"{pref.loss!r}; set it to 0 or use loss: sigmoid"
+            )
         reference = pref.reference_for(self.tuning.method)
         if reference == "adapter" and self.tuning.method not in ("lora", "dora", "qlora"):
-            raise ValueError(f"preference.reference: adapter needs an adapter to disable (tuning.method lora, dora "
-                             f"or qlora), not {self.tuning.method!r}; use reference: copy")
+            raise ValueError(
+                f"preference.reference: adapter needs an adapter to disable (tuning.method lora, dora "
+                f"or qlora), not {self.tuning.method!r}; use reference: copy"
+            )
         if reference == "copy" and self.tuning.method == "qlora":
-            raise ValueError("preference.reference: copy would hold a second 4-bit model; with qlora use "
-                             "reference: adapter (the base with the adapter disabled)")
+            raise ValueError(
+                "preference.reference: copy would hold a second 4-bit model; with qlora use "
+                "reference: adapter (the base with the adapter disabled)"
+            )
         return self

@@ -53,8 +53,12 @@ def recipe_reference() -> str:
         lines += ["| key | type | default | description |", "|---|---|---|---|"]
         for key, field in model.model_fields.items():
             dotted = f"{name}.{key}" if name else key
-            row = (f"`{dotted}`", type_name(field.annotation) + _bounds(field), default_text(field),
-                   field.description or "")
+            row = (
+                f"`{dotted}`",
+                type_name(field.annotation) + _bounds(field),
+                default_text(field),
+                field.description or "",
+            )
             lines.append("| " + " | ".join(_cell(text) for text in row) + " |")
     return "\n".join(lines) + "\n"
 

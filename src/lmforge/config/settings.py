@@ -78,10 +78,14 @@ def data_settings(recipe: Recipe, template: str | None) -> DataSettings:
     """The data section of a validated recipe, with the chat template's text (None for stage pt)."""
     data = recipe.data
     same = {name: getattr(data, name) for name in DataSettings.__dataclass_fields__ if name in type(data).model_fields}
-    return DataSettings(stage=recipe.stage, sources=tuple(source_settings(s) for s in data.train),
-                        template=template if recipe.stage != "pt" else None,
-                        eval_path=data.eval.path if data.eval else None,
-                        eval_fraction=data.eval.fraction if data.eval else None, **same)
+    return DataSettings(
+        stage=recipe.stage,
+        sources=tuple(source_settings(s) for s in data.train),
+        template=template if recipe.stage != "pt" else None,
+        eval_path=data.eval.path if data.eval else None,
+        eval_fraction=data.eval.fraction if data.eval else None,
+        **same,
+    )
 
 
 def _copy(value: Any) -> Any:

@@ -39,20 +39,31 @@ class Examples:
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # int64, one value per example (KTO: desirable)
 
     @classmethod
-    def from_rows(cls, ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]] | None = None,
-                  columns: dict[str, Sequence[int]] | None = None) -> Examples:
+    def from_rows(
+        cls,
+        ids: Sequence[Sequence[int]],
+        labels: Sequence[Sequence[int]] | None = None,
+        columns: dict[str, Sequence[int]] | None = None,
+    ) -> Examples:
         """Flat arrays of rows of token ids and their labels (None: the labels are the ids)."""
         lengths = np.fromiter((len(r) for r in ids), dtype=np.int64, count=len(ids))
         flat = _flat(ids, int(lengths.sum()))
-        return cls(input_ids=flat, labels=flat.copy() if labels is None else _flat(labels, int(lengths.sum())),
-                   lengths=lengths, columns={k: np.asarray(v, dtype=np.int64) for k, v in (columns or {}).items()})
+        return cls(
+            input_ids=flat,
+            labels=flat.copy() if labels is None else _flat(labels, int(lengths.sum())),
+            lengths=lengths,
+            columns={k: np.asarray(v, dtype=np.int64) for k, v in (columns or {}).items()},
+        )
 
     @classmethod
     def from_dicts(cls, examples: list[dict], columns: tuple[str, ...] = ()) -> Examples:
         """Flat arrays of dicts with "input_ids" and "labels" (and "position_ids"); `columns` names int values
         each example carries besides."""
-        out = cls.from_rows([e["input_ids"] for e in examples], [e["labels"] for e in examples],
-                            {name: [e[name] for e in examples] for name in columns})
+        out = cls.from_rows(
+            [e["input_ids"] for e in examples],
+            [e["labels"] for e in examples],
+            {name: [e[name] for e in examples] for name in columns},
+        )
         if examples and "position_ids" in examples[0]:
             out.position_ids = _flat([e["position_ids"] for e in examples], len(out.input_ids))
         return out
@@ -68,12 +79,13 @@ class Examples:
             return np.concatenate(arrays).astype(dtype, copy=False)
 
         first = parts[0]
-        return cls(input_ids=cat([p.input_ids for p in parts], np.int32),
-                   labels=cat([p.labels for p in parts], np.int32),
-                   lengths=cat([p.lengths for p in parts], np.int64),
-                   position_ids=cat([p.position_ids for p in parts], np.int32) if first.position_ids is not None
-                   else None,
-                   columns={name: cat([p.columns[name] for p in parts], np.int64) for name in first.columns})
+        return cls(
+            input_ids=cat([p.input_ids for p in parts], np.int32),
+            labels=cat([p.labels for p in parts], np.int32),
+            lengths=cat([p.lengths for p in parts], np.int64),
+            position_ids=cat([p.position_ids for p in parts], np.int32) if first.position_ids is not None else None,
+            columns={name: cat([p.columns[name] for p in parts], np.int64) for name in first.columns},
+        )
 
     def __len__(self) -> int:
         return len(self.lengths)

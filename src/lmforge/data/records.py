@@ -94,5 +94,12 @@ class Text:
 Record = Conversation | PreferencePair | KTOExample | Text
 
 KINDS = ("text", "conversation", "preference", "kto")
-KIND_BY_STAGE = {"pt": "text", "sft": "conversation", "rm": "preference", "dpo": "preference", "simpo": "preference",
-                 "orpo": "preference", "kto": "kto"}
+KIND_BY_STAGE = {
+    "pt": "text",
+    "sft": "conversation",
+    "rm": "preference",
+    "dpo": "preference",
+    "simpo": "preference",
+    "orpo": "preference",
+    "kto": "kto",
+}

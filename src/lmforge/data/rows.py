@@ -5,8 +5,8 @@ trainer asks for one example at a time, as a dict of plain int lists. `ExampleRo
 the arrays on demand instead of building every dict up front: a split of 100k examples costs one
 cumulative sum to open (nothing per example), and the arrays may be memory-mapped from the data cache.
 `PairRows` does the same for preference pairs, whose two sides are stored as two such splits, `KTORows` for KTO
-examples with their mismatched pairs, and `WithColumns` adds values computed later (the precomputed reference log-probabilities): rows built on
-demand are new dicts each time, so nothing may be stored by changing a row.
+examples with their mismatched pairs, and `WithColumns` adds values computed later (the precomputed reference
+log-probabilities): rows built on demand are new dicts each time, so nothing may be stored by changing a row.
 """
 
 from __future__ import annotations
@@ -122,10 +122,10 @@ class KTORows(_Rows):
 
     def _row(self, k: int) -> dict[str, Any]:
         row, other = self.rows._row(k), self.rows._row(self.partner[k])
-        prompt = row["input_ids"][:row["prompt_length"]]
+        prompt = row["input_ids"][: row["prompt_length"]]
         cut_at = other["prompt_length"]
-        row["kl_input_ids"] = (prompt + other["input_ids"][cut_at:])[:self.max_length]
-        row["kl_labels"] = ([IGNORE_INDEX] * len(prompt) + other["labels"][cut_at:])[:self.max_length]
+        row["kl_input_ids"] = (prompt + other["input_ids"][cut_at:])[: self.max_length]
+        row["kl_labels"] = ([IGNORE_INDEX] * len(prompt) + other["labels"][cut_at:])[: self.max_length]
         return row
 
 
@@ -160,7 +160,11 @@ class WithColumns(_Rows):
 def _same_examples(a: Examples, b: Examples) -> bool:
     if (a.position_ids is None) != (b.position_ids is None) or set(a.columns) != set(b.columns):
         return False
-    pairs = [(a.input_ids, b.input_ids), (a.labels, b.labels), (a.lengths, b.lengths),
-             *([(a.position_ids, b.position_ids)] if a.position_ids is not None else []),
-             *((a.columns[name], b.columns[name]) for name in a.columns)]
+    pairs = [
+        (a.input_ids, b.input_ids),
+        (a.labels, b.labels),
+        (a.lengths, b.lengths),
+        *([(a.position_ids, b.position_ids)] if a.position_ids is not None else []),
+        *((a.columns[name], b.columns[name]) for name in a.columns),
+    ]
     return all(np.array_equal(x, y) for x, y in pairs)

@@ -32,7 +32,7 @@ def stop_token_ids(tokenizer: Tokenizer, template: str) -> list[int]:
         text = tokenizer.apply_chat_template(probe, chat_template=template, tokenize=False)
     except jinja2.TemplateError:
         return ids
-    after = text[text.rfind("pong") + len("pong"):]
+    after = text[text.rfind("pong") + len("pong") :]
     special = set(tokenizer.all_special_ids)
     for token_id in tokenizer(after, add_special_tokens=False)["input_ids"]:
         if token_id in special:
@@ -40,20 +40,35 @@ def stop_token_ids(tokenizer: Tokenizer, template: str) -> list[int]:
                 ids.append(token_id)
             break
     if not ids:
-        raise LmforgeError("the tokenizer has no eos token and the chat template ends turns with no special token, "
-                           "so generation could never stop; set eos_token in tokenizer_config.json")
+        raise LmforgeError(
+            "the tokenizer has no eos token and the chat template ends turns with no special token, "
+            "so generation could never stop; set eos_token in tokenizer_config.json"
+        )
     return ids
 
 
-def generate_reply(model, tokenizer: Tokenizer, template: str, messages: list[dict], max_new_tokens: int = 128,
-                   temperature: float = 0.0) -> str:
+def generate_reply(
+    model,
+    tokenizer: Tokenizer,
+    template: str,
+    messages: list[dict],
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+) -> str:
     """The assistant's next reply to `messages`: greedy unless temperature > 0; only the new text."""
     return generate_replies(model, tokenizer, template, [messages], max_new_tokens, temperature=temperature)[0]
 
 
 @torch.no_grad()
-def generate_replies(model, tokenizer: Tokenizer, template: str, conversations: list[list[dict]], max_new_tokens: int = 128,
-                     batch_size: int = 64, temperature: float = 0.0) -> list[str]:
+def generate_replies(
+    model,
+    tokenizer: Tokenizer,
+    template: str,
+    conversations: list[list[dict]],
+    max_new_tokens: int = 128,
+    batch_size: int = 64,
+    temperature: float = 0.0,
+) -> list[str]:
     """Replies to many conversations, `batch_size` at a time (left-padded prompts, one generate call each);
     greedy unless temperature > 0."""
     stops = stop_token_ids(tokenizer, template)
@@ -61,14 +76,23 @@ def generate_replies(model, tokenizer: Tokenizer, template: str, conversations: 
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     replies: list[str] = []
     for start in range(0, len(conversations), batch_size):
-        prompts = [tokenizer(generation_prompt(tokenizer, template, c), add_special_tokens=False)["input_ids"]
-                   for c in conversations[start:start + batch_size]]
+        prompts = [
+            tokenizer(generation_prompt(tokenizer, template, c), add_special_tokens=False)["input_ids"]
+            for c in conversations[start : start + batch_size]
+        ]
         longest = max(len(p) for p in prompts)
         ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts], device=model.device)
         mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts], device=model.device)
         # use_cache: runs saved before it was restored on saving say use_cache: false (training turns it off)
-        output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=stops,
-                                pad_token_id=pad, use_cache=True, **sampling)
+        output = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=stops,
+            pad_token_id=pad,
+            use_cache=True,
+            **sampling,
+        )
         replies += [tokenizer.decode(row[longest:], skip_special_tokens=True).strip() for row in output]
     return replies
 
@@ -94,7 +118,7 @@ def chat(run_dir: Path, max_new_tokens: int = 256, stdin: TextIO | None = None, 
             print("(history cleared)", file=stdout, flush=True)
             continue
         if text.startswith("/system"):
-            system = text[len("/system"):].strip() or None
+            system = text[len("/system") :].strip() or None
             history = []
             print(f"(system prompt {'set' if system else 'removed'}; history cleared)", file=stdout, flush=True)
             continue

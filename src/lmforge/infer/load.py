@@ -48,8 +48,10 @@ def load_run(run_dir: Path, head: Head = "causal") -> LoadedRun:
         model = auto.from_pretrained(str(run_dir))
         tokenizer_dir = run_dir
     else:
-        raise LmforgeError(f"{run_dir} holds neither a model ({MODEL_CONFIG}) nor an adapter ({ADAPTER_CONFIG}); "
-                           "pass the output directory of a finished run, not a checkpoint's parent")
+        raise LmforgeError(
+            f"{run_dir} holds neither a model ({MODEL_CONFIG}) nor an adapter ({ADAPTER_CONFIG}); "
+            "pass the output directory of a finished run, not a checkpoint's parent"
+        )
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
@@ -75,16 +77,20 @@ def _adapter_base(run_dir: Path) -> Path:
 
     base = PeftConfig.from_pretrained(str(run_dir)).base_model_name_or_path
     if not base or not Path(base).exists():
-        raise LmforgeError(f"{run_dir / ADAPTER_CONFIG}: base_model_name_or_path {base!r} is not a local directory; "
-                           "the adapter needs its base model: edit that key to where the base model is")
+        raise LmforgeError(
+            f"{run_dir / ADAPTER_CONFIG}: base_model_name_or_path {base!r} is not a local directory; "
+            "the adapter needs its base model: edit that key to where the base model is"
+        )
     return Path(base)
 
 
 def _check_reward_head(model, run_dir: Path, tokenizer: Tokenizer) -> None:
     """A reward model has one output; its config must know the pad token to find each row's last token."""
     if getattr(model.config, "num_labels", 1) != 1:
-        raise LmforgeError(f"{run_dir} is not a reward model (its head has {model.config.num_labels} outputs); pass "
-                           "the output directory of a stage rm run")
+        raise LmforgeError(
+            f"{run_dir} is not a reward model (its head has {model.config.num_labels} outputs); pass "
+            "the output directory of a stage rm run"
+        )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
 
@@ -97,6 +103,8 @@ def _template(run_dir: Path, tokenizer: Tokenizer) -> str:
     if isinstance(template, dict):
         template = template.get("default")
     if not template:
-        raise LmforgeError(f"{run_dir} has no {TEMPLATE_FILE} and its tokenizer no chat template, so prompts cannot "
-                           f"be formatted; copy the template the run was trained with to {saved}")
+        raise LmforgeError(
+            f"{run_dir} has no {TEMPLATE_FILE} and its tokenizer no chat template, so prompts cannot "
+            f"be formatted; copy the template the run was trained with to {saved}"
+        )
     return template

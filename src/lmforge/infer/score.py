@@ -42,6 +42,6 @@ def score_file(run_dir: Path, path: Path) -> list[float]:
             try:
                 messages = json.loads(line)["messages"]
             except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise LmforgeError(f"{path}:{n}: expected a JSON object with a \"messages\" list ({err})") from None
+                raise LmforgeError(f'{path}:{n}: expected a JSON object with a "messages" list ({err})') from None
             scores.append(scorer(messages))
     return scores

@@ -84,8 +84,9 @@ def apply_freeze(model: nn.Module, spec: FreezeSpec) -> None:
         logger.warning("lm_head and embed_tokens share one weight (tied embeddings): both train together")
 
 
-def apply_lora(model: nn.Module, spec: LoraSpec, *, dora: bool = False, task_type: str = CAUSAL_LM,
-               head: str | None = None):
+def apply_lora(
+    model: nn.Module, spec: LoraSpec, *, dora: bool = False, task_type: str = CAUSAL_LM, head: str | None = None
+):
     """Wrap `model` with a LoRA (or DoRA) adapter; only the adapter, `modules_to_save` and `head` train.
 
     `head` (a new layer such as a reward model's `score`) is never a LoRA target and is saved whole.
@@ -97,8 +98,9 @@ def apply_lora(model: nn.Module, spec: LoraSpec, *, dora: bool = False, task_typ
     if head is not None:
         find_modules(model, head, f"the {task_type} head")
         if targets != ALL_LINEAR and head in targets:
-            raise LmforgeError(f"tuning.lora.target: {head!r} is the new head, which trains whole; leave it out "
-                               "of the targets")
+            raise LmforgeError(
+                f"tuning.lora.target: {head!r} is the new head, which trains whole; leave it out of the targets"
+            )
         saved += [] if head in saved else [head]
     named = [m for name in spec.modules_to_save for m in find_modules(model, name, "tuning.lora.modules_to_save")]
     if targets != ALL_LINEAR:

@@ -26,9 +26,10 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from transformers import (
@@ -160,18 +161,27 @@ def load_model(
 def load_reward_model(spec: ModelSpec, tuning: TuningSpec, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """The model at `model.path` with a new one-output classification head, padding known to its config."""
     if spec.init != "pretrained":
-        raise LmforgeError("stage rm: model.init must be pretrained (a reward model starts from a trained model, "
-                           "usually the SFT one); train with stage pt or sft first")
+        raise LmforgeError(
+            "stage rm: model.init must be pretrained (a reward model starts from a trained model, "
+            "usually the SFT one); train with stage pt or sft first"
+        )
     dtype = resolve_dtype(spec.dtype)
     extra = {"quantization_config": quantization_config(tuning.quant, dtype)} if tuning.method == "qlora" else {}
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            spec.path, num_labels=1, dtype=dtype, attn_implementation=resolve_attention(spec.attn_implementation),
-            trust_remote_code=spec.trust_remote_code, **extra)
+            spec.path,
+            num_labels=1,
+            dtype=dtype,
+            attn_implementation=resolve_attention(spec.attn_implementation),
+            trust_remote_code=spec.trust_remote_code,
+            **extra,
+        )
     except (OSError, ValueError, ImportError, KeyError, RuntimeError) as err:
-        raise LmforgeError(f"model.path: could not load {spec.path!r} as a sequence-classification model for stage rm "
-                           f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}); "
-                           "expected a decoder model directory with config.json and weights") from err
+        raise LmforgeError(
+            f"model.path: could not load {spec.path!r} as a sequence-classification model for stage rm "
+            f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}); "
+            "expected a decoder model directory with config.json and weights"
+        ) from err
     model.config.pad_token_id = tokenizer.pad_token_id
     if extra:
         model = _prepare_kbit(model)
@@ -296,8 +306,9 @@ def _check_attention_name(name: str) -> None:
     known = ["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()]
     if "/" in name or name in known:  # "org/repo" names a kernel on the hub
         return
-    raise LmforgeError(f"model.attn_implementation: {name!r} is unknown; expected one of "
-                       f"{', '.join([AUTO_ATTENTION, *known])}")
+    raise LmforgeError(
+        f"model.attn_implementation: {name!r} is unknown; expected one of {', '.join([AUTO_ATTENTION, *known])}"
+    )
 
 
 def _check_varlen_fits(model: PreTrainedModel, auto: bool) -> None:
@@ -311,13 +322,17 @@ def _check_varlen_fits(model: PreTrainedModel, auto: bool) -> None:
     if not missing:
         return
     if not auto:
-        raise LmforgeError(f"model.attn_implementation: lmforge_varlen cannot compute {missing}, which this "
-                           f"{model.config.model_type} model uses; use auto, sdpa or eager (packing stays exact with "
-                           f"a block-diagonal mask)")
+        raise LmforgeError(
+            f"model.attn_implementation: lmforge_varlen cannot compute {missing}, which this "
+            f"{model.config.model_type} model uses; use auto, sdpa or eager (packing stays exact with "
+            f"a block-diagonal mask)"
+        )
     fallback = FALLBACK_ATTENTION if getattr(model, "_supports_sdpa", False) else "eager"
     model.set_attn_implementation(fallback)
-    _warn_once(f"model.attn_implementation: auto uses {fallback} with a block-diagonal mask for packing here, not "
-               f"lmforge_varlen, which cannot compute {missing}")
+    _warn_once(
+        f"model.attn_implementation: auto uses {fallback} with a block-diagonal mask for packing here, not "
+        f"lmforge_varlen, which cannot compute {missing}"
+    )
 
 
 def _with_attention_fallback(build: Callable[[str | None], PreTrainedModel], requested: str) -> PreTrainedModel:
@@ -346,9 +361,7 @@ def _check_location(key: str, where: str, files: tuple[str, ...], expected: str)
     path = Path(where).expanduser()
     if path.is_dir():
         if not any((path / name).is_file() for name in files):
-            raise LmforgeError(
-                f"{key}: {where} has none of {', '.join(files)}; expected {expected}"
-            )
+            raise LmforgeError(f"{key}: {where} has none of {', '.join(files)}; expected {expected}")
         return
     if path.exists():
         raise LmforgeError(f"{key}: {where} is a file; expected {expected}")
@@ -364,6 +377,6 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-@lru_cache(maxsize=None)
+@cache
 def _warn_once(message: str) -> None:
     logger.warning(message)

@@ -37,9 +37,16 @@ KERNEL_DTYPES = (torch.float16, torch.bfloat16)
 CAUSAL = (-1, 0)  # varlen_attn's window (left, right): any distance back, nothing ahead
 
 
-def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                             attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-                             **kwargs) -> tuple[torch.Tensor, None]:
+def varlen_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
     """transformers' attention signature: query (B, H, Tq, D), key/value (B, Hkv, Tk, D); returns (B, Tq, H, D)."""
     if dropout:
         raise ValueError(f"{NAME} runs without attention dropout; set the model's attention_dropout to 0")
@@ -55,8 +62,12 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     return out.transpose(1, 2).contiguous(), None
 
 
-UNSUPPORTED = {"softcap": "attention logit soft-capping", "s_aux": "attention sinks", "sinks": "attention sinks",
-               "position_bias": "a relative position bias"}
+UNSUPPORTED = {
+    "softcap": "attention logit soft-capping",
+    "s_aux": "attention sinks",
+    "sinks": "attention sinks",
+    "position_bias": "a relative position bias",
+}
 
 
 def cannot_compute(model: torch.nn.Module) -> str | None:
@@ -81,8 +92,10 @@ def _refuse_what_it_cannot_compute(module: torch.nn.Module, kwargs: dict) -> Non
     if kwargs.get("is_causal", True) is False or getattr(module, "is_causal", True) is False:
         used.append("non-causal attention")
     if used:
-        raise ValueError(f"{NAME} cannot compute {' and '.join(used)}, which {type(module).__name__} uses; set "
-                         f"model.attn_implementation to eager (or a flash attention kernel that supports it)")
+        raise ValueError(
+            f"{NAME} cannot compute {' and '.join(used)}, which {type(module).__name__} uses; set "
+            f"model.attn_implementation to eager (or a flash attention kernel that supports it)"
+        )
 
 
 @lru_cache(maxsize=1)
@@ -132,8 +145,18 @@ def _kernel(query, key, value, cu_seqlens, longest: int, scaling, window: int | 
         else:
             groups = q.shape[1] // k.shape[1]
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    out = varlen_attn(q.contiguous(), k.contiguous(), v.contiguous(), cu_seqlens, cu_seqlens, longest, longest,
-                      scale=scaling, window_size=_window_size(window), **extra)
+    out = varlen_attn(
+        q.contiguous(),
+        k.contiguous(),
+        v.contiguous(),
+        cu_seqlens,
+        cu_seqlens,
+        longest,
+        longest,
+        scale=scaling,
+        window_size=_window_size(window),
+        **extra,
+    )
     return out.transpose(0, 1).unsqueeze(0)  # (1, heads, tokens, dim)
 
 
@@ -157,9 +180,17 @@ def _per_sample_sdpa(query, key, value, cu_seqlens, scaling, window: int | None)
         if b <= a:
             continue
         band = _band(b - a, b - a, window, query.device)
-        spans.append(F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b],
-                                                    attn_mask=band, is_causal=band is None, scale=scaling,
-                                                    enable_gqa=gqa))
+        spans.append(
+            F.scaled_dot_product_attention(
+                query[:, :, a:b],
+                key[:, :, a:b],
+                value[:, :, a:b],
+                attn_mask=band,
+                is_causal=band is None,
+                scale=scaling,
+                enable_gqa=gqa,
+            )
+        )
     return torch.cat(spans, dim=2)
 
 

@@ -28,8 +28,8 @@ _NUMBER = re.compile(r"-?\d+")
 @dataclass
 class Score:
     questions: int
-    exact: float          # fraction of replies equal to the expected reply
-    final_number: float   # fraction whose last number is the expected one
+    exact: float  # fraction of replies equal to the expected reply
+    final_number: float  # fraction whose last number is the expected one
 
 
 def final_number(text: str) -> str | None:

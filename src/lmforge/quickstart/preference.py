@@ -63,8 +63,14 @@ def preference_pairs(chats: list[list[dict]], seed: int = 0, replies: list[str] 
     pairs = []
     for (prompt, correct), reply in zip(asked, replies, strict=True):
         own = bool(reply) and reply != correct
-        pairs.append({"prompt": prompt, "chosen": correct,
-                      "rejected": reply if own else wrong_reply(correct, rng), "model_mistake": own})
+        pairs.append(
+            {
+                "prompt": prompt,
+                "chosen": correct,
+                "rejected": reply if own else wrong_reply(correct, rng),
+                "model_mistake": own,
+            }
+        )
     return pairs
 
 
@@ -81,7 +87,7 @@ def model_replies(run_dir: Path, chats: list[list[dict]]) -> list[str]:
 
 @dataclass
 class PreferenceData:
-    files: dict[str, Path]        # "train" -> pref.jsonl, "heldout" -> pref_heldout.jsonl
+    files: dict[str, Path]  # "train" -> pref.jsonl, "heldout" -> pref_heldout.jsonl
     pairs: dict[str, list[dict]]  # what each file holds
 
 
@@ -104,8 +110,9 @@ def reward_accuracy(run_dir: Path, pairs: list[dict]) -> dict[str, Any]:
     from lmforge.infer.score import RewardScorer
 
     scorer = RewardScorer(run_dir)
-    margins = [scorer([*p["prompt"], _reply(p["chosen"])]) - scorer([*p["prompt"], _reply(p["rejected"])])
-               for p in pairs]
+    margins = [
+        scorer([*p["prompt"], _reply(p["chosen"])]) - scorer([*p["prompt"], _reply(p["rejected"])]) for p in pairs
+    ]
     return summary(pairs, margins)
 
 
@@ -121,15 +128,29 @@ def preference_for_correct(run_dir: Path, pairs: list[dict]) -> dict[str, Any]:
 
     model, tokenizer, template = load_run(run_dir)
     collate = PairCollator(tokenizer.pad_token_id)
-    records = [PreferencePair([Message(m["role"], m["content"]) for m in p["prompt"]],
-                              Message("assistant", p["chosen"]), Message("assistant", p["rejected"])) for p in pairs]
+    records = [
+        PreferencePair(
+            [Message(m["role"], m["content"]) for m in p["prompt"]],
+            Message("assistant", p["chosen"]),
+            Message("assistant", p["rejected"]),
+        )
+        for p in pairs
+    ]
     margins = []
     for outcome in encode_samples(tokenizer, records, EncodeSettings("preference", template, 4096)):
         if isinstance(outcome, LmforgeError):
             raise outcome
         chosen, rejected = outcome[0].sides
-        batch = collate([{"chosen_input_ids": chosen.input_ids, "chosen_labels": chosen.labels,
-                          "rejected_input_ids": rejected.input_ids, "rejected_labels": rejected.labels}])
+        batch = collate(
+            [
+                {
+                    "chosen_input_ids": chosen.input_ids,
+                    "chosen_labels": chosen.labels,
+                    "rejected_input_ids": rejected.input_ids,
+                    "rejected_labels": rejected.labels,
+                }
+            ]
+        )
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         sums = sequence_logps(logits, batch["labels"])[0]
         margins.append(float(sums[0] - sums[1]))
@@ -156,8 +177,11 @@ def summary(pairs: list[dict], margins: list[float]) -> dict[str, Any]:
 
 def _summary(margins: list[float]) -> dict[str, float]:
     n = max(len(margins), 1)
-    return {"pairs": len(margins), "accuracy": round(sum(m > 0 for m in margins) / n, 4),
-            "mean_margin": round(sum(margins) / n, 4)}
+    return {
+        "pairs": len(margins),
+        "accuracy": round(sum(m > 0 for m in margins) / n, 4),
+        "mean_margin": round(sum(margins) / n, 4),
+    }
 
 
 def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = False) -> dict[str, Any]:
@@ -168,28 +192,42 @@ def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = Fal
 
     workdir = Path(workdir)
     if not (workdir / "sft").is_dir() or not (workdir / "data" / "heldout.jsonl").is_file():
-        raise LmforgeError(f"{workdir} holds no finished quickstart (sft/ and data/heldout.jsonl); run "
-                           f"`lmforge quickstart --workdir {workdir}` first")
+        raise LmforgeError(
+            f"{workdir} holds no finished quickstart (sft/ and data/heldout.jsonl); run "
+            f"`lmforge quickstart --workdir {workdir}` first"
+        )
     say("preference data: the SFT model answers every question; its wrong answers become rejected replies")
     data = write_preference_data(workdir / "data", sft_dir=workdir / "sft")
     files, train, heldout = data.files, data.pairs["train"], data.pairs["heldout"]
     runs = {}
     for stage in ("rm", "dpo"):
-        overrides = [f"model.path={workdir / 'sft'}", f"data.train.0.path={files['train']}",
-                     f"data.eval.path={files['heldout']}", f"output={workdir / stage}"]
+        overrides = [
+            f"model.path={workdir / 'sft'}",
+            f"data.train.0.path={files['train']}",
+            f"data.eval.path={files['heldout']}",
+            f"output={workdir / stage}",
+        ]
         if quick:
             overrides += [f"train.max_steps={QUICK_STEPS}", f"train.save_every={QUICK_STEPS}", "train.log_every=5"]
         say(f"lmforge train examples/{RECIPES[stage]} {' '.join(overrides)} --overwrite")
         runs[stage] = run_training(load_recipe(EXAMPLES / RECIPES[stage], overrides), overwrite=True)
     questions = [(p["prompt"], p["chosen"]) for p in heldout]  # every held-out question with its correct reply
-    figures = {"heldout_pairs": len(heldout),
-               "model_mistakes": {"train": sum(p["model_mistake"] for p in train),
-                                  "heldout": sum(p["model_mistake"] for p in heldout)},
-               "reward_model": reward_accuracy(runs["rm"], heldout),
-               "preference_for_correct": {"sft": preference_for_correct(workdir / "sft", heldout),
-                                          "dpo": preference_for_correct(runs["dpo"], heldout)},
-               "exact_match": {name: round(score_run(path, questions).exact, 4)
-                               for name, path in (("sft", workdir / "sft"), ("dpo", runs["dpo"]))}}
+    figures = {
+        "heldout_pairs": len(heldout),
+        "model_mistakes": {
+            "train": sum(p["model_mistake"] for p in train),
+            "heldout": sum(p["model_mistake"] for p in heldout),
+        },
+        "reward_model": reward_accuracy(runs["rm"], heldout),
+        "preference_for_correct": {
+            "sft": preference_for_correct(workdir / "sft", heldout),
+            "dpo": preference_for_correct(runs["dpo"], heldout),
+        },
+        "exact_match": {
+            name: round(score_run(path, questions).exact, 4)
+            for name, path in (("sft", workdir / "sft"), ("dpo", runs["dpo"]))
+        },
+    }
     (workdir / "preference_results.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
     _print(figures)
     return figures
@@ -198,18 +236,24 @@ def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = Fal
 def _print(figures: dict[str, Any]) -> None:
     rm, pref, exact = figures["reward_model"], figures["preference_for_correct"], figures["exact_match"]
     mistakes = figures["model_mistakes"]
-    print(f"\npreference results on {figures['heldout_pairs']} held-out pairs (correct vs wrong answer; "
-          f"{mistakes['heldout']} of the wrong ones are the SFT model's own, {mistakes['train']} in training)")
+    print(
+        f"\npreference results on {figures['heldout_pairs']} held-out pairs (correct vs wrong answer; "
+        f"{mistakes['heldout']} of the wrong ones are the SFT model's own, {mistakes['train']} in training)"
+    )
     print(f"  reward model: pairwise accuracy {rm['accuracy']:.1%}{_kinds(rm)}, mean margin {rm['mean_margin']:.3f}")
     for name in ("sft", "dpo"):
-        print(f"  {name:<4} log p(correct) > log p(wrong): {pref[name]['accuracy']:.1%}{_kinds(pref[name])}, "
-              f"mean margin {pref[name]['mean_margin']:.3f} nats; greedy replies exactly right: {exact[name]:.1%}")
+        print(
+            f"  {name:<4} log p(correct) > log p(wrong): {pref[name]['accuracy']:.1%}{_kinds(pref[name])}, "
+            f"mean margin {pref[name]['mean_margin']:.3f} nats; greedy replies exactly right: {exact[name]:.1%}"
+        )
 
 
 def _kinds(figures: dict[str, Any]) -> str:
     """The figure by kind of rejected reply, leaving out a kind with no pairs (an SFT model that made no mistakes)."""
     names = {"model_mistakes": "the SFT model's mistakes", "nearby_numbers": "a nearby number"}
-    parts = [f"against {names[kind]} {figures[kind]['accuracy']:.1%} of {figures[kind]['pairs']}"
-             for kind in KINDS if figures[kind]["pairs"]]
+    parts = [
+        f"against {names[kind]} {figures[kind]['accuracy']:.1%} of {figures[kind]['pairs']}"
+        for kind in KINDS
+        if figures[kind]["pairs"]
+    ]
     return f" ({', '.join(parts)})" if parts else ""
-

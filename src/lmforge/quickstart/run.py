@@ -43,8 +43,10 @@ def run_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = False, seed: i
     files = synth.write_task(task, workdir / "data")
     questions = synth.questions(task.heldout_chats)
     questions = questions[: QUICK["questions"]] if quick else questions
-    say(f"      {len(task.texts)} text documents, {len(task.train_chats)} training chats, "
-        f"{len(task.heldout_chats)} held-out chats ({len(questions)} questions in chats not in the training data)")
+    say(
+        f"      {len(task.texts)} text documents, {len(task.train_chats)} training chats, "
+        f"{len(task.heldout_chats)} held-out chats ({len(questions)} questions in chats not in the training data)"
+    )
 
     say(f"[2/5] tokenizer and tiny model -> {workdir / 'tokenizer'}, {workdir / 'base'}")
     assets.build_tokenizer(workdir / "tokenizer", seed=seed)
@@ -64,8 +66,12 @@ def run_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = False, seed: i
     clock["eval"] = time.perf_counter() - t0
     clock["total"] = time.perf_counter() - started
 
-    figures = {"workdir": str(workdir), "questions": len(questions), **results,
-               "seconds": {k: round(v, 1) for k, v in clock.items()}}
+    figures = {
+        "workdir": str(workdir),
+        "questions": len(questions),
+        **results,
+        "seconds": {k: round(v, 1) for k, v in clock.items()},
+    }
     (workdir / "results.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
     _print_results(figures, samples, runs)
     return figures
@@ -77,8 +83,10 @@ def _train(step: int, what: str, stage: str, workdir: Path, model_path: Path, da
 
     recipe_path = EXAMPLES / RECIPES[stage]
     if not recipe_path.is_file():
-        raise LmforgeError(f"{recipe_path} is missing; the quickstart runs from a source checkout of lmforge "
-                           "(pip install -e .), where examples/ sits beside src/")
+        raise LmforgeError(
+            f"{recipe_path} is missing; the quickstart runs from a source checkout of lmforge "
+            "(pip install -e .), where examples/ sits beside src/"
+        )
     overrides = []
     if workdir != DEFAULT_WORKDIR:
         overrides += [f"model.path={model_path}", f"data.train.0.path={data}", f"output={workdir / stage}"]
@@ -109,12 +117,16 @@ def _print_results(figures: dict[str, Any], samples: list[list[tuple[str, str]]]
     for i, chat in enumerate(samples, 1):
         lines += [f"\nsample chat {i} (held out):", *(f"  {speaker + ':':<12} {text}" for speaker, text in chat)]
     s = figures["seconds"]
-    lines += [f"\nquickstart results: {figures['questions']} held-out questions",
-              f"  {'model':<12} {'exact reply':>12} {'final number':>13}  run"]
+    lines += [
+        f"\nquickstart results: {figures['questions']} held-out questions",
+        f"  {'model':<12} {'exact reply':>12} {'final number':>13}  run",
+    ]
     for name in ("pretrained", "fine-tuned"):
         r = figures[name]
         lines.append(f"  {name:<12} {r['exact']:>12.1%} {r['final_number']:>13.1%}  {r['run']}")
-    lines += [f"  time: set-up {s['setup']:.0f}s, pretrain {s['pt']:.0f}s, fine-tune {s['sft']:.0f}s, "
-              f"evaluation {s['eval']:.0f}s, total {s['total']:.0f}s",
-              f"\nchat with the fine-tuned model: lmforge chat {runs['sft']}"]
+    lines += [
+        f"  time: set-up {s['setup']:.0f}s, pretrain {s['pt']:.0f}s, fine-tune {s['sft']:.0f}s, "
+        f"evaluation {s['eval']:.0f}s, total {s['total']:.0f}s",
+        f"\nchat with the fine-tuned model: lmforge chat {runs['sft']}",
+    ]
     print("\n".join(lines), flush=True)

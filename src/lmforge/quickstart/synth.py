@@ -33,9 +33,9 @@ FOLLOW_UPS = ("And {q}?", "What about {q}?", "Then {q}?")
 
 @dataclass
 class Task:
-    texts: list[str]                       # pretraining documents (plain sentences)
-    train_chats: list[list[dict]]          # fine-tuning conversations
-    heldout_chats: list[list[dict]]        # evaluation conversations, none of them in train_chats
+    texts: list[str]  # pretraining documents (plain sentences)
+    train_chats: list[list[dict]]  # fine-tuning conversations
+    heldout_chats: list[list[dict]]  # evaluation conversations, none of them in train_chats
 
 
 def statement(a: int, op: str, b: int) -> str:

@@ -27,17 +27,18 @@ class Collator:
     no attention mask; each sample's first label becomes IGNORE_INDEX so no sample is predicted from the
     one before (the causal shift drops that label anyway when the sample has a row of its own).
     transformers 5.24 then keeps attention inside each sample:
-    - flash and lmforge_varlen: `_flash_attention_forward` (or model/varlen.py) runs the varlen kernel on cu_seqlens. We send them
-      (`cu_seq_lens_q/k`, `max_length_q/k`) so they are not derived again from the position ids in
-      every layer; without them it derives them from the position ids, but only for a batch of one
+    - flash and lmforge_varlen: `_flash_attention_forward` (or model/varlen.py) runs the varlen kernel on
+      cu_seqlens. We send them (`cu_seq_lens_q/k`, `max_length_q/k`) so they are not derived again from the
+      position ids in every layer; without them it derives them from the position ids, but only for a batch of one
       row and no attention mask, which is why the batch is one row.
     - flex: `create_causal_mask` builds the BlockMask from the position ids (a sample starts wherever
       they do not go up by one), but only when there is no attention mask and no KV cache
       (TrainingArguments.use_cache is False, the default).
     """
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None,
-                 attn_implementation: str | None = None) -> None:
+    def __init__(
+        self, pad_token_id: int, pad_to_multiple_of: int | None = None, attn_implementation: str | None = None
+    ) -> None:
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
         self.attn_implementation = attn_implementation
@@ -100,8 +101,7 @@ def varlen_kwargs(position_ids: torch.Tensor) -> dict[str, Any]:
     """What flash attention's varlen kernel needs, from (1, T) position ids restarting at 0 per sample."""
     cu_seqlens = cu_seqlens_from_positions(position_ids)
     longest = int(cu_seqlens.diff().max())
-    return {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens, "max_length_q": longest,
-            "max_length_k": longest}
+    return {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens, "max_length_q": longest, "max_length_k": longest}
 
 
 def _pad(rows: list[list[int]], length: int, value: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ PREFIX = {"train": "", "eval": "eval_"}
 
 
 def split_of(logs: dict[str, float]) -> str | None:
-    """"train" for a training log, "eval" for an evaluation log, None for any other (e.g. the run's end)."""
+    """ "train" for a training log, "eval" for an evaluation log, None for any other (e.g. the run's end)."""
     return "train" if "loss" in logs else "eval" if "eval_loss" in logs else None
 
 

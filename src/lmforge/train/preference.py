@@ -70,8 +70,11 @@ def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
 
 
 def _padded(ids: list[list[int]], labels: list[list[int]], pad_token_id: int, prefix: str = "") -> dict:
-    return {f"{prefix}input_ids": pad_rows(ids, pad_token_id), f"{prefix}labels": pad_rows(labels, IGNORE_INDEX),
-            f"{prefix}attention_mask": pad_rows([[1] * len(r) for r in ids], 0)}
+    return {
+        f"{prefix}input_ids": pad_rows(ids, pad_token_id),
+        f"{prefix}labels": pad_rows(labels, IGNORE_INDEX),
+        f"{prefix}attention_mask": pad_rows([[1] * len(r) for r in ids], 0),
+    }
 
 
 class PairCollator:
@@ -94,8 +97,9 @@ class KTOCollator:
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = _padded([r["input_ids"] for r in rows], [r["labels"] for r in rows], self.pad_token_id)
-        batch.update(_padded([r["kl_input_ids"] for r in rows], [r["kl_labels"] for r in rows], self.pad_token_id,
-                             "kl_"))
+        batch.update(
+            _padded([r["kl_input_ids"] for r in rows], [r["kl_labels"] for r in rows], self.pad_token_id, "kl_")
+        )
         batch["desirable"] = torch.tensor([bool(r["desirable"]) for r in rows])
         return {**batch, **_floats(rows, KTO_REFERENCE_KEYS)}
 
@@ -109,8 +113,15 @@ class PreferenceTrainer(Trainer):
     docstring gives, trained tokens (metrics.TokenCounter) and each batch's metrics averaged over the log
     interval (metrics.MetricLog)."""
 
-    def __init__(self, *args: Any, stage: str, spec: PreferenceSpec, reference: str | None = None,
-                 ref_model: torch.nn.Module | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        stage: str,
+        spec: PreferenceSpec,
+        reference: str | None = None,
+        ref_model: torch.nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.model_accepts_loss_kwargs = False  # the losses are batch means: Trainer divides by grad_accum
         self.tokens, self.metric_log = TokenCounter(), MetricLog()
@@ -122,8 +133,10 @@ class PreferenceTrainer(Trainer):
                 raise LmforgeError(f"{stage}: reference copy needs the frozen copy of the starting model (ref_model)")
             self.ref_model = ref_model.to(self.args.device).eval().requires_grad_(False)
         if self.reference == "adapter" and not hasattr(self.accelerator.unwrap_model(self.model), "disable_adapter"):
-            raise LmforgeError(f"{stage}: preference.reference adapter needs a peft model (tuning.method lora, dora or "
-                               "qlora); use preference.reference: copy")
+            raise LmforgeError(
+                f"{stage}: preference.reference adapter needs a peft model (tuning.method lora, dora or "
+                "qlora); use preference.reference: copy"
+            )
         if spec.precompute_reference and self.reference:
             self.precompute_reference()
 
@@ -160,8 +173,15 @@ class PreferenceTrainer(Trainer):
         n = sums.shape[0] // 2
         if self.stage == "dpo":
             ref = self._reference(model, inputs, PAIR_REFERENCE_KEYS, "")
-            loss, metrics = dpo_loss(sums[:n], sums[n:], ref[:n], ref[n:], beta=self.beta, loss_type=self.spec.loss,
-                                     label_smoothing=self.spec.label_smoothing)
+            loss, metrics = dpo_loss(
+                sums[:n],
+                sums[n:],
+                ref[:n],
+                ref[n:],
+                beta=self.beta,
+                loss_type=self.spec.loss,
+                label_smoothing=self.spec.label_smoothing,
+            )
             if self.spec.sft_weight:
                 nll = chosen_nll(sums[:n], counts[:n])
                 loss = loss + self.spec.sft_weight * nll
@@ -177,8 +197,11 @@ class PreferenceTrainer(Trainer):
 
     def _reward_loss(self, model, inputs):
         """Pairwise loss on the classification head's one output per row (chosen rows first, then rejected)."""
-        rewards = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                        use_cache=False).logits.squeeze(-1).float()
+        rewards = (
+            model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+            .logits.squeeze(-1)
+            .float()
+        )
         n = rewards.shape[0] // 2
         margin = torch.full_like(rewards[:n], self.spec.margin) if self.spec.margin else None
         return reward_pairwise_loss(rewards[:n], rewards[n:], margin)
@@ -189,8 +212,16 @@ class PreferenceTrainer(Trainer):
             policy_kl = sequence_logps(_logits(model, inputs, "kl_"), inputs["kl_labels"])[0]
         ref = self._reference(model, inputs, ("reference_logps",), "")
         ref_kl = self._reference(model, inputs, ("reference_kl_logps",), "kl_")
-        return kto_loss(logps, ref, inputs["desirable"], policy_kl, ref_kl, beta=self.beta,
-                        desirable_weight=self.spec.desirable_weight, undesirable_weight=self.spec.undesirable_weight)
+        return kto_loss(
+            logps,
+            ref,
+            inputs["desirable"],
+            policy_kl,
+            ref_kl,
+            beta=self.beta,
+            desirable_weight=self.spec.desirable_weight,
+            undesirable_weight=self.spec.undesirable_weight,
+        )
 
     def _reference(self, model, inputs, keys: tuple[str, ...], prefix: str) -> torch.Tensor:
         """Summed reference log-probs of the rows under `prefix`: stored with the examples, or computed now."""
@@ -220,13 +251,13 @@ class PreferenceTrainer(Trainer):
                 continue
             columns: dict[str, list[float]] = {key: [] for key in keys}
             for start in range(0, len(dataset), size):
-                rows = dataset[start:start + size]
+                rows = dataset[start : start + size]
                 batch = self._prepare_inputs(self.data_collator(rows))
                 if self.stage == "kto":
                     values = [self._reference(model, batch, (), ""), self._reference(model, batch, (), "kl_")]
                 else:
                     both = self._reference(model, batch, (), "")
-                    values = [both[: len(rows)], both[len(rows):]]
+                    values = [both[: len(rows)], both[len(rows) :]]
                 for key, column in zip(keys, values):
                     columns[key].extend(column.tolist())
             setattr(self, split, WithColumns(dataset, columns))
@@ -235,8 +266,9 @@ class PreferenceTrainer(Trainer):
 
 
 def _logits(model, inputs: dict[str, torch.Tensor], prefix: str = "") -> torch.Tensor:
-    return model(input_ids=inputs[f"{prefix}input_ids"], attention_mask=inputs[f"{prefix}attention_mask"],
-                 use_cache=False).logits
+    return model(
+        input_ids=inputs[f"{prefix}input_ids"], attention_mask=inputs[f"{prefix}attention_mask"], use_cache=False
+    ).logits
 
 
 def logit_metrics(logits: torch.Tensor, labels: torch.Tensor, n: int) -> dict[str, float]:
@@ -264,6 +296,16 @@ def make_preference_trainer(recipe: Recipe, tokenizer: Tokenizer, data, args, ca
         ref_model = copy.deepcopy(model) if reference == "copy" else None
         model = apply_tuning(model, recipe.tuning)
     collator = KTOCollator(tokenizer.pad_token_id) if recipe.stage == "kto" else PairCollator(tokenizer.pad_token_id)
-    return PreferenceTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                             data_collator=collator, processing_class=tokenizer, callbacks=callbacks,
-                             stage=recipe.stage, spec=spec, reference=reference, ref_model=ref_model)
+    return PreferenceTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        stage=recipe.stage,
+        spec=spec,
+        reference=reference,
+        ref_model=ref_model,
+    )

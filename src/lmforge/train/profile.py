@@ -62,8 +62,10 @@ class StepProfiler(TrainerCallback):
         if self.profiler is None:
             return
         if self._seen <= WARMUP:
-            say(f"lmforge: train.profile_steps: the run ended after {self._seen} steps, before any step after the "
-                 f"{WARMUP} warm-up steps; nothing recorded. Train at least {WARMUP + self.steps} steps")
+            say(
+                f"lmforge: train.profile_steps: the run ended after {self._seen} steps, before any step after the "
+                f"{WARMUP} warm-up steps; nothing recorded. Train at least {WARMUP + self.steps} steps"
+            )
         self._stop()  # a run that ends inside the recorded steps writes the steps it had
 
     def _stop(self) -> None:
@@ -79,10 +81,13 @@ class StepProfiler(TrainerCallback):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         recorded, steps = len(self.recorded), f"{self.recorded[0][0]}-{self.recorded[-1][0]}"
         mean = sum(seconds for _, seconds in self.recorded) / recorded
-        header = (f"steps {steps} recorded ({recorded} of train.profile_steps {self.steps}), "
-                  f"after {WARMUP} warm-up steps; mean wall time {mean:.4f} s a step (profiler overhead included)\n"
-                  f"operators by self {device} time:\n")
+        header = (
+            f"steps {steps} recorded ({recorded} of train.profile_steps {self.steps}), "
+            f"after {WARMUP} warm-up steps; mean wall time {mean:.4f} s a step (profiler overhead included)\n"
+            f"operators by self {device} time:\n"
+        )
         sort_by = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
-        summary.write_text(header + profiler.key_averages().table(sort_by=sort_by, row_limit=TABLE_ROWS),
-                           encoding="utf-8")
+        summary.write_text(
+            header + profiler.key_averages().table(sort_by=sort_by, row_limit=TABLE_ROWS), encoding="utf-8"
+        )
         say(f"lmforge: profiled steps {steps}: {summary}, timeline {trace}")

@@ -73,8 +73,10 @@ def _write_start(run: rundir.RunStart, recipe: Recipe, data) -> None:
     output = run.plan.output
     if data.report.rejected:
         data.report.rejects_path = str(rundir.write_rejects(output, data.rejects))
-        say(f"lmforge: data: the {data.report.rejected:,} skipped records are listed with why in "
-            f"{data.report.rejects_path}")
+        say(
+            f"lmforge: data: the {data.report.rejected:,} skipped records are listed with why in "
+            f"{data.report.rejects_path}"
+        )
     if run.plan.checkpoint is None:
         rundir.write_run_start(output, recipe, _report_dict(data.report))
     else:
@@ -93,10 +95,16 @@ def _make_trainer(recipe: Recipe, tokenizer: Tokenizer, data, on_first_step=None
         return make_preference_trainer(recipe, tokenizer, data, args, callbacks)
     model = load_model(recipe.model, recipe.tuning, tokenizer=tokenizer, packed=recipe.data.packing)
     model = apply_tuning(model, recipe.tuning)
-    return LmforgeTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                          data_collator=Collator(tokenizer.pad_token_id, attn_implementation=attention_of(model)),
-                          processing_class=tokenizer,
-                          callbacks=callbacks, loss_chunk=recipe.train.loss_chunk)
+    return LmforgeTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=Collator(tokenizer.pad_token_id, attn_implementation=attention_of(model)),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        loss_chunk=recipe.train.loss_chunk,
+    )
 
 
 def training_arguments(recipe: Recipe, *, has_eval: bool) -> TrainingArguments:
@@ -146,8 +154,10 @@ def training_arguments(recipe: Recipe, *, has_eval: bool) -> TrainingArguments:
 
 def _check_trainable_attention(model) -> None:
     if attention_of(model) == "flex_attention" and not torch.cuda.is_available():
-        raise LmforgeError("model.attn_implementation: flex_attention has no backward pass on CPU in PyTorch, so it "
-                           "cannot train here; use sdpa (packing stays exact with a block-diagonal mask)")
+        raise LmforgeError(
+            "model.attn_implementation: flex_attention has no backward pass on CPU in PyTorch, so it "
+            "cannot train here; use sdpa (packing stays exact with a block-diagonal mask)"
+        )
 
 
 def attention_of(model) -> str | None:
@@ -211,9 +221,11 @@ def _stop_if_asked(trainer: LmforgeTrainer | PreferenceTrainer, output: Path) ->
     for cb in trainer.callback_handler.callbacks:
         if isinstance(cb, SaveOnSigterm) and cb.requested:
             step, total = trainer.state.global_step, trainer.state.max_steps
-            raise RunStopped(f"stopped by SIGTERM after step {step} of {total}; its checkpoint is "
-                             f"{output / f'checkpoint-{step}'} and no final model was written. Continue with "
-                             "`lmforge train RECIPE --resume` (the same recipe and overrides)")
+            raise RunStopped(
+                f"stopped by SIGTERM after step {step} of {total}; its checkpoint is "
+                f"{output / f'checkpoint-{step}'} and no final model was written. Continue with "
+                "`lmforge train RECIPE --resume` (the same recipe and overrides)"
+            )
 
 
 def _printer_class():

@@ -67,23 +67,31 @@ def check_output(output: Path, *, resume: bool, overwrite: bool) -> OutputPlan:
         raise LmforgeError(f"output {output} is a file, not a directory; set output to a directory for the run")
     left = aside_path(output)
     if left.exists():
-        raise LmforgeError(f"{left} holds the run that an interrupted `--overwrite` of {output} was replacing; move "
-                           f"it back to {output} or delete it, then run again")
+        raise LmforgeError(
+            f"{left} holds the run that an interrupted `--overwrite` of {output} was replacing; move "
+            f"it back to {output} or delete it, then run again"
+        )
     holds_files = output.is_dir() and any(output.iterdir())
     if resume:
         checkpoint = get_last_checkpoint(str(output)) if output.is_dir() else None
         if checkpoint is None:
-            raise LmforgeError(f"--resume: no checkpoint-N directory in {output} to resume from; drop --resume to "
-                               "start a new run (train.save_every sets how often checkpoints are saved)")
+            raise LmforgeError(
+                f"--resume: no checkpoint-N directory in {output} to resume from; drop --resume to "
+                "start a new run (train.save_every sets how often checkpoints are saved)"
+            )
         _check_writable(output, output)
         return OutputPlan(output, checkpoint=checkpoint)
     if holds_files and not overwrite:
-        raise LmforgeError(f"output directory {output} already holds files; add --resume to continue from its latest "
-                           "checkpoint, --overwrite to replace it, or set output to a new directory")
+        raise LmforgeError(
+            f"output directory {output} already holds files; add --resume to continue from its latest "
+            "checkpoint, --overwrite to replace it, or set output to a new directory"
+        )
     if holds_files and not is_run_dir(output):
-        raise LmforgeError(f"--overwrite: {output} is not an lmforge run directory (it has no {RUN_INFO_FILE}), and "
-                           "lmforge replaces only folders it made; set output to a new directory, or empty this one "
-                           "yourself")
+        raise LmforgeError(
+            f"--overwrite: {output} is not an lmforge run directory (it has no {RUN_INFO_FILE}), and "
+            "lmforge replaces only folders it made; set output to a new directory, or empty this one "
+            "yourself"
+        )
     _check_writable(output.parent if holds_files else output, output)
     return OutputPlan(output, replace=holds_files)
 
@@ -94,8 +102,9 @@ def _check_writable(path: Path, output: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise LmforgeError(f"output {output}: cannot write in {existing} (permission denied); set output to a "
-                           "writable location")
+        raise LmforgeError(
+            f"output {output}: cannot write in {existing} (permission denied); set output to a writable location"
+        )
 
 
 class RunStart:
@@ -117,8 +126,9 @@ class RunStart:
             output.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             self._undo()
-            raise LmforgeError(f"output {output}: cannot prepare the run directory ({err.strerror}); set output to "
-                               "a writable location") from None
+            raise LmforgeError(
+                f"output {output}: cannot prepare the run directory ({err.strerror}); set output to a writable location"
+            ) from None
         return self
 
     def started(self) -> None:
@@ -189,7 +199,7 @@ Trained with lmforge {__version__}: stage `{recipe.stage}`, tuning `{recipe.tuni
 from `{recipe.model.path}`.
 
 - trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f}%)
-- data: {', '.join(s.label() for s in recipe.data.train)} (max_length {recipe.data.max_length})
+- data: {", ".join(s.label() for s in recipe.data.train)} (max_length {recipe.data.max_length})
 - recipe: `{RECIPE_FILE}` (rerun with `lmforge train {RECIPE_FILE}`)
 - chat template: `{TEMPLATE_FILE}` (used by `lmforge chat {output.name}`)
 - loss curve: `{PLOT_FILE}`

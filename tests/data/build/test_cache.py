@@ -9,8 +9,9 @@ from transformers import AutoTokenizer
 
 from lmforge.config.recipe import Recipe
 from lmforge.data.build import cache
-from lmforge.data.rows import ExampleRows
 from lmforge.data.examples import Examples
+from lmforge.data.rows import ExampleRows
+
 from recipe_builds import build as build_data
 from shared_assets import SHARED, only
 
@@ -18,18 +19,22 @@ QWEN3 = SHARED / "tokenizers" / "qwen3"
 
 
 def write_chat(path: Path, n: int = 6, reply: str = "Answer") -> Path:
-    rows = [{"messages": [{"role": "user", "content": f"Question {k}"},
-                          {"role": "assistant", "content": f"{reply} {k}."}]} for k in range(n)]
+    rows = [
+        {"messages": [{"role": "user", "content": f"Question {k}"}, {"role": "assistant", "content": f"{reply} {k}."}]}
+        for k in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
 def recipe(train: Path, cache_dir: Path, template: str | None = None, **data) -> Recipe:
-    return Recipe.model_validate({
-        "model": {"path": str(QWEN3), "chat_template": template},
-        "data": {"train": [{"path": str(train)}], "cache_dir": str(cache_dir), **data},
-        "output": str(train.parent / "out"),
-    })
+    return Recipe.model_validate(
+        {
+            "model": {"path": str(QWEN3), "chat_template": template},
+            "data": {"train": [{"path": str(train)}], "cache_dir": str(cache_dir), **data},
+            "output": str(train.parent / "out"),
+        }
+    )
 
 
 def build(r: Recipe, tok, capsys) -> tuple:
@@ -40,8 +45,10 @@ def build(r: Recipe, tok, capsys) -> tuple:
 
 
 def test_examples_round_trip_through_an_entry(tmp_path):
-    examples = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_ids": [0, 1, 0]},
-                {"input_ids": [4], "labels": [4], "position_ids": [0]}]
+    examples = [
+        {"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_ids": [0, 1, 0]},
+        {"input_ids": [4], "labels": [4], "position_ids": [0]},
+    ]
     flat = Examples.from_dicts(examples)
     entry = cache.save(tmp_path, "k" * 64, {"train": flat}, {"report": {"samples": 2}}, b'{"x": 1}\n')
     assert entry == tmp_path / ("k" * 64) and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -52,11 +59,15 @@ def test_examples_round_trip_through_an_entry(tmp_path):
 
 
 def test_per_example_columns_round_trip_beside_dotted_split_names(tmp_path):
-    kto = [{"input_ids": [1, 2], "labels": [-100, 2], "desirable": 1, "prompt_length": 1},
-           {"input_ids": [3, 4, 5], "labels": [-100, -100, 5], "desirable": 0, "prompt_length": 2}]
+    kto = [
+        {"input_ids": [1, 2], "labels": [-100, 2], "desirable": 1, "prompt_length": 1},
+        {"input_ids": [3, 4, 5], "labels": [-100, -100, 5], "desirable": 0, "prompt_length": 2},
+    ]
     side = [{"input_ids": [7, 8], "labels": [-100, 8]}]
-    splits = {"train": Examples.from_dicts(kto, columns=("desirable", "prompt_length")),
-              "train.chosen": Examples.from_dicts(side)}
+    splits = {
+        "train": Examples.from_dicts(kto, columns=("desirable", "prompt_length")),
+        "train.chosen": Examples.from_dicts(side),
+    }
     cache.save(tmp_path, "c" * 64, splits, {}, b"")
     loaded, _, _ = cache.load(tmp_path, "c" * 64)
     assert list(ExampleRows(loaded["train"])) == kto and list(ExampleRows(loaded["train.chosen"])) == side
@@ -136,10 +147,8 @@ def test_examples_flat_arrays_are_int32():
 
 
 def test_a_hit_maps_the_arrays_read_only_with_the_values_np_load_reads(tmp_path):
-    flat = Examples.from_dicts([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]},
-                                      {"input_ids": [4], "labels": [4]}])
-    empty = Examples(input_ids=np.zeros(0, np.int32), labels=np.zeros(0, np.int32),
-                           lengths=np.zeros(0, np.int64))
+    flat = Examples.from_dicts([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4], "labels": [4]}])
+    empty = Examples(input_ids=np.zeros(0, np.int32), labels=np.zeros(0, np.int32), lengths=np.zeros(0, np.int64))
     entry = cache.save(tmp_path, "m" * 64, {"train": flat, "eval": empty}, {}, b"")
     mapped = cache.mapped_arrays(entry / cache.ARRAYS_FILE)
     with np.load(entry / cache.ARRAYS_FILE) as read:

@@ -3,29 +3,36 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared_assets import load, only
-
 from lmforge.data.build import workers
 from lmforge.data.build.encode import EncodeSettings
 from lmforge.data.build.workers import encode_records
 from lmforge.data.chat.templates import resolve_chat_template
 from lmforge.data.records import Conversation, Message, Text
 
+from shared_assets import load, only
+
 
 def conversation(k: int) -> Conversation:
     messages = [Message("system", "You are terse.")] if k % 3 else []
     for t in range(1 + k % 4):
-        messages += [Message("user", f"Question {k}.{t} " + "word " * (k % 11)),
-                     Message("assistant", f"Answer {k}.{t} " + "yes " * (k % 7))]
+        messages += [
+            Message("user", f"Question {k}.{t} " + "word " * (k % 11)),
+            Message("assistant", f"Answer {k}.{t} " + "yes " * (k % 7)),
+        ]
     return Conversation(messages, source=f"data.jsonl:{k + 1}")
 
 
 def flat(chunks) -> tuple:
     cat = np.concatenate
     parts = [c.parts[""] for c in chunks]
-    return (cat([p.input_ids for p in parts]).tolist(), cat([p.labels for p in parts]).tolist(),
-            cat([p.lengths for p in parts]).tolist(), sum(c.cut_history for c in chunks),
-            sum(c.cut_end for c in chunks), sum(sum(c.reasons.values()) for c in chunks))
+    return (
+        cat([p.input_ids for p in parts]).tolist(),
+        cat([p.labels for p in parts]).tolist(),
+        cat([p.lengths for p in parts]).tolist(),
+        sum(c.cut_history for c in chunks),
+        sum(c.cut_end for c in chunks),
+        sum(sum(c.reasons.values()) for c in chunks),
+    )
 
 
 @only("qwen3")
@@ -48,6 +55,7 @@ def expected_cuts(tok, records: list[Conversation], max_length: int) -> tuple[in
     from transformers' own renders: a conversation longer than max_length keeps its system message and drops
     its oldest turns (user message and reply) until it fits; when its last turn alone is still too long, its
     end is cut, and it is dropped if the cut leaves no token of the reply (the reply follows the prompt)."""
+
     def length(messages: list[dict], prompt: bool = False) -> int:
         return len(tok.apply_chat_template(messages, add_generation_prompt=prompt)["input_ids"])
 
@@ -57,7 +65,7 @@ def expected_cuts(tok, records: list[Conversation], max_length: int) -> tuple[in
         if length(messages) <= max_length:
             continue
         head = [m for m in messages if m["role"] == "system"]
-        turns = [messages[i:i + 2] for i in range(len(head), len(messages), 2)]  # (user, assistant) each
+        turns = [messages[i : i + 2] for i in range(len(head), len(messages), 2)]  # (user, assistant) each
         if any(length(head + sum(turns[d:], [])) <= max_length for d in range(1, len(turns))):
             history += 1
         elif length(head + turns[-1][:1], prompt=True) < max_length:
@@ -71,8 +79,12 @@ def expected_cuts(tok, records: list[Conversation], max_length: int) -> tuple[in
 def test_small_inputs_stay_in_process(shared_tokenizer_dir, monkeypatch):
     tok = load(shared_tokenizer_dir)
     monkeypatch.setattr(workers.multiprocessing, "get_context", lambda *_: pytest.fail("forked"))
-    chunks = encode_records(tok, [conversation(k) for k in range(10)],
-                            EncodeSettings("conversation", resolve_chat_template(tok, None), 256), workers=4)
+    chunks = encode_records(
+        tok,
+        [conversation(k) for k in range(10)],
+        EncodeSettings("conversation", resolve_chat_template(tok, None), 256),
+        workers=4,
+    )
     assert sum(len(c.parts[""]) for c in chunks) == 10
 
 

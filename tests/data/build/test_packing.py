@@ -5,16 +5,15 @@ import math
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from recipe_builds import build
 
 from lmforge.config.recipe import Recipe
 from lmforge.data.build.packing import best_fit_decreasing, pack, packing_efficiency
 from lmforge.data.examples import IGNORE_INDEX, Examples, trained_tokens
 from lmforge.data.rows import ExampleRows
 from lmforge.errors import LmforgeError
+
+from recipe_builds import build
 
 
 def long_tail_lengths(n: int, max_length: int, seed: int = 0) -> list[int]:
@@ -103,9 +102,13 @@ def test_packed_arrays_are_the_bins_samples_back_to_back():
     expected = []
     for members in bins:
         parts = [examples[i] for i in members]
-        expected.append({"input_ids": [t for e in parts for t in e["input_ids"]],
-                         "labels": [t for e in parts for t in [IGNORE_INDEX, *e["labels"][1:]]],
-                         "position_ids": [k for e in parts for k in range(len(e["input_ids"]))]})
+        expected.append(
+            {
+                "input_ids": [t for e in parts for t in e["input_ids"]],
+                "labels": [t for e in parts for t in [IGNORE_INDEX, *e["labels"][1:]]],
+                "position_ids": [k for e in parts for k in range(len(e["input_ids"]))],
+            }
+        )
     assert rows == expected
     assert efficiency == packing_efficiency([len(e["input_ids"]) for e in examples], len(bins), 64)
 
@@ -124,17 +127,29 @@ def test_a_sample_longer_than_max_length_is_an_error():
 
 
 def sft_recipe(tok_dir: Path, train: Path, **data) -> Recipe:
-    return Recipe.model_validate({"stage": "sft", "model": {"path": str(tok_dir)},
-                                  "data": {"train": [{"path": str(train)}], "max_length": 64, **data},
-                                  "output": "unused"})
+    return Recipe.model_validate(
+        {
+            "stage": "sft",
+            "model": {"path": str(tok_dir)},
+            "data": {"train": [{"path": str(train)}], "max_length": 64, **data},
+            "output": "unused",
+        }
+    )
 
 
 def test_sft_packing_hook_packs_train_and_eval_and_reports_efficiency(tiny_tokenizer_dir, tmp_path, capsys):
     from transformers import AutoTokenizer
 
     rng = random.Random(0)
-    records = [{"messages": [{"role": "user", "content": "q " * rng.randint(1, 12)},
-                             {"role": "assistant", "content": "a " * rng.randint(1, 12)}]} for _ in range(40)]
+    records = [
+        {
+            "messages": [
+                {"role": "user", "content": "q " * rng.randint(1, 12)},
+                {"role": "assistant", "content": "a " * rng.randint(1, 12)},
+            ]
+        }
+        for _ in range(40)
+    ]
     train = tmp_path / "chat.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)

@@ -8,9 +8,6 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from recipe_builds import build
-from shared_assets import refused_until_issue_14
-
 from lmforge.config.recipe import Recipe
 from lmforge.data.build.encode import EncodeSettings, Sample, encode_samples
 from lmforge.data.build.pairs import BadPair, prompt_length
@@ -20,16 +17,24 @@ from lmforge.data.examples import IGNORE_INDEX
 from lmforge.data.records import KTOExample, Message, PreferencePair
 from lmforge.errors import LmforgeError
 
-PROMPT = [Message("system", "You are a calculator."), Message("user", "What is 2 plus 3?"),
-          Message("assistant", "2 plus 3 is 5."), Message("user", "And 7 times 6?")]
+from recipe_builds import build
+from shared_assets import refused_until_issue_14
+
+PROMPT = [
+    Message("system", "You are a calculator."),
+    Message("user", "What is 2 plus 3?"),
+    Message("assistant", "2 plus 3 is 5."),
+    Message("user", "And 7 times 6?"),
+]
 
 
 def _template(tokenizer) -> str:
     return resolve_chat_template(tokenizer, None if tokenizer.chat_template else "llama2")
 
 
-def encode_one(tokenizer, template: str, record: PreferencePair | KTOExample, max_length: int,
-               truncation: str = "cut") -> Sample:
+def encode_one(
+    tokenizer, template: str, record: PreferencePair | KTOExample, max_length: int, truncation: str = "cut"
+) -> Sample:
     """The record's sample as the pipeline's encoder builds it; its error raised."""
     kind = "kto" if isinstance(record, KTOExample) else "preference"
     (outcome,) = encode_samples(tokenizer, [record], EncodeSettings(kind, template, max_length, truncation=truncation))
@@ -47,8 +52,12 @@ def _labelled(ids: list[int], labels: list[int]) -> list[int]:
 def test_pair_sides_share_the_prompt_and_are_masked_like_sft(shared_tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(shared_tokenizer_dir)
     template = _template(tokenizer)
-    pair = PreferencePair(PROMPT, Message("assistant", "7 times 6 is 42."), Message("assistant", "7 times 6 is 41."),
-                          source="pairs.jsonl:1")
+    pair = PreferencePair(
+        PROMPT,
+        Message("assistant", "7 times 6 is 42."),
+        Message("assistant", "7 times 6 is 41."),
+        source="pairs.jsonl:1",
+    )
     chosen, rejected = encode_one(tokenizer, template, pair, 512).sides
     n = prompt_length(chosen)
     assert n == prompt_length(rejected) and chosen.input_ids[:n] == rejected.input_ids[:n]
@@ -94,8 +103,11 @@ def test_bad_pairs_are_named(tiny_tokenizer):
 def test_truncation_drops_the_oldest_turns_first(tiny_tokenizer):
     template = tiny_tokenizer.chat_template
     history = [Message("user", "What is 9 times 9? " * 6), Message("assistant", "9 times 9 is 81. " * 6)]
-    pair = PreferencePair([*history, Message("user", "And 2 plus 2?")], Message("assistant", "2 plus 2 is 4."),
-                          Message("assistant", "2 plus 2 is 5."))
+    pair = PreferencePair(
+        [*history, Message("user", "And 2 plus 2?")],
+        Message("assistant", "2 plus 2 is 4."),
+        Message("assistant", "2 plus 2 is 5."),
+    )
     full = encode_one(tiny_tokenizer, template, pair, 1024)
     assert full.cut is None
     short = encode_one(tiny_tokenizer, template, pair, 40)
@@ -111,8 +123,10 @@ def test_kto_example_is_labelled_on_the_completion(tiny_tokenizer):
 
 
 def _write_pairs(path: Path, bad: bool) -> Path:
-    rows = [{"prompt": f"What is {i} plus 1?", "chosen": f"{i} plus 1 is {i + 1}.",
-             "rejected": f"{i} plus 1 is {i + 2}."} for i in range(6)]
+    rows = [
+        {"prompt": f"What is {i} plus 1?", "chosen": f"{i} plus 1 is {i + 1}.", "rejected": f"{i} plus 1 is {i + 2}."}
+        for i in range(6)
+    ]
     if bad:
         rows[2]["rejected"] = rows[2]["chosen"]
         rows[4]["prompt"] = "word " * 300
@@ -121,8 +135,12 @@ def _write_pairs(path: Path, bad: bool) -> Path:
 
 
 def _recipe(tmp_path: Path, data: Path, tokenizer_dir: Path, **data_keys) -> Recipe:
-    return Recipe(stage="dpo", model={"path": str(tokenizer_dir)}, output=str(tmp_path / "out"),
-                  data={"train": [{"path": str(data)}], "max_length": 64, **data_keys})
+    return Recipe(
+        stage="dpo",
+        model={"path": str(tokenizer_dir)},
+        output=str(tmp_path / "out"),
+        data={"train": [{"path": str(data)}], "max_length": 64, **data_keys},
+    )
 
 
 def test_bad_pairs_stop_a_strict_run_with_where_they_are(tmp_path, tiny_tokenizer, tiny_tokenizer_dir):
@@ -132,8 +150,13 @@ def test_bad_pairs_stop_a_strict_run_with_where_they_are(tmp_path, tiny_tokenize
 
 
 def test_bad_pairs_are_counted_and_written_when_skipped(tmp_path, tiny_tokenizer, tiny_tokenizer_dir):
-    recipe = _recipe(tmp_path, _write_pairs(tmp_path / "p.jsonl", bad=True), tiny_tokenizer_dir, on_error="skip",
-                     eval={"fraction": 0.25})
+    recipe = _recipe(
+        tmp_path,
+        _write_pairs(tmp_path / "p.jsonl", bad=True),
+        tiny_tokenizer_dir,
+        on_error="skip",
+        eval={"fraction": 0.25},
+    )
     bundle = build(recipe, tiny_tokenizer)
     report = bundle.report
     assert report.rejected == 2
@@ -145,8 +168,10 @@ def test_bad_pairs_are_counted_and_written_when_skipped(tmp_path, tiny_tokenizer
 
 
 def test_kto_examples_get_mismatched_pairs(tmp_path, tiny_tokenizer, tiny_tokenizer_dir):
-    rows = [{"prompt": f"What is {i} plus 1?", "completion": f"{i} plus 1 is {i + 1 + i % 2}.", "label": i % 2 == 0}
-            for i in range(4)]
+    rows = [
+        {"prompt": f"What is {i} plus 1?", "completion": f"{i} plus 1 is {i + 1 + i % 2}.", "label": i % 2 == 0}
+        for i in range(4)
+    ]
     data = tmp_path / "k.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     recipe = _recipe(tmp_path, data, tiny_tokenizer_dir).model_copy(update={"stage": "kto"})
@@ -155,7 +180,7 @@ def test_kto_examples_get_mismatched_pairs(tmp_path, tiny_tokenizer, tiny_tokeni
     first, last = train[0], train[-1]
     n = first["prompt_length"]
     assert first["kl_input_ids"][:n] == first["input_ids"][:n]
-    assert first["kl_input_ids"][n:] == last["input_ids"][last["prompt_length"]:]  # the one before, wrapping
+    assert first["kl_input_ids"][n:] == last["input_ids"][last["prompt_length"] :]  # the one before, wrapping
     assert _labelled(first["kl_input_ids"], first["kl_labels"]) == _labelled(last["input_ids"], last["labels"])
 
 

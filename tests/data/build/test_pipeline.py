@@ -9,11 +9,11 @@ import pytest
 from lmforge.config.recipe import Recipe
 from lmforge.config.settings import data_settings
 from lmforge.data.build import cache
-from lmforge.data.sources.registry import resolve_sources
-from recipe_builds import build
 from lmforge.data.examples import IGNORE_INDEX
-from lmforge.data.records import Text
+from lmforge.data.sources.registry import resolve_sources
 from lmforge.errors import LmforgeError
+
+from recipe_builds import build
 from shared_assets import SHARED, load, only, refused_until_issue_14
 
 QWEN3 = SHARED / "tokenizers" / "qwen3"
@@ -36,12 +36,14 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 
 def recipe(tok_dir: Path, train: Path, stage: str = "sft", template: str | None = None, **data) -> Recipe:
-    return Recipe.model_validate({
-        "stage": stage,
-        "model": {"path": str(tok_dir), "chat_template": template},
-        "data": {"train": [{"path": str(train)}], **data},
-        "output": "unused",
-    })
+    return Recipe.model_validate(
+        {
+            "stage": stage,
+            "model": {"path": str(tok_dir), "chat_template": template},
+            "data": {"train": [{"path": str(train)}], **data},
+            "output": "unused",
+        }
+    )
 
 
 @refused_until_issue_14
@@ -101,6 +103,7 @@ def test_fingerprint_follows_data_template_and_length(shared_tokenizer_dir, tmp_
     tok = load(shared_tokenizer_dir)
     train = write_jsonl(tmp_path / "train.jsonl", [chat("Hi", "Hello.")])
     base = recipe(shared_tokenizer_dir, train)
+
     def fingerprint(r: Recipe, template: str) -> str:
         data = data_settings(r, template)
         return cache.fingerprint(data, resolve_sources(data.sources, data.registry, data.stage), tok)
@@ -142,8 +145,9 @@ def turns(*pairs: tuple[str, str], system: str | None = "You are terse.") -> dic
 @only("qwen3")
 def test_cut_drops_the_oldest_turns_first_and_keeps_the_system_message(shared_tokenizer_dir, tmp_path, capsys):
     tok = load(shared_tokenizer_dir)
-    long_history = turns(("First question " + "word " * 30, "First answer."), ("Second?", "Second answer."),
-                         ("Third?", "Third answer."))
+    long_history = turns(
+        ("First question " + "word " * 30, "First answer."), ("Second?", "Second answer."), ("Third?", "Third answer.")
+    )
     train = write_jsonl(tmp_path / "train.jsonl", [long_history, chat("Hi", "Hello.")])
     bundle = build(recipe(shared_tokenizer_dir, train, max_length=60), tok)
     report = bundle.report
@@ -174,8 +178,7 @@ def test_cut_keeps_the_last_turn_and_cuts_its_end_when_it_alone_is_too_long(shar
 def test_drop_policy_drops_and_counts_overlong_samples(shared_tokenizer_dir, tmp_path, capsys):
     long_reply = chat("Count.", " ".join(str(k) for k in range(60)))
     train = write_jsonl(tmp_path / "train.jsonl", [chat("Hi", "Hello."), long_reply, long_reply])
-    bundle = build(recipe(shared_tokenizer_dir, train, max_length=32, truncation="drop"),
-                            load(shared_tokenizer_dir))
+    bundle = build(recipe(shared_tokenizer_dir, train, max_length=32, truncation="drop"), load(shared_tokenizer_dir))
     assert (bundle.report.samples, bundle.report.truncated, bundle.report.dropped) == (1, 0, 2)
     assert bundle.report.reasons == {"longer than max_length 32 (truncation: drop)": 2}
     assert "none truncated, 2 dropped (2 longer than max_length 32 (truncation: drop))" in capsys.readouterr().err

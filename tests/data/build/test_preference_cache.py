@@ -8,15 +8,21 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from recipe_builds import build as build_data
-
 from lmforge.config.recipe import Recipe
 from lmforge.data.build import pipeline
 
+from recipe_builds import build as build_data
+
 
 def write_pairs(path: Path, n: int = 8, bad: bool = False, reply: str = "is") -> Path:
-    rows = [{"prompt": f"What is {i} plus 1?", "chosen": f"{i} plus 1 {reply} {i + 1}.",
-             "rejected": f"{i} plus 1 {reply} {i + 2}."} for i in range(n)]
+    rows = [
+        {
+            "prompt": f"What is {i} plus 1?",
+            "chosen": f"{i} plus 1 {reply} {i + 1}.",
+            "rejected": f"{i} plus 1 {reply} {i + 2}.",
+        }
+        for i in range(n)
+    ]
     if bad:
         rows[2]["rejected"] = rows[2]["chosen"]
         rows[4]["prompt"] = "word " * 300
@@ -25,18 +31,29 @@ def write_pairs(path: Path, n: int = 8, bad: bool = False, reply: str = "is") ->
 
 
 def write_kto(path: Path, n: int = 6) -> Path:
-    rows = [{"prompt": f"What is {i} plus 1?", "completion": f"{i} plus 1 is {i + 1 + i % 2}.", "label": i % 2 == 0}
-            for i in range(n)]
+    rows = [
+        {"prompt": f"What is {i} plus 1?", "completion": f"{i} plus 1 is {i + 1 + i % 2}.", "label": i % 2 == 0}
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-def recipe(tmp_path: Path, data: Path, stage: str = "dpo", template: str | None = None, preference: dict | None = None,
-           **data_keys) -> Recipe:
-    return Recipe(stage=stage, model={"path": str(tmp_path / "model"), "chat_template": template},
-                  output=str(tmp_path / "out"), preference=preference,
-                  data={"train": [{"path": str(data)}], "max_length": 64, "cache_dir": str(tmp_path / "cache"),
-                        **data_keys})
+def recipe(
+    tmp_path: Path,
+    data: Path,
+    stage: str = "dpo",
+    template: str | None = None,
+    preference: dict | None = None,
+    **data_keys,
+) -> Recipe:
+    return Recipe(
+        stage=stage,
+        model={"path": str(tmp_path / "model"), "chat_template": template},
+        output=str(tmp_path / "out"),
+        preference=preference,
+        data={"train": [{"path": str(data)}], "max_length": 64, "cache_dir": str(tmp_path / "cache"), **data_keys},
+    )
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from recipe_builds import build
-from shared_assets import load, only
-
 from lmforge.config.recipe import Recipe
 from lmforge.config.settings import DataSettings, data_settings
 from lmforge.data.build import stream, workers
 from lmforge.data.sources.registry import resolve_sources
 from lmforge.errors import LmforgeError
+
+from recipe_builds import build
+from shared_assets import load, only
 
 BOOM_TEMPLATE = (
     "{% for m in messages %}{% if 'BOOM' in m['content'] %}{{ raise_exception('no BOOM here') }}{% endif %}"
@@ -36,8 +36,10 @@ def small_ranges(monkeypatch):
 def chat(rng: random.Random, k: int) -> dict:
     messages = [{"role": "system", "content": "Be terse."}] if k % 3 == 0 else []
     for t in range(1 + k % 3):
-        messages += [{"role": "user", "content": f"Q{k}.{t} " + "word " * rng.randint(0, 30)},
-                     {"role": "assistant", "content": f"A{k}.{t} " + "yes " * rng.randint(0, 30)}]
+        messages += [
+            {"role": "user", "content": f"Q{k}.{t} " + "word " * rng.randint(0, 30)},
+            {"role": "assistant", "content": f"A{k}.{t} " + "yes " * rng.randint(0, 30)},
+        ]
     return {"messages": messages}
 
 
@@ -49,12 +51,16 @@ def chat_lines(n: int, seed: int = 0) -> list[str]:
 def bad_lines() -> list[str]:
     """Rows every way wrong: blank, not JSON, a non-object, a missing field, an empty reply, a template error,
     a conversation with no assistant turn, a CRLF line."""
-    return ["", "{not json", "[1, 2]", json.dumps({"messages": [{"role": "user"}]}),
-            json.dumps({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}),
-            json.dumps({"messages": [{"role": "user", "content": "BOOM"}, {"role": "assistant", "content": "y"}]}),
-            json.dumps({"messages": [{"role": "user", "content": "alone"}]}),
-            json.dumps({"messages": [{"role": "user", "content": "crlf"}, {"role": "assistant", "content": "ok"}]})
-            + "\r"]
+    return [
+        "",
+        "{not json",
+        "[1, 2]",
+        json.dumps({"messages": [{"role": "user"}]}),
+        json.dumps({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}),
+        json.dumps({"messages": [{"role": "user", "content": "BOOM"}, {"role": "assistant", "content": "y"}]}),
+        json.dumps({"messages": [{"role": "user", "content": "alone"}]}),
+        json.dumps({"messages": [{"role": "user", "content": "crlf"}, {"role": "assistant", "content": "ok"}]}) + "\r",
+    ]
 
 
 def mixed_file(path: Path, n: int, seed: int, bom: bool = False, last_newline: bool = True) -> Path:
@@ -71,9 +77,13 @@ def mixed_file(path: Path, n: int, seed: int, bom: bool = False, last_newline: b
 
 
 def recipe(tok_dir: Path, sources: list[dict], out: Path, **data) -> Recipe:
-    return Recipe.model_validate({"model": {"path": str(tok_dir), "chat_template": data.pop("template", None)},
-                                  "data": {"train": sources, "cache": False, "max_length": 96, "workers": 3, **data},
-                                  "output": str(out)})
+    return Recipe.model_validate(
+        {
+            "model": {"path": str(tok_dir), "chat_template": data.pop("template", None)},
+            "data": {"train": sources, "cache": False, "max_length": 96, "workers": 3, **data},
+            "output": str(out),
+        }
+    )
 
 
 def outcome(r: Recipe, tok, tmp_path: Path, streamed: bool, monkeypatch) -> tuple:
@@ -87,8 +97,12 @@ def outcome(r: Recipe, tok, tmp_path: Path, streamed: bool, monkeypatch) -> tupl
         except LmforgeError as err:
             return (str(err),)
     report = {**vars(bundle.report), "rejects_path": None}  # each way its own file, compared by content
-    return (list(bundle.train), bundle.eval and list(bundle.eval), report,
-            rejects.read_text(encoding="utf-8") if rejects.exists() else None)
+    return (
+        list(bundle.train),
+        bundle.eval and list(bundle.eval),
+        report,
+        rejects.read_text(encoding="utf-8") if rejects.exists() else None,
+    )
 
 
 def streamable(data: DataSettings) -> bool:
@@ -116,8 +130,13 @@ def test_skip_gives_the_same_examples_rejects_and_report(shared_tokenizer_dir, t
     mixed_file(folder / "b3.jsonl", 30, 3)
     tok = load(shared_tokenizer_dir)
     for template_path in (None, str(template)):
-        r = recipe(shared_tokenizer_dir, [{"path": str(a)}, {"path": str(folder)}], tmp_path / "out",
-                   on_error="skip", template=template_path)
+        r = recipe(
+            shared_tokenizer_dir,
+            [{"path": str(a)}, {"path": str(folder)}],
+            tmp_path / "out",
+            on_error="skip",
+            template=template_path,
+        )
         examples, _, report, rejects = assert_same(r, tok, tmp_path, monkeypatch, capsys)
         assert report["truncated"] > 0 and report["rejected"] >= 2 * len(bad_lines()) - 2
         assert f'{a}:1"' not in rejects and f"{folder / 'b1.jsonl'}:" in rejects
@@ -132,8 +151,9 @@ def test_strict_errors_are_the_same(shared_tokenizer_dir, tmp_path, monkeypatch,
     good.write_text("\n".join(chat_lines(40)) + "\n", encoding="utf-8")
     bad = mixed_file(tmp_path / "bad.jsonl", 40, 4)
     boom = tmp_path / "boom.jsonl"
-    boom.write_text("\n".join(chat_lines(40, 5)[:30] + [bad_lines()[5]] + chat_lines(40, 5)[30:]) + "\n",
-                    encoding="utf-8")
+    boom.write_text(
+        "\n".join(chat_lines(40, 5)[:30] + [bad_lines()[5]] + chat_lines(40, 5)[30:]) + "\n", encoding="utf-8"
+    )
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n", encoding="utf-8")
     cases = [([good, bad], None), ([boom, bad], str(template)), ([boom, good], str(template)), ([good, empty], None)]
@@ -149,10 +169,14 @@ def test_format_told_by_a_later_record_and_a_fixed_format(shared_tokenizer_dir, 
     path = tmp_path / "late.jsonl"
     path.write_text("\n".join(['{"what": 1}', "", '{"who": 2}'] + chat_lines(30)) + "\n", encoding="utf-8")
     for extra in ({"on_error": "skip"}, {}):
-        assert_same(recipe(shared_tokenizer_dir, [{"path": str(path)}], tmp_path / "out", **extra), tok, tmp_path,
-                    monkeypatch, capsys)
-    given = recipe(shared_tokenizer_dir, [{"path": str(path), "format": "messages"}], tmp_path / "out",
-                   on_error="skip")
+        assert_same(
+            recipe(shared_tokenizer_dir, [{"path": str(path)}], tmp_path / "out", **extra),
+            tok,
+            tmp_path,
+            monkeypatch,
+            capsys,
+        )
+    given = recipe(shared_tokenizer_dir, [{"path": str(path), "format": "messages"}], tmp_path / "out", on_error="skip")
     assert_same(given, tok, tmp_path, monkeypatch, capsys)
     wrong_kind = recipe(shared_tokenizer_dir, [{"path": str(path), "format": "text"}], tmp_path / "out")
     assert_same(wrong_kind, tok, tmp_path, monkeypatch, capsys)
@@ -163,8 +187,9 @@ def test_eval_file_and_pretraining_text(shared_tokenizer_dir, tmp_path, monkeypa
     tok = load(shared_tokenizer_dir)
     train = mixed_file(tmp_path / "train.jsonl", 50, 6)
     held_out = mixed_file(tmp_path / "eval.jsonl", 12, 7)
-    r = recipe(shared_tokenizer_dir, [{"path": str(train)}], tmp_path / "out", on_error="skip",
-               eval={"path": str(held_out)})
+    r = recipe(
+        shared_tokenizer_dir, [{"path": str(train)}], tmp_path / "out", on_error="skip", eval={"path": str(held_out)}
+    )
     assert assert_same(r, tok, tmp_path, monkeypatch, capsys)[1]
     texts = tmp_path / "texts.jsonl"
     texts.write_text("".join(json.dumps({"text": "word " * k}) + "\n" for k in range(1, 80)), encoding="utf-8")
@@ -199,8 +224,14 @@ def preference_lines(n: int, seed: int, kto: bool) -> list[str]:
             rows.append({"prompt": prompt, "chosen": f"A{k} yes", "rejected": f"A{k} no " * rng.randint(1, 9)})
     lines = [json.dumps(r) for r in rows]
     lines.insert(n // 2, "{not json")
-    lines.insert(n // 3, json.dumps({"prompt": "same", "chosen": "x", "rejected": "x"} if not kto else
-                                    {"prompt": "empty", "completion": "  ", "label": True}))
+    lines.insert(
+        n // 3,
+        json.dumps(
+            {"prompt": "same", "chosen": "x", "rejected": "x"}
+            if not kto
+            else {"prompt": "empty", "completion": "  ", "label": True}
+        ),
+    )
     return lines
 
 
@@ -212,8 +243,9 @@ def test_preference_data_streams_the_same(shared_tokenizer_dir, tmp_path, monkey
     path.write_text("\n".join(preference_lines(70, 4, stage == "kto")) + "\n", encoding="utf-8")
     tok = load(shared_tokenizer_dir)
     r = recipe(shared_tokenizer_dir, [{"path": str(path)}], tmp_path / "out", on_error="skip", max_length=48)
-    examples, _, report, rejects = assert_same(r.model_copy(update={"stage": stage}), tok, tmp_path, monkeypatch,
-                                               capsys)
+    examples, _, report, rejects = assert_same(
+        r.model_copy(update={"stage": stage}), tok, tmp_path, monkeypatch, capsys
+    )
     assert report["samples"] == len(examples) and report["samples"] + report["rejected"] == 72  # every line counted
     reasons = report["rejected_reasons"]
     assert reasons["malformed line"] == 1 and reasons["no room for the answers"] > 0 and report["truncated"] > 0

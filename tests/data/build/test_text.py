@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from shared_assets import SHARED_TOKENIZERS
 from transformers import AutoTokenizer
 
 from lmforge.data.build.text import Layout, adds_bos, lay_out, tokenize_documents
@@ -11,6 +8,7 @@ from lmforge.data.examples import IGNORE_INDEX, Examples
 from lmforge.data.rows import ExampleRows
 from lmforge.errors import LmforgeError
 
+from shared_assets import SHARED_TOKENIZERS
 
 BOS, EOS = 1, 2
 
@@ -84,8 +82,9 @@ def test_packing_keeps_every_token_in_bins_with_restarting_positions():
             assert row["labels"][a:b] == [IGNORE_INDEX] + piece[1:]  # no document predicted from another
             pieces.append(piece)
     # the 12-token document is cut into 10 + 2; nothing else is cut, nothing lost
-    assert sorted(map(tuple, pieces)) == sorted([tuple(d) for d in docs if len(d) <= 10]
-                                                + [tuple(docs[3][:10]), tuple(docs[3][10:])])
+    assert sorted(map(tuple, pieces)) == sorted(
+        [tuple(d) for d in docs if len(d) <= 10] + [tuple(docs[3][:10]), tuple(docs[3][10:])]
+    )
     assert out.rows.tokens() == sum(lengths) == 51 and out.dropped_tokens == 0
     assert len(rows) == 6  # 51 tokens need at least 6 bins of 10
     assert out.efficiency == pytest.approx(51 / 60)

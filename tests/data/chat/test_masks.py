@@ -21,6 +21,7 @@ from lmforge.data.examples import IGNORE_INDEX
 from lmforge.data.records import Conversation, Message
 from lmforge.errors import LmforgeError
 from lmforge.quickstart.assets import CHAT_TEMPLATE
+
 from shared_assets import SHARED, load, only, refused_until_issue_14
 
 LEAD_IN = re.compile(r"\s*(?:<think>.*?</think>)?\s*", re.DOTALL)
@@ -31,8 +32,13 @@ def conv(*pairs: tuple[str, str], source: str = "test.jsonl:1") -> Conversation:
 
 
 HARD = [
-    conv(("system", "You are terse."), ("user", "Repeat after me: hello there"), ("assistant", "hello there"),
-         ("user", "Again, hello there"), ("assistant", "hello there")),
+    conv(
+        ("system", "You are terse."),
+        ("user", "Repeat after me: hello there"),
+        ("assistant", "hello there"),
+        ("user", "Again, hello there"),
+        ("assistant", "hello there"),
+    ),
     conv(("user", "Pad it"), ("assistant", "  padded reply with spaces  "), ("user", "ok"), ("assistant", " x")),
     conv(("user", "Lines?"), ("assistant", "line one\n\nline two\n")),
     conv(("user", "Unicode"), ("assistant", "Grüße — 東京 🚀 ｜ naïve «ok»")),
@@ -47,8 +53,11 @@ def shared_conversations() -> list[Conversation]:
     if not path.exists():
         return []
     lines = path.read_text(encoding="utf-8").splitlines()
-    return [conv(*((m["role"], m["content"]) for m in json.loads(line)["messages"]), source=f"chat.jsonl:{n}")
-            for n, line in enumerate(lines, 1) if line.strip()]
+    return [
+        conv(*((m["role"], m["content"]) for m in json.loads(line)["messages"]), source=f"chat.jsonl:{n}")
+        for n, line in enumerate(lines, 1)
+        if line.strip()
+    ]
 
 
 def own_template(tok_dir: Path) -> str:
@@ -59,12 +68,26 @@ def own_template(tok_dir: Path) -> str:
 
 # What each template writes after a reply; `eos` is the tokenizer's EOS token.
 END_OF_TURN = {
-    "chatml": "<|im_end|>", "qwen": "<|im_end|>", "llama3": "<|eot_id|>", "llama2": " {eos}", "mistral": "{eos}",
-    "vicuna": "{eos}", "alpaca": "{eos}", "gemma": "<end_of_turn>", "phi3": "<|end|>", "deepseek": "{eos}",
+    "chatml": "<|im_end|>",
+    "qwen": "<|im_end|>",
+    "llama3": "<|eot_id|>",
+    "llama2": " {eos}",
+    "mistral": "{eos}",
+    "vicuna": "{eos}",
+    "alpaca": "{eos}",
+    "gemma": "<end_of_turn>",
+    "phi3": "<|end|>",
+    "deepseek": "{eos}",
 }
-OWN_END_OF_TURN = {"qwen3": "<|im_end|>", "llama3_1": "<|eot_id|>", "gemma3": "<end_of_turn>",
-                   "deepseek_v3": "<｜end▁of▁sentence｜>", "llama2": " </s>",
-                   "deepseek-r1-distill-qwen": "<｜end▁of▁sentence｜>", "gpt-oss": "<|end|>"}
+OWN_END_OF_TURN = {
+    "qwen3": "<|im_end|>",
+    "llama3_1": "<|eot_id|>",
+    "gemma3": "<end_of_turn>",
+    "deepseek_v3": "<｜end▁of▁sentence｜>",
+    "llama2": " </s>",
+    "deepseek-r1-distill-qwen": "<｜end▁of▁sentence｜>",
+    "gpt-oss": "<|end|>",
+}
 
 
 def labelled_runs(labels: list[int]) -> list[tuple[int, int]]:
@@ -91,16 +114,22 @@ def assert_mask(tok, template: str, c: Conversation, end_of_turn: str) -> None:
         content = messages[i]["content"]
         assert enc.labels[a:b] == enc.input_ids[a:b]
         start = offsets[a][0]
-        labelled = enc.text[start:offsets[b - 1][1]]
+        labelled = enc.text[start : offsets[b - 1][1]]
         lead = LEAD_IN.match(labelled).end()
-        body = next((w for w in (content.lstrip() + end_of_turn, content.strip() + end_of_turn)
-                     if labelled.startswith(w, lead)), None)
+        body = next(
+            (
+                w
+                for w in (content.lstrip() + end_of_turn, content.strip() + end_of_turn)
+                if labelled.startswith(w, lead)
+            ),
+            None,
+        )
         assert body is not None, (labelled, content)
         # only the last token may reach past the end of turn (a text stop token merged with what follows)
         assert offsets[b - 1][0] < start + lead + len(body), (labelled, content)
         decoded = tok.decode(enc.input_ids[a:b]).strip()
-        decoded = decoded[decoded.index("</think>") + 8:].strip() if decoded.startswith("<think>") else decoded
-        assert decoded.startswith(content.strip()) and decoded[len(content.strip()):].strip()
+        decoded = decoded[decoded.index("</think>") + 8 :].strip() if decoded.startswith("<think>") else decoded
+        assert decoded.startswith(content.strip()) and decoded[len(content.strip()) :].strip()
         prompt = generation_prompt(tok, template, messages[:i])
         assert enc.text.startswith(prompt)  # the inference prompt is a prefix of the training text
         assert offsets[a][1] > len(prompt) and (a == 0 or offsets[a - 1][1] <= len(prompt))
@@ -147,8 +176,9 @@ def test_reply_merged_with_the_prompt(shared_tokenizer_dir):
 @only("qwen3")
 def test_dropped_reasoning_of_earlier_turn_fails(shared_tokenizer_dir):
     tok = load(shared_tokenizer_dir)
-    c = conv(("user", "2+2?"), ("assistant", "<think>add</think>4"), ("user", "3+3?"), ("assistant", "6"),
-             source="r.jsonl:4")
+    c = conv(
+        ("user", "2+2?"), ("assistant", "<think>add</think>4"), ("user", "3+3?"), ("assistant", "6"), source="r.jsonl:4"
+    )
     with pytest.raises(LmforgeError, match=r"r.jsonl:4: assistant turn 0 .*content not found.*drops the reasoning"):
         encode(tok, tok.chat_template, c, WHOLE)[0]
 
@@ -159,21 +189,30 @@ def test_conversation_without_reply_has_no_labels(shared_tokenizer_dir):
 
 
 # Templates with a broken property, written inline.
-NO_PREFIX = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{{ eos_token }}\n{% endfor %}"
-             "{% if add_generation_prompt %}ASSISTANT> {% endif %}")
-NO_STOP = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-           "{% if add_generation_prompt %}assistant: {% endif %}")
-WIDE_GENERATION = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] == 'assistant' %}"
-                   "{% generation %}{{ m['content'] }}<|im_end|>\n{% endgeneration %}{% else %}"
-                   "{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
-                   "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+NO_PREFIX = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT> {% endif %}"
+)
+NO_STOP = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+WIDE_GENERATION = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] == 'assistant' %}"
+    "{% generation %}{{ m['content'] }}<|im_end|>\n{% endgeneration %}{% else %}"
+    "{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 QA = conv(("user", "hi"), ("assistant", "hello"), source="data.jsonl:7")
 
 
-@pytest.mark.parametrize("template, message", [
-    (NO_PREFIX, r"data.jsonl:7: assistant turn 0 \(message 1\): prefix property failed.*model.chat_template"),
-    (NO_STOP, r"data.jsonl:7: assistant turn 0 \(message 1\): no stop token.*never learn to stop"),
-])
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        (NO_PREFIX, r"data.jsonl:7: assistant turn 0 \(message 1\): prefix property failed.*model.chat_template"),
+        (NO_STOP, r"data.jsonl:7: assistant turn 0 \(message 1\): no stop token.*never learn to stop"),
+    ],
+)
 def test_broken_template_fails_with_reason(shared_tokenizer_dir, template, message):
     with pytest.raises(LmforgeError, match=message):
         encode(load(shared_tokenizer_dir), template, QA, WHOLE)[0]
@@ -190,8 +229,9 @@ def test_template_that_rejects_roles_fails(shared_tokenizer_dir):
     tok = load(shared_tokenizer_dir)
     c = conv(("user", "a"), ("user", "b"), ("assistant", "c"), source="data.jsonl:3")
     for template in (tok.chat_template, resolve_chat_template(tok, "gemma")):
-        with pytest.raises(LmforgeError,
-                           match=r'data.jsonl:3: the chat template( \(built-in "gemma"\))? rejects .*alternate'):
+        with pytest.raises(
+            LmforgeError, match=r'data.jsonl:3: the chat template( \(built-in "gemma"\))? rejects .*alternate'
+        ):
             encode(tok, template, c, WHOLE)[0]
 
 
@@ -211,7 +251,7 @@ def test_last_assistant_labels_only_the_last_turn(shared_tokenizer_dir):
         whole = encode(tok, template, c, WHOLE)[0]
         last = encode(tok, template, c, MaskPolicy("last_assistant", "never"))[0]
         assert last.input_ids == whole.input_ids and last.text == whole.text
-        (a, b), = labelled_runs(last.labels)
+        ((a, b),) = labelled_runs(last.labels)
         assert (a, b) == labelled_runs(whole.labels)[-1]
         assert last.labels[a:b] == whole.labels[a:b]
 
@@ -239,20 +279,34 @@ def test_split_turns_samples_match_the_whole_conversation(shared_tokenizer_dir):
         samples = encode(tok, template, c, MaskPolicy("all_assistant", "always"))
         assert all(s.split for s in samples) and len(samples) == len(labelled_runs(whole.labels))
         for sample, (a, b) in zip(samples, labelled_runs(whole.labels)):
-            (c0, c1), = labelled_runs(sample.labels)
+            ((c0, c1),) = labelled_runs(sample.labels)
             ours, theirs = tok.decode(sample.input_ids[c0:c1]), tok.decode(whole.input_ids[a:b])
-            assert ours[LEAD_IN.match(ours).end():] == theirs[LEAD_IN.match(theirs).end():]  # Qwen3: empty think
+            assert ours[LEAD_IN.match(ours).end() :] == theirs[LEAD_IN.match(theirs).end() :]  # Qwen3: empty think
             assert sample.input_ids[:c0] == whole.input_ids[:a]  # the history, as the whole conversation renders it
         last_only = encode(tok, template, c, MaskPolicy("last_assistant", "always"))
         assert len(last_only) == 1 and last_only[0].labels == samples[-1].labels
 
 
 REASONING = [
-    conv(("system", "Think first."), ("user", "2+2?"), ("assistant", "<think>\nadd two and two\n</think>\n\n4"),
-         ("user", "3+3?"), ("assistant", "<think>\nadd three\n</think>\n\n6"), ("user", "and 1+1?"),
-         ("assistant", "2"), source="r.jsonl:1"),
-    Conversation([Message("user", "2+2?"), Message("assistant", "4", reasoning="add two and two"),
-                  Message("user", "3+3?"), Message("assistant", "6", reasoning="add three")], "r.jsonl:2"),
+    conv(
+        ("system", "Think first."),
+        ("user", "2+2?"),
+        ("assistant", "<think>\nadd two and two\n</think>\n\n4"),
+        ("user", "3+3?"),
+        ("assistant", "<think>\nadd three\n</think>\n\n6"),
+        ("user", "and 1+1?"),
+        ("assistant", "2"),
+        source="r.jsonl:1",
+    ),
+    Conversation(
+        [
+            Message("user", "2+2?"),
+            Message("assistant", "4", reasoning="add two and two"),
+            Message("user", "3+3?"),
+            Message("assistant", "6", reasoning="add three"),
+        ],
+        "r.jsonl:2",
+    ),
 ]
 
 
@@ -262,8 +316,11 @@ def test_template_that_drops_earlier_reasoning_is_split(shared_tokenizer_dir, c)
     """Qwen3's own template drops the reasoning of turns before the last user message from the history."""
     tok = load(shared_tokenizer_dir)
     template = tok.chat_template
-    with pytest.raises(PrefixPropertyError, match=r"r.jsonl:\d: assistant turn 0 .*content not found.*reasoning.*"
-                                                  r"data.split_turns"):
+    with pytest.raises(
+        PrefixPropertyError,
+        match=r"r.jsonl:\d: assistant turn 0 .*content not found.*reasoning.*"
+        r"data.split_turns",
+    ):
         encode(tok, template, c, WHOLE)[0]
     with pytest.raises(PrefixPropertyError):
         encode(tok, template, c, MaskPolicy("all_assistant", "never"))
@@ -273,8 +330,8 @@ def test_template_that_drops_earlier_reasoning_is_split(shared_tokenizer_dir, c)
         samples = encode(tok, template, c, MaskPolicy("all_assistant", policy))
         assert len(samples) == len(turns) and all(s.split for s in samples)
         for sample, i in zip(samples, turns):
-            assert sample.text == tok.apply_chat_template(messages[:i + 1], tokenize=False)
-            (a, b), = labelled_runs(sample.labels)
+            assert sample.text == tok.apply_chat_template(messages[: i + 1], tokenize=False)
+            ((a, b),) = labelled_runs(sample.labels)
             prompt = generation_prompt(tok, template, messages[:i])
             assert tok.decode(sample.input_ids[:a]) == prompt  # the prompt is the inference render, token for token
             assert sample.input_ids[:a] == tok(prompt, add_special_tokens=False)["input_ids"]
@@ -290,8 +347,9 @@ def test_template_that_drops_earlier_reasoning_is_split(shared_tokenizer_dir, c)
 
 def test_unknown_policies_fail(shared_tokenizer_dir):
     tok, template = load(shared_tokenizer_dir), own_template(shared_tokenizer_dir)
-    with pytest.raises(LmforgeError, match="data.train_on: unknown value 'all'; use one of all_assistant, "
-                                           "last_assistant, everything"):
+    with pytest.raises(
+        LmforgeError, match="data.train_on: unknown value 'all'; use one of all_assistant, last_assistant, everything"
+    ):
         encode(tok, template, QA, MaskPolicy("all", "never"))[0]
     with pytest.raises(LmforgeError, match="data.split_turns: unknown value 'sometimes'"):
         encode(tok, template, QA, MaskPolicy("all_assistant", "sometimes"))
@@ -303,8 +361,13 @@ def test_split_without_reply_gives_one_unlabelled_sample(shared_tokenizer_dir):
     assert len(samples) == 1 and set(samples[0].labels) == {IGNORE_INDEX}
 
 
-CAPITALS = conv(("system", "Answer in one line."), ("user", "Capital of France?"), ("assistant", "Paris."),
-                ("user", "And of Japan?"), ("assistant", "Tokyo."))
+CAPITALS = conv(
+    ("system", "Answer in one line."),
+    ("user", "Capital of France?"),
+    ("assistant", "Paris."),
+    ("user", "And of Japan?"),
+    ("assistant", "Tokyo."),
+)
 TIMES = conv(("user", "What is 7 times 6?"), ("assistant", "7 times 6 is 42."))
 SPACED = conv(("user", "Pad it"), ("assistant", "  padded  "), ("user", "ok"), ("assistant", "line one\n\nline two\n"))
 
@@ -312,8 +375,9 @@ SPACED = conv(("user", "Pad it"), ("assistant", "  padded  "), ("user", "ok"), (
 def generation_labels(tok, template: str, c: Conversation) -> tuple[list[int], list[int]]:
     """transformers' tokens of the conversation and its assistant mask for the template's {% generation %}
     blocks, written as labels (the token where marked, IGNORE_INDEX elsewhere)."""
-    out = tok.apply_chat_template(c.as_dicts(), chat_template=template, return_dict=True,
-                                  return_assistant_tokens_mask=True)
+    out = tok.apply_chat_template(
+        c.as_dicts(), chat_template=template, return_dict=True, return_assistant_tokens_mask=True
+    )
     ids = list(out["input_ids"])
     return ids, [t if marked else IGNORE_INDEX for t, marked in zip(ids, out["assistant_masks"])]
 
@@ -368,7 +432,7 @@ def labelled_texts(tok, enc) -> list[str]:
     offsets = tokens["offset_mapping"]
     for a, b in labelled_runs(enc.labels):
         assert enc.labels[a:b] == enc.input_ids[a:b]
-    return [enc.text[offsets[a][0]:offsets[b - 1][1]] for a, b in labelled_runs(enc.labels)]
+    return [enc.text[offsets[a][0] : offsets[b - 1][1]] for a, b in labelled_runs(enc.labels)]
 
 
 @only(*HAND_WRITTEN)
@@ -376,5 +440,7 @@ def test_own_template_labels_the_hand_written_text(shared_tokenizer_dir):
     tok = load(shared_tokenizer_dir)
     for c, expected in HAND_WRITTEN[shared_tokenizer_dir.name]:
         assert labelled_texts(tok, encode(tok, tok.chat_template, c, WHOLE)[0]) == expected
-        assert labelled_texts(tok, encode(tok, tok.chat_template, c, MaskPolicy("last_assistant", "never"))[0]) == \
-            expected[-1:]
+        assert (
+            labelled_texts(tok, encode(tok, tok.chat_template, c, MaskPolicy("last_assistant", "never"))[0])
+            == expected[-1:]
+        )

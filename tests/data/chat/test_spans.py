@@ -40,9 +40,10 @@ def spans_over(rng: random.Random, length: int, k: int) -> list[tuple[int, int]]
     return [(cuts[2 * i], cuts[2 * i + 1]) for i in range(k)]
 
 
-def outcome(fn):
+def outcome(fn, *args):
+    """What fn(*args) returns, or the message of the LmforgeError it raises."""
     try:
-        return fn()
+        return fn(*args)
     except LmforgeError as err:
         return str(err)
 
@@ -59,17 +60,18 @@ def test_bisection_gives_the_scans_result():
             continue
         bounds = forward_bounds(offsets)
         assert bounds is not None
-        fast = outcome(lambda: label_tokens(text, ids, offsets, spans, "w", bounds))
-        assert fast == outcome(lambda: label_tokens(text, ids, offsets, spans, "w", None))
+        fast = outcome(label_tokens, text, ids, offsets, spans, "w", bounds)
+        assert fast == outcome(label_tokens, text, ids, offsets, spans, "w", None)
         if isinstance(fast, str):
             continue
         labels, ranges = fast
         generation = spans_over(rng, offsets[-1][1] + 2, rng.randrange(1, 4)) if rng.random() < 0.5 else spans
         for last_only in (False, True):
-            expected = outcome(lambda: compare_marks(FakeTokenizer(), "w", ids, labels,
-                                                     generation_marks(offsets, generation), last_only))
-            got = outcome(lambda: check_generation(FakeTokenizer(), "w", ids, offsets, labels, ranges, generation,
-                                                   last_only, bounds))
+            marks = generation_marks(offsets, generation)
+            expected = outcome(compare_marks, FakeTokenizer(), "w", ids, labels, marks, last_only)
+            got = outcome(
+                check_generation, FakeTokenizer(), "w", ids, offsets, labels, ranges, generation, last_only, bounds
+            )
             assert got == expected, (offsets, spans, generation, last_only)
 
 
@@ -83,21 +85,46 @@ def test_offsets_that_go_back_are_scanned():
 def test_generation_blocks_that_disagree_name_the_token():
     offsets = [(0, 1), (1, 2), (2, 3), (3, 4)]
     labels, ranges = label_tokens("abcd", [5, 6, 7, 8], offsets, [(2, 4)], "data.jsonl:3")
-    with pytest.raises(LmforgeError, match=r"data.jsonl:3: the template's \{% generation %\} blocks mark other tokens"
-                                           r" than the derived mask, first at token 1"):
-        check_generation(FakeTokenizer(), "data.jsonl:3", [5, 6, 7, 8], offsets, labels, ranges, [(1, 4)], False,
-                         forward_bounds(offsets))
+    with pytest.raises(
+        LmforgeError,
+        match=r"data.jsonl:3: the template's \{% generation %\} blocks mark other tokens"
+        r" than the derived mask, first at token 1",
+    ):
+        check_generation(
+            FakeTokenizer(),
+            "data.jsonl:3",
+            [5, 6, 7, 8],
+            offsets,
+            labels,
+            ranges,
+            [(1, 4)],
+            False,
+            forward_bounds(offsets),
+        )
 
 
-TRICKY_TEXTS = ["", " ", "Hello world", "  two  spaces\n\nand lines\t", "émoji 🙂 and 中文 text",
-                "<s>[INST] hi [/INST]",
-                "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n A<|im_end|>\n", "<think>\nr\n</think>\n\nok",
-                "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nx<|eot_id|>", "\u200b\ufeffodd\r\n"]
+TRICKY_TEXTS = [
+    "",
+    " ",
+    "Hello world",
+    "  two  spaces\n\nand lines\t",
+    "émoji 🙂 and 中文 text",
+    "<s>[INST] hi [/INST]",
+    "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n A<|im_end|>\n",
+    "<think>\nr\n</think>\n\nok",
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nx<|eot_id|>",
+    "\u200b\ufeffodd\r\n",
+]
 
 
 def _call_result(tok, texts):
-    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False,
-              return_token_type_ids=False)
+    enc = tok(
+        texts,
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
     return [(list(ids), [tuple(o) for o in offsets]) for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"])]
 
 

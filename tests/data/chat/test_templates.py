@@ -8,15 +8,20 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from shared_assets import SHARED_TOKENIZERS
 from transformers import AutoTokenizer
 
 from lmforge.data.chat.templates import BUILTIN_TEMPLATES, resolve_chat_template
 from lmforge.errors import LmforgeError
 
+from shared_assets import SHARED_TOKENIZERS
+
 NAMES = ["alpaca", "chatml", "deepseek", "gemma", "llama2", "llama3", "mistral", "phi3", "qwen", "vicuna"]
-CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}]
+CHAT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Bye"},
+]
 
 
 def test_builtins_are_files():
@@ -51,14 +56,15 @@ def test_unknown_name_lists_the_builtins():
         resolve_chat_template(SimpleNamespace(chat_template=None), "chatlm")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(path: Path):
     return AutoTokenizer.from_pretrained(path)
 
 
 # The base-model llama2 tokenizer (no template of its own) renders the built-ins; conftest handles its absence.
-ON_LLAMA2 = pytest.mark.parametrize("shared_tokenizer_dir", [SHARED_TOKENIZERS / "llama2"], indirect=True,
-                                    ids=["llama2"])
+ON_LLAMA2 = pytest.mark.parametrize(
+    "shared_tokenizer_dir", [SHARED_TOKENIZERS / "llama2"], indirect=True, ids=["llama2"]
+)
 
 
 @ON_LLAMA2
@@ -72,20 +78,20 @@ def test_llama2_name_works_with_the_base_llama2_tokenizer(shared_tokenizer_dir):
 # (name, what the prompt for CHAT renders to with the llama2 tokenizer's <s> and </s>)
 RENDERED = {
     "chatml": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
-              "Hello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n",
+    "Hello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n",
     "llama3": "<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user"
-              "<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
-              "<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>"
-              "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n",
     "llama2": "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] Bye [/INST]",
     "mistral": "<s>[INST] Be brief.\n\nHi [/INST] Hello!</s>[INST] Bye [/INST]",
     "vicuna": "<s>Be brief. USER: Hi ASSISTANT: Hello!</s>USER: Bye ASSISTANT:",
     "alpaca": "<s>Be brief.\n\n### Instruction:\nHi\n\n### Response:\nHello!</s>\n\n### Instruction:\nBye\n\n"
-              "### Response:\n",
+    "### Response:\n",
     "gemma": "<s><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n"
-             "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n",
+    "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n",
     "phi3": "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n<|user|>\nBye<|end|>\n"
-            "<|assistant|>\n",
+    "<|assistant|>\n",
     "deepseek": "<s>Be brief.<｜User｜>Hi<｜Assistant｜>Hello!</s><｜User｜>Bye<｜Assistant｜>",
 }
 RENDERED["qwen"] = RENDERED["chatml"]
@@ -100,19 +106,23 @@ def llama2_tokenizer(shared_tokenizer_dir):
 @pytest.mark.parametrize("name", NAMES)
 def test_builtin_renders_the_format(llama2_tokenizer, name):
     template = resolve_chat_template(llama2_tokenizer, name)
-    prompt = llama2_tokenizer.apply_chat_template(CHAT, chat_template=template, tokenize=False,
-                                                  add_generation_prompt=True)
+    prompt = llama2_tokenizer.apply_chat_template(
+        CHAT, chat_template=template, tokenize=False, add_generation_prompt=True
+    )
     assert prompt == RENDERED[name]
 
 
 @ON_LLAMA2
-@pytest.mark.parametrize("name, accepts", [("llama2", False), ("mistral", False), ("gemma", False),
-                                           ("chatml", True), ("llama3", True), ("vicuna", True)])
+@pytest.mark.parametrize(
+    "name, accepts",
+    [("llama2", False), ("mistral", False), ("gemma", False), ("chatml", True), ("llama3", True), ("vicuna", True)],
+)
 def test_role_order(llama2_tokenizer, name, accepts):
     """Only formats built on user/assistant pairs reject two user messages in a row."""
     messages = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
     render = lambda: llama2_tokenizer.apply_chat_template(  # noqa: E731
-        messages, chat_template=resolve_chat_template(llama2_tokenizer, name), tokenize=False)
+        messages, chat_template=resolve_chat_template(llama2_tokenizer, name), tokenize=False
+    )
     if accepts:
         render()
     else:
@@ -123,15 +133,24 @@ def test_role_order(llama2_tokenizer, name, accepts):
 @ON_LLAMA2
 def test_qwen_renders_tools(llama2_tokenizer):
     tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
-    messages = [{"role": "user", "content": "1+2?"},
-                {"role": "assistant", "content": "",
-                 "tool_calls": [{"function": {"name": "add", "arguments": {"a": 1}}}]},
-                {"role": "tool", "content": "3"}, {"role": "tool", "content": "ok"}]
-    text = llama2_tokenizer.apply_chat_template(messages, tools=tools, chat_template=resolve_chat_template(
-        llama2_tokenizer, "qwen"), tokenize=False, add_generation_prompt=True)
+    messages = [
+        {"role": "user", "content": "1+2?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "add", "arguments": {"a": 1}}}]},
+        {"role": "tool", "content": "3"},
+        {"role": "tool", "content": "ok"},
+    ]
+    text = llama2_tokenizer.apply_chat_template(
+        messages,
+        tools=tools,
+        chat_template=resolve_chat_template(llama2_tokenizer, "qwen"),
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     assert text.startswith("<|im_start|>system\n# Tools\n")
     assert '\n{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}\n</tools>' in text
-    assert text.endswith('<|im_start|>assistant\n<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>'
-                         "<|im_end|>\n<|im_start|>user\n<tool_response>\n3\n</tool_response>\n<tool_response>\nok\n"
-                         "</tool_response><|im_end|>\n<|im_start|>assistant\n")
+    assert text.endswith(
+        '<|im_start|>assistant\n<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>'
+        "<|im_end|>\n<|im_start|>user\n<tool_response>\n3\n</tool_response>\n<tool_response>\nok\n"
+        "</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    )
     assert re.search(r"\{%-?\s*generation", BUILTIN_TEMPLATES["qwen"].read_text(encoding="utf-8"))

@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from lmforge.config.settings import Source
+from lmforge.data.records import Message, Text, ToolCall
 from lmforge.data.sources.files import resolve_files
 from lmforge.data.sources.read import iter_rows, read_source
-from lmforge.data.records import Message, Text, ToolCall
 from lmforge.errors import LmforgeError
 
 SHORT = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
@@ -53,13 +53,24 @@ def test_json_file_with_bad_bytes_or_bad_json_names_the_line(tmp_path):
 
 def test_parquet_with_nested_messages_and_tool_calls(tmp_path):
     rows = [
-        {"messages": [{"role": "user", "content": "hi", "tool_calls": None},
-                      {"role": "assistant", "content": "hello", "tool_calls": None}]},
-        {"messages": [{"role": "user", "content": "weather?", "tool_calls": None},
-                      {"role": "assistant", "content": None,
-                       "tool_calls": [{"type": "function", "function": {"name": "get", "arguments": '{"c": "Oslo"}'}}]},
-                      {"role": "tool", "content": "rain", "tool_calls": None},
-                      {"role": "assistant", "content": "It rains.", "tool_calls": None}]},
+        {
+            "messages": [
+                {"role": "user", "content": "hi", "tool_calls": None},
+                {"role": "assistant", "content": "hello", "tool_calls": None},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "weather?", "tool_calls": None},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"type": "function", "function": {"name": "get", "arguments": '{"c": "Oslo"}'}}],
+                },
+                {"role": "tool", "content": "rain", "tool_calls": None},
+                {"role": "assistant", "content": "It rains.", "tool_calls": None},
+            ]
+        },
     ]
     path = tmp_path / "chat.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)
@@ -118,8 +129,10 @@ def test_csv_kto_labels_are_words(tmp_path):
 
 def test_directory_reads_every_data_file_sorted_skipping_hidden_and_registry(tmp_path):
     jsonl(tmp_path / "b.jsonl", [SHORT])
-    jsonl(tmp_path / "a" / "part.jsonl", [{"conversations": [{"from": "human", "value": "x"},
-                                                              {"from": "gpt", "value": "y"}]}])
+    jsonl(
+        tmp_path / "a" / "part.jsonl",
+        [{"conversations": [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}]}],
+    )
     (tmp_path / "c.csv").write_text("instruction,output\nq,r\n")
     jsonl(tmp_path / ".cache" / "x.jsonl", [{"junk": 1}])
     (tmp_path / "dataset_info.json").write_text("{}")
@@ -135,7 +148,10 @@ def test_glob_and_base_dir(tmp_path):
     jsonl(tmp_path / "d" / "y.jsonl", [{"text": "3"}])
     assert [t.text for t in read(tmp_path / "d" / "x*.jsonl", "text")] == ["1", "2"]
     assert [t.text for t in read_source(Source(path="d/**/*.jsonl"), "text", base_dir=tmp_path).records] == [
-        "1", "2", "3"]
+        "1",
+        "2",
+        "3",
+    ]
     with pytest.raises(LmforgeError, match=r"matches no data file"):
         read(tmp_path / "d" / "z*.jsonl", "text")
 

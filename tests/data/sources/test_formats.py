@@ -6,12 +6,15 @@ from pathlib import Path
 import pytest
 
 from lmforge.config.settings import Source
-from lmforge.data.sources.read import read_source
 from lmforge.data.records import Conversation, KTOExample, Message, PreferencePair, ToolCall
+from lmforge.data.sources.read import read_source
 from lmforge.errors import LmforgeError
 
-WEATHER_TOOL = {"name": "get_weather", "description": "Weather in a city",
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
 
 
 def one(tmp_path: Path, row: dict, kind: str = "conversation", **source):
@@ -36,14 +39,28 @@ def problem(tmp_path: Path, row: dict, kind: str = "conversation", **source) -> 
 
 # -- alpaca ----------------------------------------------------------------------------------------------------
 
+
 def test_alpaca_with_input_system_and_history(tmp_path):
-    row = {"instruction": "Translate", "input": "chat", "output": "cat", "system": "You translate.",
-           "history": [["Hello", "Bonjour"]]}
-    assert one(tmp_path, row) == Conversation([
-        Message("system", "You translate."), Message("user", "Hello"), Message("assistant", "Bonjour"),
-        Message("user", "Translate\nchat"), Message("assistant", "cat")])
+    row = {
+        "instruction": "Translate",
+        "input": "chat",
+        "output": "cat",
+        "system": "You translate.",
+        "history": [["Hello", "Bonjour"]],
+    }
+    assert one(tmp_path, row) == Conversation(
+        [
+            Message("system", "You translate."),
+            Message("user", "Hello"),
+            Message("assistant", "Bonjour"),
+            Message("user", "Translate\nchat"),
+            Message("assistant", "cat"),
+        ]
+    )
     assert one(tmp_path, {"instruction": "Hi", "input": "", "output": "Hey"}, format="alpaca").messages == [
-        Message("user", "Hi"), Message("assistant", "Hey")]
+        Message("user", "Hi"),
+        Message("assistant", "Hey"),
+    ]
 
 
 def test_alpaca_column_mapping(tmp_path):
@@ -51,19 +68,31 @@ def test_alpaca_column_mapping(tmp_path):
     conv = one(tmp_path, row, format="alpaca", columns={"instruction": "question", "output": "answer"})
     assert conv.messages == [Message("user", "2+2?"), Message("assistant", "4")]
     assert one(tmp_path, row, columns={"instruction": "question", "output": "answer"}) == conv  # auto-detected
-    message = problem(tmp_path, {"question": "2+2?"}, format="alpaca",
-                      columns={"instruction": "question", "output": "answer"})
-    assert 'no "answer" (mapped from output by data.train[].columns) key (keys: question); expected format alpaca' \
+    message = problem(
+        tmp_path, {"question": "2+2?"}, format="alpaca", columns={"instruction": "question", "output": "answer"}
+    )
+    assert (
+        'no "answer" (mapped from output by data.train[].columns) key (keys: question); expected format alpaca'
         in message
+    )
 
 
-@pytest.mark.parametrize("row, expected", [
-    ({"instruction": "a", "output": " "}, '"output" is empty; expected the assistant\'s reply text'),
-    ({"instruction": "a", "output": 3}, '"output" is a number; expected a string'),
-    ({"instruction": "", "input": "", "output": "b"}, '"instruction" and "input" are empty; expected the task text'),
-    ({"instruction": "a", "output": "b", "history": [["x"]]}, '"history"[0] is a list; expected a [user, assistant]'),
-    ({"instruction": "a", "output": "b", "history": [["x", ""]]}, '"history"[0] has an empty assistant reply'),
-])
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        ({"instruction": "a", "output": " "}, '"output" is empty; expected the assistant\'s reply text'),
+        ({"instruction": "a", "output": 3}, '"output" is a number; expected a string'),
+        (
+            {"instruction": "", "input": "", "output": "b"},
+            '"instruction" and "input" are empty; expected the task text',
+        ),
+        (
+            {"instruction": "a", "output": "b", "history": [["x"]]},
+            '"history"[0] is a list; expected a [user, assistant]',
+        ),
+        ({"instruction": "a", "output": "b", "history": [["x", ""]]}, '"history"[0] has an empty assistant reply'),
+    ],
+)
 def test_alpaca_problems(tmp_path, row, expected):
     assert expected in problem(tmp_path, row, format="alpaca")
 
@@ -71,12 +100,12 @@ def test_alpaca_problems(tmp_path, row, expected):
 def test_alpaca_preference_and_kto(tmp_path):
     pair = one(tmp_path, {"instruction": "Pick", "chosen": "good", "rejected": "bad"}, "preference")
     assert pair == PreferencePair([Message("user", "Pick")], Message("assistant", "good"), Message("assistant", "bad"))
-    kto = one(tmp_path, {"instruction": "Pick", "output": "meh", "kto_tag": False}, "kto",
-              columns={"label": "kto_tag"})
+    kto = one(tmp_path, {"instruction": "Pick", "output": "meh", "kto_tag": False}, "kto", columns={"label": "kto_tag"})
     assert kto == KTOExample([Message("user", "Pick")], Message("assistant", "meh"), False)
 
 
 # -- sharegpt --------------------------------------------------------------------------------------------------
+
 
 def test_sharegpt_with_system_turn_and_system_column(tmp_path):
     turns = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello", "weight": None}]
@@ -86,20 +115,33 @@ def test_sharegpt_with_system_turn_and_system_column(tmp_path):
 
 
 def test_sharegpt_function_call_and_observation_become_tool_calls_and_results(tmp_path):
-    row = {"conversations": [
-        {"from": "human", "value": "Weather in Oslo and Rome?"},
-        {"from": "function_call", "value": json.dumps([{"name": "get_weather", "arguments": {"city": "Oslo"}},
-                                                       {"name": "get_weather", "arguments": '{"city": "Rome"}'}])},
-        {"from": "observation", "value": '["rain", "sun"]'},
-        {"from": "gpt", "value": "Rain in Oslo, sun in Rome."},
-        {"from": "human", "value": "And Paris?"},
-        {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": {"city": "Paris"}})},
-        {"from": "observation", "value": "clouds"},
-        {"from": "gpt", "value": "Clouds."}],
-        "tools": json.dumps([WEATHER_TOOL])}
+    row = {
+        "conversations": [
+            {"from": "human", "value": "Weather in Oslo and Rome?"},
+            {
+                "from": "function_call",
+                "value": json.dumps(
+                    [
+                        {"name": "get_weather", "arguments": {"city": "Oslo"}},
+                        {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+                    ]
+                ),
+            },
+            {"from": "observation", "value": '["rain", "sun"]'},
+            {"from": "gpt", "value": "Rain in Oslo, sun in Rome."},
+            {"from": "human", "value": "And Paris?"},
+            {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": {"city": "Paris"}})},
+            {"from": "observation", "value": "clouds"},
+            {"from": "gpt", "value": "Clouds."},
+        ],
+        "tools": json.dumps([WEATHER_TOOL]),
+    }
     conv = one(tmp_path, row)
-    assert conv.messages[1] == Message("assistant", "", tool_calls=[ToolCall("get_weather", {"city": "Oslo"}),
-                                                                   ToolCall("get_weather", {"city": "Rome"})])
+    assert conv.messages[1] == Message(
+        "assistant",
+        "",
+        tool_calls=[ToolCall("get_weather", {"city": "Oslo"}), ToolCall("get_weather", {"city": "Rome"})],
+    )
     assert conv.messages[2] == Message("tool", '["rain", "sun"]')
     assert conv.messages[5].tool_calls == [ToolCall("get_weather", {"city": "Paris"})]
     assert conv.tools == [{"type": "function", "function": WEATHER_TOOL}]
@@ -110,41 +152,81 @@ def test_sharegpt_role_content_variant_and_custom_tags(tmp_path):
     variant = {"conversations": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}
     assert one(tmp_path, variant).messages == [Message("user", "Hi"), Message("assistant", "Yo")]
     tagged = {"dialog": [{"speaker": "USER", "text": "Hi"}, {"speaker": "BOT", "text": "Yo"}]}
-    conv = one(tmp_path, tagged, format="sharegpt", columns={"conversations": "dialog"},
-               tags={"role_tag": "speaker", "content_tag": "text", "user_tag": "USER", "assistant_tag": "BOT"})
+    conv = one(
+        tmp_path,
+        tagged,
+        format="sharegpt",
+        columns={"conversations": "dialog"},
+        tags={"role_tag": "speaker", "content_tag": "text", "user_tag": "USER", "assistant_tag": "BOT"},
+    )
     assert conv.messages == [Message("user", "Hi"), Message("assistant", "Yo")]
 
 
-@pytest.mark.parametrize("turns, expected", [
-    ([{"from": "human", "value": "a"}, {"from": "human", "value": "b"}],
-     "conversations[1] has role human after a human message; expected gpt or function_call"),
-    ([{"from": "gpt", "value": "a"}], "conversations[0] has role gpt first; expected human"),
-    ([{"from": "human", "value": "a"}, {"from": "function_call", "value": '{"name": "f"}'},
-      {"from": "gpt", "value": "b"}],
-     "conversations[2] has role gpt after a function_call message; expected observation"),
-    ([{"from": "human", "value": "a"}, {"from": "bot", "value": "b"}],
-     'conversations[1] has from "bot"; expected one of human, user, gpt, assistant'),
-    ([{"from": "human", "value": "a"}, {"from": "gpt", "value": ""}],
-     "conversations[1] (gpt) has empty value; expected the reply text"),
-    ([{"from": "human", "value": "a"}, {"from": "gpt"}], 'conversations[1] has no "value"'),
-    ([{"from": "human", "value": "a"}, {"from": "function_call", "value": "{oops"}],
-     'conversations[1] is not valid JSON (Expecting property name enclosed in double quotes at column 2); expected'),
-    ([{"from": "human", "value": "a"}, {"from": "gpt", "value": "b", "weight": 0}],
-     'conversations[1] has key "weight", which lmforge does not read'),
-    ([{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}, {"from": "human", "value": "c"}],
-     "the last message (conversations[2]) has role human; expected gpt or function_call"),
-])
+@pytest.mark.parametrize(
+    "turns, expected",
+    [
+        (
+            [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}],
+            "conversations[1] has role human after a human message; expected gpt or function_call",
+        ),
+        ([{"from": "gpt", "value": "a"}], "conversations[0] has role gpt first; expected human"),
+        (
+            [
+                {"from": "human", "value": "a"},
+                {"from": "function_call", "value": '{"name": "f"}'},
+                {"from": "gpt", "value": "b"},
+            ],
+            "conversations[2] has role gpt after a function_call message; expected observation",
+        ),
+        (
+            [{"from": "human", "value": "a"}, {"from": "bot", "value": "b"}],
+            'conversations[1] has from "bot"; expected one of human, user, gpt, assistant',
+        ),
+        (
+            [{"from": "human", "value": "a"}, {"from": "gpt", "value": ""}],
+            "conversations[1] (gpt) has empty value; expected the reply text",
+        ),
+        ([{"from": "human", "value": "a"}, {"from": "gpt"}], 'conversations[1] has no "value"'),
+        (
+            [{"from": "human", "value": "a"}, {"from": "function_call", "value": "{oops"}],
+            "conversations[1] is not valid JSON (Expecting property name enclosed in double quotes at column 2); "
+            "expected",
+        ),
+        (
+            [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b", "weight": 0}],
+            'conversations[1] has key "weight", which lmforge does not read',
+        ),
+        (
+            [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}, {"from": "human", "value": "c"}],
+            "the last message (conversations[2]) has role human; expected gpt or function_call",
+        ),
+    ],
+)
 def test_sharegpt_problems_name_the_turn_and_the_data_spelling(tmp_path, turns, expected):
     assert expected in problem(tmp_path, {"conversations": turns})
 
 
 def test_sharegpt_preference_and_kto(tmp_path):
     prompt = [{"from": "human", "value": "Q"}]
-    pair = one(tmp_path, {"conversations": prompt, "chosen": {"from": "gpt", "value": "good"},
-                          "rejected": {"from": "gpt", "value": "bad"}}, "preference")
+    pair = one(
+        tmp_path,
+        {
+            "conversations": prompt,
+            "chosen": {"from": "gpt", "value": "good"},
+            "rejected": {"from": "gpt", "value": "bad"},
+        },
+        "preference",
+    )
     assert pair == PreferencePair([Message("user", "Q")], Message("assistant", "good"), Message("assistant", "bad"))
-    message = problem(tmp_path, {"conversations": prompt + [{"from": "gpt", "value": "x"}],
-                                 "chosen": {"from": "gpt", "value": "g"}, "rejected": "r"}, "preference")
+    message = problem(
+        tmp_path,
+        {
+            "conversations": prompt + [{"from": "gpt", "value": "x"}],
+            "chosen": {"from": "gpt", "value": "g"},
+            "rejected": "r",
+        },
+        "preference",
+    )
     assert "the chosen reply has role gpt or function_call after a gpt message; expected human" in message
     kto = one(tmp_path, {"conversations": prompt + [{"from": "gpt", "value": "A"}], "label": True}, "kto")
     assert kto == KTOExample([Message("user", "Q")], Message("assistant", "A"), True)
@@ -152,54 +234,100 @@ def test_sharegpt_preference_and_kto(tmp_path):
 
 # -- OpenAI messages -------------------------------------------------------------------------------------------
 
+
 def test_openai_messages_with_tool_calls_tool_results_tools_and_reasoning(tmp_path):
-    row = {"messages": [
-        {"role": "system", "content": "Use tools."},
-        {"role": "user", "content": [{"type": "text", "text": "Weather "}, {"type": "text", "text": "in Oslo?"}]},
-        {"role": "assistant", "content": None, "reasoning_content": "I should call the tool.",
-         "tool_calls": [{"id": "call_1", "type": "function",
-                         "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
-        {"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": "rain"},
-        {"role": "assistant", "content": "It rains."}],
-        "tools": [{"type": "function", "function": WEATHER_TOOL}]}
+    row = {
+        "messages": [
+            {"role": "system", "content": "Use tools."},
+            {"role": "user", "content": [{"type": "text", "text": "Weather "}, {"type": "text", "text": "in Oslo?"}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "reasoning_content": "I should call the tool.",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": "rain"},
+            {"role": "assistant", "content": "It rains."},
+        ],
+        "tools": [{"type": "function", "function": WEATHER_TOOL}],
+    }
     conv = one(tmp_path, row)
     assert conv.messages[1] == Message("user", "Weather in Oslo?")
     call = ToolCall("get_weather", {"city": "Oslo"}, "call_1")
     assert conv.messages[2] == Message("assistant", "", tool_calls=[call], reasoning="I should call the tool.")
     assert conv.messages[3] == Message("tool", "rain", tool_call_id="call_1", name="get_weather")
     assert conv.tools == row["tools"]
-    assert conv.as_dicts()[2]["tool_calls"][0] == {"type": "function", "id": "call_1",
-                                                   "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
+    assert conv.as_dicts()[2]["tool_calls"][0] == {
+        "type": "function",
+        "id": "call_1",
+        "function": {"name": "get_weather", "arguments": {"city": "Oslo"}},
+    }
 
 
-@pytest.mark.parametrize("messages, expected", [
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "tool", "content": "c"}],
-     "message 2 has role tool after an assistant message; expected user"),
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": None,
-                                         "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]},
-      {"role": "assistant", "content": "b"}], "message 2 has role assistant after an assistant message; expected tool"),
-    ([{"role": "user", "content": "a", "tool_calls": [{"name": "f"}]}, {"role": "assistant", "content": "b"}],
-     "message 0 (user) has tool_calls; expected them on assistant messages only"),
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": None,
-                                         "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}]}],
-     "message 1 tool_calls[0] arguments is a string that is not valid JSON"),
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": None, "tool_calls": [{"function": {}}]}],
-     "message 1 tool_calls[0] has name null; expected the tool's name"),
-    ([{"role": "user", "content": "a", "reasoning_content": "x"}, {"role": "assistant", "content": "b"}],
-     "message 0 (user) has reasoning_content; expected it on assistant messages only"),
-    ([{"from": "human", "value": "a"}], 'message 0 has "from" and no "role": this looks like sharegpt data'),
-])
+@pytest.mark.parametrize(
+    "messages, expected",
+    [
+        (
+            [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "tool", "content": "c"}],
+            "message 2 has role tool after an assistant message; expected user",
+        ),
+        (
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "assistant", "content": "b"},
+            ],
+            "message 2 has role assistant after an assistant message; expected tool",
+        ),
+        (
+            [{"role": "user", "content": "a", "tool_calls": [{"name": "f"}]}, {"role": "assistant", "content": "b"}],
+            "message 0 (user) has tool_calls; expected them on assistant messages only",
+        ),
+        (
+            [
+                {"role": "user", "content": "a"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}],
+                },
+            ],
+            "message 1 tool_calls[0] arguments is a string that is not valid JSON",
+        ),
+        (
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": None, "tool_calls": [{"function": {}}]},
+            ],
+            "message 1 tool_calls[0] has name null; expected the tool's name",
+        ),
+        (
+            [{"role": "user", "content": "a", "reasoning_content": "x"}, {"role": "assistant", "content": "b"}],
+            "message 0 (user) has reasoning_content; expected it on assistant messages only",
+        ),
+        ([{"from": "human", "value": "a"}], 'message 0 has "from" and no "role": this looks like sharegpt data'),
+    ],
+)
 def test_openai_message_problems(tmp_path, messages, expected):
     assert expected in problem(tmp_path, {"messages": messages})
 
 
 def test_tools_must_name_the_tool(tmp_path):
-    row = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
-           "tools": [{"description": "nameless"}]}
+    row = {
+        "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+        "tools": [{"description": "nameless"}],
+    }
     assert '"tools"[0] is an object without a tool name; expected a JSON schema' in problem(tmp_path, row)
 
 
 # -- preference pairs: three shapes, and KTO -------------------------------------------------------------------
+
 
 def test_preference_with_strings(tmp_path):
     pair = one(tmp_path, {"prompt": "Q", "chosen": "good", "rejected": "bad"}, "preference")
@@ -208,17 +336,30 @@ def test_preference_with_strings(tmp_path):
 
 def test_preference_with_a_prompt_conversation_and_reply_messages(tmp_path):
     prompt = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]
-    pair = one(tmp_path, {"prompt": prompt, "chosen": [{"role": "assistant", "content": "good"}],
-                          "rejected": {"role": "assistant", "content": "bad"}}, "preference", format="preference")
+    pair = one(
+        tmp_path,
+        {
+            "prompt": prompt,
+            "chosen": [{"role": "assistant", "content": "good"}],
+            "rejected": {"role": "assistant", "content": "bad"},
+        },
+        "preference",
+        format="preference",
+    )
     assert pair.prompt == [Message("system", "S"), Message("user", "Q")]
     assert (pair.chosen.content, pair.rejected.content) == ("good", "bad")
 
 
 def test_preference_with_whole_chosen_and_rejected_conversations(tmp_path):
-    shared = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"},
-              {"role": "user", "content": "Q2"}]
-    row = {"chosen": [*shared, {"role": "assistant", "content": "good"}],
-           "rejected": [*shared, {"role": "assistant", "content": "bad"}]}
+    shared = [
+        {"role": "user", "content": "Q"},
+        {"role": "assistant", "content": "A"},
+        {"role": "user", "content": "Q2"},
+    ]
+    row = {
+        "chosen": [*shared, {"role": "assistant", "content": "good"}],
+        "rejected": [*shared, {"role": "assistant", "content": "bad"}],
+    }
     pair = one(tmp_path, row, "preference")
     assert pair.prompt == [Message("user", "Q"), Message("assistant", "A"), Message("user", "Q2")]
     assert pair.conversation("rejected").messages[-1] == Message("assistant", "bad")
@@ -226,13 +367,18 @@ def test_preference_with_whole_chosen_and_rejected_conversations(tmp_path):
     assert "differ before their last message" in problem(tmp_path, row, "preference")
 
 
-@pytest.mark.parametrize("row, expected", [
-    ({"prompt": "Q", "chosen": "", "rejected": "b"}, '"chosen" is empty; expected the assistant\'s reply text'),
-    ({"prompt": "Q", "chosen": "g"}, 'no "rejected" key (keys: prompt, chosen); expected format preference'),
-    ({"chosen": "g", "rejected": "b"}, 'no "prompt" key and no earlier messages in the replies'),
-    ({"prompt": "Q", "chosen": [{"role": "user", "content": "g"}], "rejected": "b"},
-     'the last message of "chosen" has role user; expected assistant'),
-])
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        ({"prompt": "Q", "chosen": "", "rejected": "b"}, '"chosen" is empty; expected the assistant\'s reply text'),
+        ({"prompt": "Q", "chosen": "g"}, 'no "rejected" key (keys: prompt, chosen); expected format preference'),
+        ({"chosen": "g", "rejected": "b"}, 'no "prompt" key and no earlier messages in the replies'),
+        (
+            {"prompt": "Q", "chosen": [{"role": "user", "content": "g"}], "rejected": "b"},
+            'the last message of "chosen" has role user; expected assistant',
+        ),
+    ],
+)
 def test_preference_problems(tmp_path, row, expected):
     assert expected in problem(tmp_path, row, "preference", format="preference")
 
@@ -240,29 +386,46 @@ def test_preference_problems(tmp_path, row, expected):
 def test_kto_examples(tmp_path):
     kto = one(tmp_path, {"prompt": "Q", "completion": "A", "label": False}, "kto")
     assert kto == KTOExample([Message("user", "Q")], Message("assistant", "A"), False)
-    listed = one(tmp_path, {"prompt": [{"role": "user", "content": "Q"}],
-                            "completion": [{"role": "assistant", "content": "A"}], "label": 1}, "kto", format="kto")
+    listed = one(
+        tmp_path,
+        {
+            "prompt": [{"role": "user", "content": "Q"}],
+            "completion": [{"role": "assistant", "content": "A"}],
+            "label": 1,
+        },
+        "kto",
+        format="kto",
+    )
     assert listed == KTOExample([Message("user", "Q")], Message("assistant", "A"), True)
     assert '"label" is "maybe"; expected true (desirable) or false' in problem(
-        tmp_path, {"prompt": "Q", "completion": "A", "label": "maybe"}, "kto")
+        tmp_path, {"prompt": "Q", "completion": "A", "label": "maybe"}, "kto"
+    )
 
 
 # -- configuration errors --------------------------------------------------------------------------------------
 
+
 def test_format_kind_columns_and_tags_are_checked(tmp_path):
     pref = {"prompt": "Q", "chosen": "g", "rejected": "b"}
-    assert "format preference gives preference records, but conversation records are needed here; expected format " \
+    assert (
+        "format preference gives preference records, but conversation records are needed here; expected format "
         "messages or sharegpt or alpaca" in problem(tmp_path, pref, format="preference")
+    )
     assert "maps 'question', which format alpaca does not read; expected keys among instruction, input" in problem(
-        tmp_path, {"instruction": "a", "output": "b"}, format="alpaca", columns={"question": "q"})
+        tmp_path, {"instruction": "a", "output": "b"}, format="alpaca", columns={"question": "q"}
+    )
     assert "data.train[].tags applies to sharegpt data, not alpaca" in problem(
-        tmp_path, {"instruction": "a", "output": "b"}, tags={"user_tag": "USER"})
+        tmp_path, {"instruction": "a", "output": "b"}, tags={"user_tag": "USER"}
+    )
     assert "tags has 'speaker_tag'; expected keys among role_tag" in problem(
-        tmp_path, {"conversations": []}, format="sharegpt", tags={"speaker_tag": "x"})
+        tmp_path, {"conversations": []}, format="sharegpt", tags={"speaker_tag": "x"}
+    )
     assert "format kto gives kto records, but preference records are needed here" in problem(
-        tmp_path, {"prompt": "Q", "completion": "A", "label": True}, "preference")
+        tmp_path, {"prompt": "Q", "completion": "A", "label": True}, "preference"
+    )
     assert "cannot tell the format from the keys question; expected one of: messages" in problem(
-        tmp_path, {"question": "Q"}, "preference")
+        tmp_path, {"question": "Q"}, "preference"
+    )
 
 
 def test_columns_steer_auto_detection(tmp_path):

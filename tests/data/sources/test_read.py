@@ -6,13 +6,19 @@ from pathlib import Path
 import pytest
 
 from lmforge.config.settings import Source
-from lmforge.data.sources.read import KIND_BY_STAGE, MAX_PROBLEMS, SourceRead, read_source
 from lmforge.data.records import Conversation, Message, Text
+from lmforge.data.sources.read import KIND_BY_STAGE, MAX_PROBLEMS, SourceRead, read_source
 from lmforge.errors import LmforgeError
 
-CHAT = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                     {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"},
-                     {"role": "assistant", "content": "Bye."}]}
+CHAT = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Bye"},
+        {"role": "assistant", "content": "Bye."},
+    ]
+}
 SHORT = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
 
 
@@ -65,28 +71,50 @@ def test_byte_order_mark_is_ignored(tmp_path):
 @pytest.mark.parametrize(
     "record, expected",
     [
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "asistant", "content": "b"}]},
-         'message 1 has role "asistant"; expected one of system, user, assistant'),
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "  "}]},
-         "message 1 (assistant) has empty content; expected the reply text"),
-        ({"messages": [{"role": "user"}, {"role": "assistant", "content": "b"}]},
-         'message 0 has no "content"'),
-        ({"messages": [{"role": "user", "content": ["a"]}, {"role": "assistant", "content": "b"}]},
-         "message 0 (user) has content a list; expected a string"),
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
-         "message 1 has role user after a user message; expected assistant"),
-        ({"messages": [{"role": "assistant", "content": "a"}]},
-         "message 0 has role assistant first; expected user"),
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "s"},
-                       {"role": "assistant", "content": "b"}]},
-         "message 1 has role system after a user message; expected assistant"),
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                       {"role": "user", "content": "c"}]},
-         "the last message (message 2) has role user; expected assistant"),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "asistant", "content": "b"}]},
+            'message 1 has role "asistant"; expected one of system, user, assistant',
+        ),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "  "}]},
+            "message 1 (assistant) has empty content; expected the reply text",
+        ),
+        ({"messages": [{"role": "user"}, {"role": "assistant", "content": "b"}]}, 'message 0 has no "content"'),
+        (
+            {"messages": [{"role": "user", "content": ["a"]}, {"role": "assistant", "content": "b"}]},
+            "message 0 (user) has content a list; expected a string",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
+            "message 1 has role user after a user message; expected assistant",
+        ),
+        ({"messages": [{"role": "assistant", "content": "a"}]}, "message 0 has role assistant first; expected user"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "a"},
+                    {"role": "system", "content": "s"},
+                    {"role": "assistant", "content": "b"},
+                ]
+            },
+            "message 1 has role system after a user message; expected assistant",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "a"},
+                    {"role": "assistant", "content": "b"},
+                    {"role": "user", "content": "c"},
+                ]
+            },
+            "the last message (message 2) has role user; expected assistant",
+        ),
         ({"messages": []}, '"messages" is a list; expected a non-empty list'),
         ({"messages": "hi"}, '"messages" is a string; expected a non-empty list'),
-        ({"messages": [{"role": "user", "content": "a", "weight": 0}, {"role": "assistant", "content": "b"}]},
-         'message 0 has key "weight", which lmforge does not read yet'),
+        (
+            {"messages": [{"role": "user", "content": "a", "weight": 0}, {"role": "assistant", "content": "b"}]},
+            'message 0 has key "weight", which lmforge does not read yet',
+        ),
         ({"prompt": "a", "completion": "b"}, 'no "messages" key (keys: prompt, completion); expected format messages'),
         (["not", "an", "object"], "the record is a list; expected a JSON object"),
     ],
@@ -116,8 +144,10 @@ def test_many_problems_listed_up_to_the_limit(tmp_path):
     path = write_lines(tmp_path / "train.jsonl", [SHORT] + [bad] * (MAX_PROBLEMS + 5))
     lines = error_of(path).splitlines()
     bad_count, total = MAX_PROBLEMS + 5, MAX_PROBLEMS + 6
-    assert lines[0] == (f"{path}: {bad_count} bad records of {total} (first {MAX_PROBLEMS} shown); fix them, "
-                        "or set data.on_error: skip to skip and count them:")
+    assert lines[0] == (
+        f"{path}: {bad_count} bad records of {total} (first {MAX_PROBLEMS} shown); fix them, "
+        "or set data.on_error: skip to skip and count them:"
+    )
     assert [line.split(": ")[0].strip() for line in lines[1:]] == [f"{path}:{k}" for k in range(2, MAX_PROBLEMS + 2)]
 
 
@@ -132,10 +162,14 @@ def test_auto_detection_unknown_keys_lists_formats_and_keys(tmp_path):
 def test_format_must_fit_the_stage(tmp_path):
     chat = write_lines(tmp_path / "chat.jsonl", [SHORT])
     corpus = write_lines(tmp_path / "corpus.jsonl", [{"text": "a"}])
-    assert "format messages gives conversation or preference or kto records, but text records are needed here; " \
+    assert (
+        "format messages gives conversation or preference or kto records, but text records are needed here; "
         "expected format text (or change `stage`)" in error_of(chat, "pt")
-    assert "format text gives text records, but conversation records are needed here; expected format messages " \
+    )
+    assert (
+        "format text gives text records, but conversation records are needed here; expected format messages "
         "or sharegpt or alpaca" in error_of(corpus, "sft")
+    )
     assert "format text gives text records" in error_of(chat, "sft", fmt="text")
 
 
@@ -169,21 +203,40 @@ def test_json_file_must_hold_a_list(tmp_path):
 
 BAD_CASES = [
     ('{"messages": [', "malformed line", "not valid JSON (", "expected one JSON object per line"),
-    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant"}]}, "missing field",
-     'message 1 has no "content"', 'expected an object with "role" and "content"'),
-    ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, "wrong role order",
-     "message 1 has role user after a user message", "expected assistant"),
-    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}]},
-     "empty assistant content", "message 1 (assistant) has empty content", "expected the reply text"),
-    (b'{"messages": [{"role": "user", "content": "caf\xe9"}]}', "non-UTF-8 byte", "byte 0xe9 at column 47",
-     "expected UTF-8 text"),
+    (
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant"}]},
+        "missing field",
+        'message 1 has no "content"',
+        'expected an object with "role" and "content"',
+    ),
+    (
+        {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
+        "wrong role order",
+        "message 1 has role user after a user message",
+        "expected assistant",
+    ),
+    (
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}]},
+        "empty assistant content",
+        "message 1 (assistant) has empty content",
+        "expected the reply text",
+    ),
+    (
+        b'{"messages": [{"role": "user", "content": "caf\xe9"}]}',
+        "non-UTF-8 byte",
+        "byte 0xe9 at column 47",
+        "expected UTF-8 text",
+    ),
     ({"prompt": "a"}, "missing field", 'no "messages" key (keys: prompt)', "expected format messages"),
 ]
 
 
 def write_case(path: Path, bad) -> Path:
-    lines = [json.dumps(SHORT).encode(), bad if isinstance(bad, bytes) else
-             (bad if isinstance(bad, str) else json.dumps(bad)).encode(), json.dumps(SHORT).encode()]
+    lines = [
+        json.dumps(SHORT).encode(),
+        bad if isinstance(bad, bytes) else (bad if isinstance(bad, str) else json.dumps(bad)).encode(),
+        json.dumps(SHORT).encode(),
+    ]
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
 
@@ -219,7 +272,10 @@ def test_unknown_format_strict_stops_at_the_first_record_skip_rejects_until_one_
     result = read_source(Source(path=str(path)), "conversation", on_error="skip")
     assert [r.source for r in result.records] == [f"{path}:3"]
     assert [(r.source.rsplit(":", 1)[1], r.category) for r in result.rejects] == [
-        ("1", "unknown format"), ("2", "unknown format"), ("4", "missing field")]
+        ("1", "unknown format"),
+        ("2", "unknown format"),
+        ("4", "missing field"),
+    ]
 
 
 def test_skip_with_every_record_bad_still_stops(tmp_path):
@@ -236,8 +292,10 @@ def test_strict_lists_problems_of_several_files_with_the_source_label(tmp_path):
         read_source(Source(path=str(tmp_path)), "sft")
     lines = str(err.value).splitlines()
     assert lines[0].startswith(f"{tmp_path}: 2 bad records of 4; fix them")
-    assert [line.strip().split(": ")[0] for line in lines[1:]] == [f"{tmp_path / 'a.jsonl'}:2",
-                                                                  f"{tmp_path / 'b.jsonl'}:1"]
+    assert [line.strip().split(": ")[0] for line in lines[1:]] == [
+        f"{tmp_path / 'a.jsonl'}:2",
+        f"{tmp_path / 'b.jsonl'}:1",
+    ]
 
 
 def test_stage_names_are_accepted_as_kinds(tmp_path):

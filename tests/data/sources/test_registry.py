@@ -13,20 +13,48 @@ from lmforge.errors import LmforgeError
 
 LF_INFO = {
     "alpaca_en": {"file_name": "alpaca_en.json"},
-    "alpaca_custom": {"file_name": "sub/qa.jsonl",
-                      "columns": {"prompt": "question", "query": "context", "response": "answer",
-                                  "system": "sys", "history": "past"}},
-    "glaive_toolcall": {"file_name": "glaive.json", "formatting": "sharegpt",
-                        "columns": {"messages": "conversations", "tools": "tools"}},
-    "openai_style": {"file_name": "oa.json", "formatting": "sharegpt", "columns": {"messages": "messages"},
-                     "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                              "assistant_tag": "assistant", "system_tag": "system"}},
-    "dpo_en": {"file_name": "dpo_en.json", "formatting": "sharegpt", "ranking": True,
-               "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}},
-    "kto_en": {"file_name": "kto.json", "formatting": "sharegpt",
-               "columns": {"messages": "messages", "kto_tag": "label"}, "tags": {"role_tag": "role"}},
-    "hub_data": {"hf_hub_url": "org/data", "ms_hub_url": "ms/data", "subset": "en", "split": "validation",
-                 "formatting": "alpaca", "num_samples": 100, "file_sha1": "abc"},
+    "alpaca_custom": {
+        "file_name": "sub/qa.jsonl",
+        "columns": {"prompt": "question", "query": "context", "response": "answer", "system": "sys", "history": "past"},
+    },
+    "glaive_toolcall": {
+        "file_name": "glaive.json",
+        "formatting": "sharegpt",
+        "columns": {"messages": "conversations", "tools": "tools"},
+    },
+    "openai_style": {
+        "file_name": "oa.json",
+        "formatting": "sharegpt",
+        "columns": {"messages": "messages"},
+        "tags": {
+            "role_tag": "role",
+            "content_tag": "content",
+            "user_tag": "user",
+            "assistant_tag": "assistant",
+            "system_tag": "system",
+        },
+    },
+    "dpo_en": {
+        "file_name": "dpo_en.json",
+        "formatting": "sharegpt",
+        "ranking": True,
+        "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
+    },
+    "kto_en": {
+        "file_name": "kto.json",
+        "formatting": "sharegpt",
+        "columns": {"messages": "messages", "kto_tag": "label"},
+        "tags": {"role_tag": "role"},
+    },
+    "hub_data": {
+        "hf_hub_url": "org/data",
+        "ms_hub_url": "ms/data",
+        "subset": "en",
+        "split": "validation",
+        "formatting": "alpaca",
+        "num_samples": 100,
+        "file_sha1": "abc",
+    },
     "wiki_demo": {"file_name": "wiki.txt", "columns": {"prompt": "text"}},
     "broken_elsewhere": {"script_url": "scripts/x"},
 }
@@ -74,17 +102,30 @@ def test_llamafactory_alpaca_entry_from_the_directory(lf_dir):
 def test_registry_may_be_the_json_file_itself(lf_dir):
     [src] = resolve(lf_dir / "dataset_info.json", {"name": "alpaca_custom"})
     assert src.path == str(lf_dir / "sub" / "qa.jsonl")
-    assert src.columns == {"instruction": "question", "input": "context", "output": "answer", "system": "sys",
-                           "history": "past"}
+    assert src.columns == {
+        "instruction": "question",
+        "input": "context",
+        "output": "answer",
+        "system": "sys",
+        "history": "past",
+    }
 
 
 def test_llamafactory_sharegpt_columns_and_tags(lf_dir):
     tool, oa = resolve(lf_dir, {"name": "glaive_toolcall"}, {"name": "openai_style"})
-    assert (tool.format, tool.columns, tool.tags) == ("sharegpt", {"conversations": "conversations",
-                                                                   "tools": "tools"}, {})
+    assert (tool.format, tool.columns, tool.tags) == (
+        "sharegpt",
+        {"conversations": "conversations", "tools": "tools"},
+        {},
+    )
     assert oa.columns == {"conversations": "messages"}
-    assert oa.tags == {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                       "assistant_tag": "assistant", "system_tag": "system"}
+    assert oa.tags == {
+        "role_tag": "role",
+        "content_tag": "content",
+        "user_tag": "user",
+        "assistant_tag": "assistant",
+        "system_tag": "system",
+    }
 
 
 def test_ranking_and_kto_keep_the_format_and_map_columns(lf_dir):
@@ -107,8 +148,10 @@ def test_pretraining_reads_the_prompt_column_as_text(lf_dir):
 
 
 def test_recipe_settings_win_over_the_registry(lf_dir):
-    [src] = resolve(lf_dir, {"name": "alpaca_custom", "weight": 0.5, "format": "alpaca",
-                             "columns": {"output": "reply", "label": "ok"}})
+    [src] = resolve(
+        lf_dir,
+        {"name": "alpaca_custom", "weight": 0.5, "format": "alpaca", "columns": {"output": "reply", "label": "ok"}},
+    )
     assert src.weight == 0.5 and src.samples is None
     assert src.columns["output"] == "reply" and src.columns["instruction"] == "question"
     assert src.columns["label"] == "ok"
@@ -139,23 +182,29 @@ def test_broken_entries_not_named_do_not_matter_but_named_ones_fail(lf_dir):
     assert "loading scripts (load_from: script) are not supported" in error_of(lf_dir, {"name": "broken_elsewhere"})
 
 
-@pytest.mark.parametrize("entry, expected", [
-    ({"file_name": "a.json", "formatting": "openai"}, "formatting 'openai' is not supported"),
-    ({"ms_hub_url": "ms/x"}, "ModelScope hub datasets are not supported"),
-    ({"om_hub_url": "om/x"}, "Modelers hub"),
-    ({"cloud_file_name": "s3://b/x.json"}, "cloud files are not supported"),
-    ({"hf_hub_url": "org/x", "folder": "en"}, "folder (a hub folder) is not supported"),
-    ({"hf_hub_url": "org/x", "revision": "abc"}, "revision (a pinned revision) is not supported"),
-    ({"file_name": "a.json", "columns": {"prompt": "q", "images": "imgs"}}, "multimodal columns (images)"),
-    ({"file_name": "a.json", "columns": {"promt": "q"}}, "unknown column 'promt' (did you mean 'prompt'?)"),
-    ({"file_name": "a.json", "columns": {"messages": "m"}}, "columns (formatting alpaca): unknown column 'messages'"),
-    ({"file_name": "a.json", "tags": {"role_tag": "role"}}, "tags only apply to formatting sharegpt"),
-    ({"file_name": "a.json", "formatting": "sharegpt", "tags": {"rol_tag": "r"}}, "unknown tag 'rol_tag'"),
-    ({"file_name": "a.json", "formating": "sharegpt"}, "unknown key 'formating' (did you mean 'formatting'?)"),
-    ({"file_name": "a.json", "ranking": "yes"}, "ranking must be true or false"),
-    ({"formatting": "alpaca"}, "no file_name or hf_hub_url"),
-    ({"file_name": "a.json", "num_samples": 0}, "samples"),
-])
+@pytest.mark.parametrize(
+    "entry, expected",
+    [
+        ({"file_name": "a.json", "formatting": "openai"}, "formatting 'openai' is not supported"),
+        ({"ms_hub_url": "ms/x"}, "ModelScope hub datasets are not supported"),
+        ({"om_hub_url": "om/x"}, "Modelers hub"),
+        ({"cloud_file_name": "s3://b/x.json"}, "cloud files are not supported"),
+        ({"hf_hub_url": "org/x", "folder": "en"}, "folder (a hub folder) is not supported"),
+        ({"hf_hub_url": "org/x", "revision": "abc"}, "revision (a pinned revision) is not supported"),
+        ({"file_name": "a.json", "columns": {"prompt": "q", "images": "imgs"}}, "multimodal columns (images)"),
+        ({"file_name": "a.json", "columns": {"promt": "q"}}, "unknown column 'promt' (did you mean 'prompt'?)"),
+        (
+            {"file_name": "a.json", "columns": {"messages": "m"}},
+            "columns (formatting alpaca): unknown column 'messages'",
+        ),
+        ({"file_name": "a.json", "tags": {"role_tag": "role"}}, "tags only apply to formatting sharegpt"),
+        ({"file_name": "a.json", "formatting": "sharegpt", "tags": {"rol_tag": "r"}}, "unknown tag 'rol_tag'"),
+        ({"file_name": "a.json", "formating": "sharegpt"}, "unknown key 'formating' (did you mean 'formatting'?)"),
+        ({"file_name": "a.json", "ranking": "yes"}, "ranking must be true or false"),
+        ({"formatting": "alpaca"}, "no file_name or hf_hub_url"),
+        ({"file_name": "a.json", "num_samples": 0}, "samples"),
+    ],
+)
 def test_unsupported_llamafactory_features_are_clear_errors(tmp_path, entry, expected):
     registry = write_registry(tmp_path, {"d": entry})
     msg = error_of(registry, {"name": "d"})
@@ -163,11 +212,15 @@ def test_unsupported_llamafactory_features_are_clear_errors(tmp_path, entry, exp
 
 
 def test_lmforge_yaml_registry_with_relative_paths(tmp_path):
-    registry = write_registry(tmp_path / "reg", {
-        "chat": {"path": "chat/*.jsonl", "format": "messages"},
-        "abs": {"path": str(tmp_path / "x.parquet")},
-        "qa": {"hub": "org/qa", "subset": "v2", "format": "alpaca", "columns": {"instruction": "q"}, "samples": 9},
-    }, name="datasets.yaml")
+    registry = write_registry(
+        tmp_path / "reg",
+        {
+            "chat": {"path": "chat/*.jsonl", "format": "messages"},
+            "abs": {"path": str(tmp_path / "x.parquet")},
+            "qa": {"hub": "org/qa", "subset": "v2", "format": "alpaca", "columns": {"instruction": "q"}, "samples": 9},
+        },
+        name="datasets.yaml",
+    )
     chat, absolute, qa = resolve(registry, {"name": "chat"}, {"name": "abs"}, {"name": "qa", "weight": 2})
     assert chat == Source(path=str(tmp_path / "reg" / "chat" / "*.jsonl"), format="messages")
     assert absolute.path == str(tmp_path / "x.parquet")
@@ -175,20 +228,25 @@ def test_lmforge_yaml_registry_with_relative_paths(tmp_path):
 
 
 def test_lmforge_json_registry_and_mixed_llamafactory_entries(tmp_path):
-    registry = write_registry(tmp_path, {"ours": {"path": "a.jsonl"}, "theirs": {"file_name": "b.json"}},
-                              name="registry.json")
+    registry = write_registry(
+        tmp_path, {"ours": {"path": "a.jsonl"}, "theirs": {"file_name": "b.json"}}, name="registry.json"
+    )
     ours, theirs = resolve(registry, {"name": "ours"}, {"name": "theirs"})
     assert ours == Source(path=str(tmp_path / "a.jsonl"))
     assert theirs == Source(path=str(tmp_path / "b.json"), format="alpaca")
 
 
 def test_lmforge_registry_entry_errors(tmp_path):
-    registry = write_registry(tmp_path, {
-        "bad": {"path": "a.jsonl", "fromat": "alpaca"},
-        "loop": {"name": "bad"},
-        "both": {"path": "a", "hub": "b"},
-        "scalar": "a.jsonl",
-    }, name="reg.yaml")
+    registry = write_registry(
+        tmp_path,
+        {
+            "bad": {"path": "a.jsonl", "fromat": "alpaca"},
+            "loop": {"name": "bad"},
+            "both": {"path": "a", "hub": "b"},
+            "scalar": "a.jsonl",
+        },
+        name="reg.yaml",
+    )
     assert f"{registry}: dataset 'bad': invalid entry" in error_of(registry, {"name": "bad"})
     assert "fromat" in error_of(registry, {"name": "bad"})
     assert "cannot name another dataset" in error_of(registry, {"name": "loop"})

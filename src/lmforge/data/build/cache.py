@@ -4,14 +4,15 @@ An entry is a directory `<root>/<key>/` holding `arrays.npz` (the examples as fl
 their lengths, and any per-example values such as KTO's desirable flag; for each split, one set per part: a
 pair's chosen and rejected sides are `<split>.chosen` and `<split>.rejected`), `meta.json` (the report
 figures) and `rejects.jsonl` (the records skipped under `on_error: skip`). It holds samples and documents as
-encoded, before packing or pretraining blocks, which are laid out after the cache. It is written into a temporary sibling directory and renamed into place in one
-step, so a crash leaves either a whole entry or none; a reader never sees half of one.
+encoded, before packing or pretraining blocks, which are laid out after the cache. It is written into a
+temporary sibling directory and renamed into place in one step, so a crash leaves either a whole entry or none;
+a reader never sees half of one.
 A hit maps the arrays from the file read-only (`mapped_arrays`) rather than reading them.
 
 The key is the sha256 of the data fingerprint (`fingerprint_parts`: the data's content, the
 tokenizer, the chat template, the stage and every data setting that shapes the examples), the cache
-format and the lmforge version. Change any of them and the key, so the entry, changes. Old entries are never reused and never cleaned up: delete the directory to
-reclaim the space.
+format and the lmforge version. Change any of them and the key, so the entry, changes. Old entries are never
+reused and never cleaned up: delete the directory to reclaim the space.
 """
 
 from __future__ import annotations
@@ -81,14 +82,18 @@ def fingerprint_parts(data: DataSettings, sources: list[Source], tokenizer: Toke
         "eval_fraction": data.eval_fraction,
         "template": hashlib.sha256((data.template or "").encode("utf-8")).hexdigest(),
         "tokenizer": tokenizer_digest(tokenizer),
-        "settings": {k: getattr(data, k) for k in ("max_length", "packing", "train_on", "split_turns",
-                                                    "truncation", "on_error", "seed")},
+        "settings": {
+            k: getattr(data, k)
+            for k in ("max_length", "packing", "train_on", "split_turns", "truncation", "on_error", "seed")
+        },
     }
 
 
 def _settings_of(source: Source) -> dict[str, Any]:
     """What a source says besides where it is (its location enters by content)."""
-    return {name: getattr(source, name) for name in Source.__dataclass_fields__ if name not in ("path", "name", "given")}
+    return {
+        name: getattr(source, name) for name in Source.__dataclass_fields__ if name not in ("path", "name", "given")
+    }
 
 
 def source_content(source: Source) -> str:
@@ -197,13 +202,16 @@ def save(root: Path, key: str, splits: dict[str, Examples], meta: dict[str, Any]
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=root))
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the entry gets the usual permissions
     except OSError as err:
-        raise LmforgeError(f"cannot write the data cache in {root} ({err.strerror}); set data.cache_dir (or "
-                           f"${CACHE_ENV}) to a writable directory, or data.cache: false") from None
+        raise LmforgeError(
+            f"cannot write the data cache in {root} ({err.strerror}); set data.cache_dir (or "
+            f"${CACHE_ENV}) to a writable directory, or data.cache: false"
+        ) from None
     try:
         arrays = {}
         for name, ex in splits.items():
-            arrays.update({f"{name}.input_ids": ex.input_ids, f"{name}.labels": ex.labels,
-                           f"{name}.lengths": ex.lengths})
+            arrays.update(
+                {f"{name}.input_ids": ex.input_ids, f"{name}.labels": ex.labels, f"{name}.lengths": ex.lengths}
+            )
             if ex.position_ids is not None:
                 arrays[f"{name}.position_ids"] = ex.position_ids
             arrays.update({f"{name}.column.{column}": values for column, values in ex.columns.items()})

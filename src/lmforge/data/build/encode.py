@@ -16,11 +16,10 @@ a reject (`on_error: skip`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from lmforge.config.settings import DataSettings
 from lmforge.data.build.text import tokenize_documents
@@ -52,8 +51,14 @@ class EncodeSettings:
 
     @classmethod
     def of(cls, data: DataSettings) -> EncodeSettings:
-        return cls(kind=KIND_BY_STAGE[data.stage], template=data.template, max_length=data.max_length,
-                   train_on=data.train_on, split_turns=data.split_turns, truncation=data.truncation)
+        return cls(
+            kind=KIND_BY_STAGE[data.stage],
+            template=data.template,
+            max_length=data.max_length,
+            train_on=data.train_on,
+            split_turns=data.split_turns,
+            truncation=data.truncation,
+        )
 
     @property
     def policy(self) -> MaskPolicy:
@@ -122,8 +127,9 @@ def encode_chunk(tokenizer: Tokenizer, records: list[Record], settings: EncodeSe
             kept.append(sample)
     for k, part in enumerate(PARTS[settings.kind]):
         columns = {name: [s.columns[name] for s in kept] for name in (kept[0].columns if kept else {})}
-        chunk.parts[part] = Examples.from_rows([s.sides[k].input_ids for s in kept],
-                                               [s.sides[k].labels for s in kept], columns if k == 0 else None)
+        chunk.parts[part] = Examples.from_rows(
+            [s.sides[k].input_ids for s in kept], [s.sides[k].labels for s in kept], columns if k == 0 else None
+        )
     return chunk
 
 
@@ -154,7 +160,9 @@ def _conversations(tokenizer: Tokenizer, convs: list[Conversation], settings: En
     return out
 
 
-def _fit_turn(tokenizer: Tokenizer, conv: Conversation, encoded: list[Encoded], j: int, settings: EncodeSettings) -> Sample:
+def _fit_turn(
+    tokenizer: Tokenizer, conv: Conversation, encoded: list[Encoded], j: int, settings: EncodeSettings
+) -> Sample:
     """Sample j of a conversation within max_length; its history is the conversation it is the last sample of."""
     target = _target_conversation(conv, encoded, j)
 
@@ -165,12 +173,12 @@ def _fit_turn(tokenizer: Tokenizer, conv: Conversation, encoded: list[Encoded], 
         except LmforgeError:  # the template refuses the shortened conversation: its end is cut instead
             return None
 
-    fitted = fit([encoded[j]], target.messages if target else None, reencode, settings.max_length,
-                 settings.truncation)
+    fitted = fit([encoded[j]], target.messages if target else None, reencode, settings.max_length, settings.truncation)
     sample = Sample(fitted.sides, conv.source, fitted.cut, fitted.dropped)
     if sample.dropped is None and not trained_tokens(sample.sides[0].labels):
-        sample.dropped = f"no trained token within max_length {settings.max_length}" if sample.cut else \
-            "no trained token"
+        sample.dropped = (
+            f"no trained token within max_length {settings.max_length}" if sample.cut else "no trained token"
+        )
     return sample
 
 
@@ -182,4 +190,4 @@ def _target_conversation(conv: Conversation, encoded: list[Encoded], j: int) -> 
     ends = [i for i, m in enumerate(conv.messages) if m.role == "assistant"]
     if len(ends) != len(encoded):
         return None
-    return dataclasses.replace(conv, messages=conv.messages[:ends[j] + 1])
+    return dataclasses.replace(conv, messages=conv.messages[: ends[j] + 1])

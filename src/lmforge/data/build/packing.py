@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from collections.abc import Sequence
 from itertools import chain
-from typing import Sequence
 
 import numpy as np
 
@@ -38,8 +38,10 @@ def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]
     for i in order:
         size = lengths[i]
         if size > capacity or size < 1:
-            raise LmforgeError(f"packing: sample {i} has {size} tokens; only samples of 1 to {capacity} tokens "
-                               "(data.max_length) fit in a bin")
+            raise LmforgeError(
+                f"packing: sample {i} has {size} tokens; only samples of 1 to {capacity} tokens "
+                "(data.max_length) fit in a bin"
+            )
         at = bisect.bisect_left(spaces, size)  # the least room that still fits the sample: the best fit
         if at == len(spaces):
             space, b = capacity, len(bins)
@@ -80,6 +82,10 @@ def pack(examples: Examples, max_length: int) -> tuple[Examples, float]:
     packed_labels = labels[take]
     packed_labels[new_starts] = IGNORE_INDEX
     row_lengths = np.array([int(lengths[members].sum()) for members in bins], dtype=np.int64)
-    packed = Examples(input_ids=input_ids[take], labels=packed_labels, lengths=row_lengths,
-                      position_ids=positions.astype(input_ids.dtype))
+    packed = Examples(
+        input_ids=input_ids[take],
+        labels=packed_labels,
+        lengths=row_lengths,
+        position_ids=positions.astype(input_ids.dtype),
+    )
     return packed, packing_efficiency(lengths.tolist(), len(bins), max_length)

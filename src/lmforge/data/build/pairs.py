@@ -46,11 +46,17 @@ class BadPair(LmforgeError):
         self.category = category
 
 
-def encode_pairs(tokenizer: Tokenizer, records: list[PreferencePair | KTOExample], settings: EncodeSettings) -> list[Outcome]:
+def encode_pairs(
+    tokenizer: Tokenizer, records: list[PreferencePair | KTOExample], settings: EncodeSettings
+) -> list[Outcome]:
     """Each pair's (or KTO example's) one sample, or why it cannot train (module docstring)."""
     sides = [_replies(record) for record in records]
-    convs = [Conversation([*r.prompt, reply], r.source, getattr(r, "tools", None))
-             for r, replies in zip(records, sides) if not isinstance(replies, LmforgeError) for reply in replies]
+    convs = [
+        Conversation([*r.prompt, reply], r.source, getattr(r, "tools", None))
+        for r, replies in zip(records, sides)
+        if not isinstance(replies, LmforgeError)
+        for reply in replies
+    ]
     encoded = iter(masks.encode_batch(tokenizer, settings.template, convs, LAST_REPLY))
     out: list[Outcome] = []
     for record, replies in zip(records, sides):
@@ -84,15 +90,21 @@ def _replies(record: PreferencePair | KTOExample) -> list[Message] | LmforgeErro
         replies, names = [record.completion], ("completion",)
     for reply, name in zip(replies, names):
         if not (reply.content or "").strip() and not reply.tool_calls:
-            return BadPair(f"{_where(record)}: the {name} reply is empty; give it text or remove the record",
-                           EMPTY_REPLY)
+            return BadPair(
+                f"{_where(record)}: the {name} reply is empty; give it text or remove the record", EMPTY_REPLY
+            )
     if len(replies) == 2 and _same_reply(*replies):
-        return BadPair(f"{_where(record)}: the chosen and rejected replies are the same, so there is no preference "
-                       "to learn; fix or remove the pair", SAME)
+        return BadPair(
+            f"{_where(record)}: the chosen and rejected replies are the same, so there is no preference "
+            "to learn; fix or remove the pair",
+            SAME,
+        )
     return replies
 
 
-def _sample(tokenizer: Tokenizer, record, replies: list[Message], sides: list[Encoded], settings: EncodeSettings) -> Sample:
+def _sample(
+    tokenizer: Tokenizer, record, replies: list[Message], sides: list[Encoded], settings: EncodeSettings
+) -> Sample:
     _check_same_prompt(sides, record)
     max_length = settings.max_length
 
@@ -116,20 +128,29 @@ def _sample(tokenizer: Tokenizer, record, replies: list[Message], sides: list[En
 def _check_room(fitted: Fitted, record, max_length: int) -> None:
     if fitted.cut == "end" and not all(trained_tokens(s.labels) for s in fitted.sides):
         shortest = min(prompt_length(s) for s in fitted.uncut)
-        raise BadPair(f"{_where(record)}: the prompt takes {shortest} tokens even with only its last turn, leaving "
-                      f"no room for the answers within max_length {max_length}; raise data.max_length or shorten "
-                      "the prompt", NO_ROOM)
+        raise BadPair(
+            f"{_where(record)}: the prompt takes {shortest} tokens even with only its last turn, leaving "
+            f"no room for the answers within max_length {max_length}; raise data.max_length or shorten "
+            "the prompt",
+            NO_ROOM,
+        )
     if fitted.dropped is None and len(fitted.sides) == 2 and fitted.sides[0].input_ids == fitted.sides[1].input_ids:
-        raise BadPair(f"{_where(record)}: the chosen and rejected replies are identical within max_length "
-                      f"{max_length}; raise data.max_length or remove the pair", NO_ROOM)
+        raise BadPair(
+            f"{_where(record)}: the chosen and rejected replies are identical within max_length "
+            f"{max_length}; raise data.max_length or remove the pair",
+            NO_ROOM,
+        )
 
 
 def _check_same_prompt(sides: list[Encoded], record) -> None:
     starts = [prompt_length(s) for s in sides]
-    if any(s.input_ids[:starts[0]] != sides[0].input_ids[:starts[0]] or n != starts[0]
-           for s, n in zip(sides, starts)):
-        raise LmforgeError(f"{_where(record)}: the prompt is tokenised differently before the chosen and the rejected "
-                           "reply; choose a template whose assistant header ends on a token boundary")
+    if any(
+        s.input_ids[: starts[0]] != sides[0].input_ids[: starts[0]] or n != starts[0] for s, n in zip(sides, starts)
+    ):
+        raise LmforgeError(
+            f"{_where(record)}: the prompt is tokenised differently before the chosen and the rejected "
+            "reply; choose a template whose assistant header ends on a token boundary"
+        )
 
 
 def _one(encoded: list[Encoded] | LmforgeError) -> Encoded:

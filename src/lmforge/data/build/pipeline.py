@@ -18,12 +18,11 @@ mixing's draw. The eval split is taken from the mixed records before encoding (`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmforge.config.settings import DataSettings, Source
 from lmforge.console import say
@@ -64,8 +63,10 @@ def build_examples(data: DataSettings, tokenizer: Tokenizer, *, rejects_path: Pa
     root, key = cache.cache_root(data.cache_dir), cache.make_key({"fingerprint": fingerprint})
     hit = cache.load(root, key) if data.cache else None
     if hit is not None:
-        say(f"lmforge: data: cache hit, reusing {root / key} (looked up and loaded in "
-            f"{time.perf_counter() - begin:.2f}s)")
+        say(
+            f"lmforge: data: cache hit, reusing {root / key} (looked up and loaded in "
+            f"{time.perf_counter() - begin:.2f}s)"
+        )
         named, meta, rejects = hit
         splits, report = cache.split_names(named), DataReport(**meta["report"])
         report.cache = "hit"
@@ -76,8 +77,10 @@ def build_examples(data: DataSettings, tokenizer: Tokenizer, *, rejects_path: Pa
         if data.cache:
             entry = cache.save(root, key, cache.entry_names(splits), {"report": vars(report)}, rejects)
             seconds = time.perf_counter() - start
-            say(f"lmforge: data: cache miss, encoded in {seconds:.1f}s ({report.tokens / max(seconds, 1e-9):,.0f} "
-                f"tokens/s); cached in {entry}")
+            say(
+                f"lmforge: data: cache miss, encoded in {seconds:.1f}s ({report.tokens / max(seconds, 1e-9):,.0f} "
+                f"tokens/s); cached in {entry}"
+            )
     if report.rejected and rejects_path is not None:
         report.rejects_path = str(write_rejects(rejects_path, rejects))
     return _finish(data, kind, report, splits, rejects)
@@ -124,8 +127,9 @@ def _say_mixed(sources: list[Source], taken: dict[str, int]) -> None:
         say("lmforge: data: mixed " + ", ".join(f"{label} {n:,}" for label, n in taken.items()) + " records")
 
 
-def _build_fresh(data: DataSettings, kind: str, tokenizer: Tokenizer, sources: list[Source],
-                 fingerprint: str) -> tuple[dict[str, dict[str, Examples]], DataReport, bytes]:
+def _build_fresh(
+    data: DataSettings, kind: str, tokenizer: Tokenizer, sources: list[Source], fingerprint: str
+) -> tuple[dict[str, dict[str, Examples]], DataReport, bytes]:
     settings = EncodeSettings.of(data)
     workers = default_workers(data.workers)
     if stream.streamable(sources, data):  # every record once, in file order: read in the workers
@@ -146,8 +150,15 @@ def _build_fresh(data: DataSettings, kind: str, tokenizer: Tokenizer, sources: l
     return splits, report, rejects_jsonl(rejects)
 
 
-def _encode_split(data: DataSettings, tokenizer: Tokenizer, settings: EncodeSettings, workers: int, records: list,
-                  split: str, rejects: list[Reject]) -> Split:
+def _encode_split(
+    data: DataSettings,
+    tokenizer: Tokenizer,
+    settings: EncodeSettings,
+    workers: int,
+    records: list,
+    split: str,
+    rejects: list[Reject],
+) -> Split:
     n = processes_for(len(records), workers)
     if n > 1:
         say(f"lmforge: data: encoding {len(records):,} {split} records in {n} processes")
@@ -155,16 +166,18 @@ def _encode_split(data: DataSettings, tokenizer: Tokenizer, settings: EncodeSett
     return _split_of(data, settings.kind, chunks, len(records), split, rejects)
 
 
-def _split_of(data: DataSettings, kind: str, chunks: list[EncodedChunk], n_records: int, split: str,
-              rejects: list[Reject]) -> Split:
+def _split_of(
+    data: DataSettings, kind: str, chunks: list[EncodedChunk], n_records: int, split: str, rejects: list[Reject]
+) -> Split:
     """The encoded chunks of a split's records as one split; records that cannot be encoded raise (strict) or
     become rejects."""
     errors = [e for c in chunks for e in c.errors]
     if errors and data.on_error == "strict":
         raise problems_error(f"{split} data", errors, n_records)
     rejects.extend(errors)
-    out = Split({part: Examples.concat(c.parts[part] for c in chunks) for part in PARTS[kind]},
-                records=n_records - len(errors))
+    out = Split(
+        {part: Examples.concat(c.parts[part] for c in chunks) for part in PARTS[kind]}, records=n_records - len(errors)
+    )
     for c in chunks:
         out.truncated += c.truncated
         out.truncated_history += c.cut_history
@@ -172,21 +185,28 @@ def _split_of(data: DataSettings, kind: str, chunks: list[EncodedChunk], n_recor
         out.reasons.update(c.reasons)
     if not len(out):
         why = counts_text(out.reasons) or "all bad"
-        raise LmforgeError(f"no {split} sample is left of {n_records} records ({why}); raise data.max_length (now "
-                           f"{data.max_length}) or check the data with `lmforge data inspect`")
+        raise LmforgeError(
+            f"no {split} sample is left of {n_records} records ({why}); raise data.max_length (now "
+            f"{data.max_length}) or check the data with `lmforge data inspect`"
+        )
     return out
 
 
-def _finish(data: DataSettings, kind: str, report: DataReport, splits: dict[str, dict[str, Examples]],
-            rejects: bytes) -> DataBundle:
+def _finish(
+    data: DataSettings, kind: str, report: DataReport, splits: dict[str, dict[str, Examples]], rejects: bytes
+) -> DataBundle:
     """The same lines, layout and rows whether the examples were just encoded or come from the cache."""
     if report.rejected:
         where = f"; they are listed with why in {report.rejects_path}" if report.rejects_path else ""
-        say(f"lmforge: data: skipped {report.rejected:,} bad records (data.on_error: skip): "
-            f"{counts_text(report.rejected_reasons)}{where}")
+        say(
+            f"lmforge: data: skipped {report.rejected:,} bad records (data.on_error: skip): "
+            f"{counts_text(report.rejected_reasons)}{where}"
+        )
     if report.split_conversations:
-        say(f"lmforge: data: {report.split_conversations:,} conversations became one sample per assistant turn "
-            f"(data.split_turns: {data.split_turns})")
+        say(
+            f"lmforge: data: {report.split_conversations:,} conversations became one sample per assistant turn "
+            f"(data.split_turns: {data.split_turns})"
+        )
     laid = {name: _lay_out(data, kind, name, parts, report) for name, parts in splits.items()}
     say(summary_line(report, kind, data.max_length, data.packing))
     if "eval" in laid:
@@ -195,15 +215,18 @@ def _finish(data: DataSettings, kind: str, report: DataReport, splits: dict[str,
     return DataBundle(train=rows["train"], eval=rows.get("eval"), report=report, rejects=rejects)
 
 
-def _lay_out(data: DataSettings, kind: str, name: str, parts: dict[str, Examples],
-             report: DataReport) -> dict[str, Examples]:
+def _lay_out(
+    data: DataSettings, kind: str, name: str, parts: dict[str, Examples], report: DataReport
+) -> dict[str, Examples]:
     """Pretraining documents as blocks or packed bins, SFT samples packed when data.packing says (the one packer,
     at the same point for both); the figures of the train split's layout into the report."""
     if kind == "text":
         layout = lay_out(parts[""], data.max_length, data.packing)
         if not len(layout.rows):
-            raise LmforgeError(f"the {name} documents hold {parts[''].tokens()} tokens, fewer than one block of "
-                               f"data.max_length {data.max_length}; lower max_length, add text or set data.packing")
+            raise LmforgeError(
+                f"the {name} documents hold {parts[''].tokens()} tokens, fewer than one block of "
+                f"data.max_length {data.max_length}; lower max_length, add text or set data.packing"
+            )
         if name == "train":
             report.samples, report.tokens = len(layout.rows), layout.rows.tokens()
             report.trained_tokens, report.dropped_tokens = layout.rows.trained_tokens(), layout.dropped_tokens
@@ -215,8 +238,10 @@ def _lay_out(data: DataSettings, kind: str, name: str, parts: dict[str, Examples
         rows, efficiency = pack(parts[""], data.max_length)
         if name == "train":
             report.packing_efficiency = efficiency
-        say(f"lmforge: data: packed {len(parts[''].lengths):,} {name} samples into {len(rows):,} rows of "
-            f"{data.max_length} (packing efficiency {efficiency:.1%})")
+        say(
+            f"lmforge: data: packed {len(parts[''].lengths):,} {name} samples into {len(rows):,} rows of "
+            f"{data.max_length} (packing efficiency {efficiency:.1%})"
+        )
         return {"": rows}
     return parts
 

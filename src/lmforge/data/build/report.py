@@ -62,14 +62,24 @@ class Split:
         return sum(ex.trained_tokens() for ex in self.parts.values())
 
 
-def report_of(train: Split, evaluation: Split | None, rejects: list[Reject], taken: dict[str, int],
-              fingerprint: str) -> DataReport:
+def report_of(
+    train: Split, evaluation: Split | None, rejects: list[Reject], taken: dict[str, int], fingerprint: str
+) -> DataReport:
     return DataReport(
-        samples=len(train), truncated=train.truncated, dropped=sum(train.reasons.values()),
-        reasons=dict(train.reasons), fingerprint=fingerprint, tokens=train.tokens(),
-        trained_tokens=train.trained_tokens(), eval_samples=len(evaluation) if evaluation else 0,
-        records=train.records, truncated_history=train.truncated_history, split_conversations=train.split,
-        rejected=len(rejects), rejected_reasons=by_category(rejects), sources=dict(taken),
+        samples=len(train),
+        truncated=train.truncated,
+        dropped=sum(train.reasons.values()),
+        reasons=dict(train.reasons),
+        fingerprint=fingerprint,
+        tokens=train.tokens(),
+        trained_tokens=train.trained_tokens(),
+        eval_samples=len(evaluation) if evaluation else 0,
+        records=train.records,
+        truncated_history=train.truncated_history,
+        split_conversations=train.split,
+        rejected=len(rejects),
+        rejected_reasons=by_category(rejects),
+        sources=dict(taken),
         eval_truncated=evaluation.truncated if evaluation else 0,
         eval_dropped=sum(evaluation.reasons.values()) if evaluation else 0,
         eval_reasons=dict(evaluation.reasons) if evaluation else {},
@@ -83,16 +93,17 @@ def summary_line(report: DataReport, kind: str, max_length: int, packing: bool) 
     if kind == "text":
         if packing:
             return f"{head} packed into bins of {max_length} (packing efficiency {report.packing_efficiency:.1%})"
-        return (f"{head} in blocks of {max_length} ({report.dropped_tokens:,} tokens after the last full block "
-                "dropped)")
+        return f"{head} in blocks of {max_length} ({report.dropped_tokens:,} tokens after the last full block dropped)"
     share = report.trained_tokens / report.tokens if report.tokens else 0.0
-    return f"{head}, {share:.1%} trained" + drop_note(report.truncated, report.truncated_history, report.reasons,
-                                                    max_length)
+    return f"{head}, {share:.1%} trained" + drop_note(
+        report.truncated, report.truncated_history, report.reasons, max_length
+    )
 
 
 def eval_line(report: DataReport, kind: str, max_length: int) -> str:
-    return (f"lmforge: eval: {report.eval_samples:,} {WHAT[kind]}"
-            + drop_note(report.eval_truncated, 0, report.eval_reasons, max_length))
+    return f"lmforge: eval: {report.eval_samples:,} {WHAT[kind]}" + drop_note(
+        report.eval_truncated, 0, report.eval_reasons, max_length
+    )
 
 
 def drop_note(truncated: int, by_history: int, reasons: dict[str, int], max_length: int) -> str:

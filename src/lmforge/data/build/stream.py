@@ -8,22 +8,21 @@ ends (`plan_sources`), and each worker reads, parses (`readers.parse_rows`) and 
 many records it read. Only the first lines of a file whose format is told by its records (format: auto)
 are read here, up to the first record that tells it, as `read_source` does; they are encoded here, first.
 
-Every stage streams this way. What comes out is what `read_source` then `workers.encode_records` give: the same records with the same
-`file:line`, the same rejects in the same order, the same examples. A source's bad records raise (strict)
-once its last range is read. Encoding stops after the first range holding a record that cannot be
+Every stage streams this way. What comes out is what `read_source` then `workers.encode_records` give: the same
+records with the same `file:line`, the same rejects in the same order, the same examples. A source's bad records
+raise (strict) once its last range is read. Encoding stops after the first range holding a record that cannot be
 encoded, or a bad record (strict); reading goes on to the end, so that bad records of any source are
 still reported first, as when reading comes first. tests/data/build/test_stream.py compares both ways.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import contextlib
 import mmap
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmforge.config.settings import DataSettings, Source
 from lmforge.console import say
@@ -99,8 +98,9 @@ def streamable(sources: list[Source], data: DataSettings) -> bool:
         return False
 
 
-def encode_sources(tokenizer: Tokenizer, sources: list[Source], settings: EncodeSettings, workers: int,
-                   on_error: str) -> Streamed:
+def encode_sources(
+    tokenizer: Tokenizer, sources: list[Source], settings: EncodeSettings, workers: int, on_error: str
+) -> Streamed:
     """Read and encode every record of the sources in order (module docstring); bad records raise (strict)."""
     kind = settings.kind
     tasks, lines = plan_sources(sources, kind, on_error, workers)
@@ -112,8 +112,9 @@ def encode_sources(tokenizer: Tokenizer, sources: list[Source], settings: Encode
     n_workers = processes_for(lines, workers)
     if n_workers > 1:
         say(f"lmforge: data: reading and encoding {lines:,} lines in {n_workers} processes")
-    with _ranges(tokenizer, sources, kind, settings, on_error, [t for t in tasks if isinstance(t, Range)],
-                 n_workers) as (results, stop):
+    with _ranges(
+        tokenizer, sources, kind, settings, on_error, [t for t in tasks if isinstance(t, Range)], n_workers
+    ) as (results, stop):
         for k, task in enumerate(tasks):
             if isinstance(task, Failed):
                 raise task.error
@@ -159,8 +160,7 @@ def plan_sources(sources: list[Source], kind: str, on_error: str, workers: int) 
     return tasks, lines
 
 
-def _plan_file(source: Source, index: int, path: Path, kind: str, on_error: str, size: int
-               ) -> tuple[list[Task], int]:
+def _plan_file(source: Source, index: int, path: Path, kind: str, on_error: str, size: int) -> tuple[list[Task], int]:
     """One file's tasks: its first lines read here until one tells the format (format: auto), then ranges of
     about `size` bytes that end at line ends; and how many lines it has."""
     if path.stat().st_size == 0:
@@ -171,8 +171,9 @@ def _plan_file(source: Source, index: int, path: Path, kind: str, on_error: str,
             held = Held(index, [], [])
             tasks.append(held)
             for at, end in line_bounds(data):
-                fmt, unknown = parse_rows(jsonl_range_rows(path, at, end, line), None, source, kind, on_error,
-                                          held.records, held.rejects)
+                fmt, unknown = parse_rows(
+                    jsonl_range_rows(path, at, end, line), None, source, kind, on_error, held.records, held.rejects
+                )
                 start, line = end, line + 1
                 if unknown:  # strict: the rest of the file is not read
                     return tasks, line - 1
@@ -189,8 +190,15 @@ def _plan_file(source: Source, index: int, path: Path, kind: str, on_error: str,
 
 
 @contextlib.contextmanager
-def _ranges(tokenizer: Tokenizer, sources: list[Source], kind: str, settings: EncodeSettings, on_error: str,
-            ranges: list[Range], n_workers: int):
+def _ranges(
+    tokenizer: Tokenizer,
+    sources: list[Source],
+    kind: str,
+    settings: EncodeSettings,
+    on_error: str,
+    ranges: list[Range],
+    n_workers: int,
+):
     """(the ranges' results in order, read and encoded in n_workers processes or here; a function that stops
     their encoding from the next range on)."""
     state = (tokenizer, sources, kind, settings, on_error)
@@ -214,8 +222,9 @@ def _read_range_in_worker(task: Range) -> tuple[EncodedChunk | None, list[Reject
     return _read_range(task, *_WORKER)
 
 
-def _read_range(task: Range, tokenizer: Tokenizer, sources: list[Source], kind: str, settings: EncodeSettings,
-                on_error: str, stop) -> tuple[EncodedChunk | None, list[Reject], int]:
+def _read_range(
+    task: Range, tokenizer: Tokenizer, sources: list[Source], kind: str, settings: EncodeSettings, on_error: str, stop
+) -> tuple[EncodedChunk | None, list[Reject], int]:
     """(the range's records encoded, or None once encoding has stopped; its rejects; how many records)."""
     records: list[Record] = []
     rejects: list[Reject] = []

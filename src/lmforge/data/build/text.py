@@ -13,9 +13,8 @@ ends and the next begins. The documents are what the data cache keeps; after it,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,13 +40,15 @@ class Layout:
 def tokenize_documents(tokenizer: Tokenizer, texts: list[str], batch_size: int = TOKENIZE_BATCH) -> list[list[int]]:
     """Token ids of each document with BOS (if the tokenizer adds one) in front and EOS behind."""
     if tokenizer.eos_token_id is None:
-        raise LmforgeError("the tokenizer has no EOS token, so pretraining documents cannot be separated; "
-                           "add an eos_token to its tokenizer_config.json")
+        raise LmforgeError(
+            "the tokenizer has no EOS token, so pretraining documents cannot be separated; "
+            "add an eos_token to its tokenizer_config.json"
+        )
     bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
     eos = [tokenizer.eos_token_id]
     docs = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], add_special_tokens=False)["input_ids"]
+        batch = tokenizer(texts[start : start + batch_size], add_special_tokens=False)["input_ids"]
         docs.extend(bos + list(ids) + eos for ids in batch)
     return docs
 

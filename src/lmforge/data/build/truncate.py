@@ -33,8 +33,9 @@ class Fitted:
     uncut: list[Encoded] = field(default_factory=list)  # cut "end": the sides before their end was cut
 
 
-def fit(sides: list[Encoded], history: list[Message] | None, reencode: Reencode, max_length: int,
-        truncation: str) -> Fitted:
+def fit(
+    sides: list[Encoded], history: list[Message] | None, reencode: Reencode, max_length: int, truncation: str
+) -> Fitted:
     """The sample's sides within max_length under the policy (module docstring). `history` holds the messages
     whose oldest turns may go (None: none may), `reencode` encodes the sample again with a shortened history."""
     if max(len(s.input_ids) for s in sides) <= max_length:
@@ -68,8 +69,9 @@ def history_turns(messages: list[Message]) -> tuple[list[Message], list[list[Mes
     return messages[:k], groups
 
 
-def _fewest_dropped(head: list[Message], groups: list[list[Message]], reencode: Reencode,
-                    max_length: int) -> list[Encoded] | None:
+def _fewest_dropped(
+    head: list[Message], groups: list[list[Message]], reencode: Reencode, max_length: int
+) -> list[Encoded] | None:
     """Binary search for the fewest dropped oldest turns whose re-encoding fits max_length."""
     low, high, found = 1, len(groups) - 1, None  # dropping `high` turns keeps only the last one
     while low <= high:

@@ -38,8 +38,9 @@ def processes_for(n_records: int, workers: int) -> int:
     return max(1, min(workers, n_records // (PARALLEL_MIN_RECORDS // 2)))
 
 
-def encode_records(tokenizer: Tokenizer, records: list, settings: EncodeSettings, workers: int = 1,
-                   stop_on_error: bool = True) -> list[EncodedChunk]:
+def encode_records(
+    tokenizer: Tokenizer, records: list, settings: EncodeSettings, workers: int = 1, stop_on_error: bool = True
+) -> list[EncodedChunk]:
     """The records encoded chunk by chunk, in order. With stop_on_error, encoding stops after the first chunk
     holding a record that cannot be encoded (the caller raises with the problems)."""
     if not records:
@@ -94,11 +95,12 @@ def encode_paused(tokenizer: Tokenizer, records: list, settings: EncodeSettings)
         return encode_chunk(tokenizer, records, settings)
 
 
-def _run_in_process(tokenizer: Tokenizer, records: list, settings: EncodeSettings,
-                    stop_on_error: bool) -> list[EncodedChunk]:
+def _run_in_process(
+    tokenizer: Tokenizer, records: list, settings: EncodeSettings, stop_on_error: bool
+) -> list[EncodedChunk]:
     out = []
     for i in range(0, len(records), MAX_CHUNK):
-        out.append(encode_paused(tokenizer, records[i:i + MAX_CHUNK], settings))
+        out.append(encode_paused(tokenizer, records[i : i + MAX_CHUNK], settings))
         if stop_on_error and out[-1].errors:
             break
     return out

@@ -117,8 +117,9 @@ def encode(tokenizer: Tokenizer, template: str, conv: Conversation, policy: Mask
     return encoded
 
 
-def encode_batch(tokenizer: Tokenizer, template: str, convs: list[Conversation],
-                 policy: MaskPolicy = MaskPolicy()) -> list[list[Encoded] | LmforgeError]:
+def encode_batch(
+    tokenizer: Tokenizer, template: str, convs: list[Conversation], policy: MaskPolicy = MaskPolicy()
+) -> list[list[Encoded] | LmforgeError]:
     """`encode` for each conversation, their texts tokenised in one call; a conversation that cannot be encoded
     gives its LmforgeError in its place."""
     renderer = Renderer(tokenizer, template)
@@ -140,7 +141,9 @@ def encode_batch(tokenizer: Tokenizer, template: str, convs: list[Conversation],
     return out
 
 
-def generation_prompt(tokenizer: Tokenizer, template: str, messages: list[dict], tools: list[dict] | None = None) -> str:
+def generation_prompt(
+    tokenizer: Tokenizer, template: str, messages: list[dict], tools: list[dict] | None = None
+) -> str:
     """The prompt text the model continues at inference: the messages plus the assistant header."""
     renderer = Renderer(tokenizer, template)
     return _render(renderer, renderer.prepare(messages), None, add_generation_prompt=True, tools=tools)
@@ -169,8 +172,15 @@ def _draft(renderer: Renderer, conv: Conversation, train_on: str) -> _Draft:
         for i, message in enumerate(messages):
             missing = [name for name in called_names(message) if name not in text]
             if missing:
-                raise _turn_error(renderer.template, conv, messages, i, TurnError(
-                    "tool calls not rendered", f"the call to {missing[0]!r} is missing from the rendered text"))
+                raise _turn_error(
+                    renderer.template,
+                    conv,
+                    messages,
+                    i,
+                    TurnError(
+                        "tool calls not rendered", f"the call to {missing[0]!r} is missing from the rendered text"
+                    ),
+                )
         return _Draft(renderer, conv, text, None, None)
     turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
     if train_on == "last_assistant":
@@ -224,18 +234,34 @@ def _finish(draft: _Draft, input_ids: list[int], offsets: list[tuple[int, int]])
     where, bounds = _where(draft.conv), forward_bounds(offsets)
     labels, ranges = label_tokens(draft.text, input_ids, offsets, draft.spans, where, bounds)
     if draft.generation is not None:
-        check_generation(draft.renderer.tokenizer, where, input_ids, offsets, labels, ranges, draft.generation,
-                         draft.last_only, bounds)
+        check_generation(
+            draft.renderer.tokenizer,
+            where,
+            input_ids,
+            offsets,
+            labels,
+            ranges,
+            draft.generation,
+            draft.last_only,
+            bounds,
+        )
     elif draft.renderer.has_generation:  # spans not tracked: ask apply_chat_template for its mask
         renderer = draft.renderer
-        out = renderer.tokenizer.apply_chat_template(_messages(draft.conv), chat_template=renderer.template,
-                                                     tools=draft.conv.tools, return_dict=True,
-                                                     return_assistant_tokens_mask=True)
+        out = renderer.tokenizer.apply_chat_template(
+            _messages(draft.conv),
+            chat_template=renderer.template,
+            tools=draft.conv.tools,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
+        )
         if list(out["input_ids"]) != input_ids:
-            raise LmforgeError(f"{where}: apply_chat_template tokenises the conversation differently from the "
-                               "rendered text; the mask cannot be cross-checked for this tokenizer")
-        compare_marks(renderer.tokenizer, where, input_ids, labels, [bool(m) for m in out["assistant_masks"]],
-                      draft.last_only)
+            raise LmforgeError(
+                f"{where}: apply_chat_template tokenises the conversation differently from the "
+                "rendered text; the mask cannot be cross-checked for this tokenizer"
+            )
+        compare_marks(
+            renderer.tokenizer, where, input_ids, labels, [bool(m) for m in out["assistant_masks"]], draft.last_only
+        )
     return Encoded(input_ids=input_ids, labels=labels, text=draft.text, split=draft.split)
 
 
@@ -244,8 +270,10 @@ def _messages(conv: Conversation) -> list[dict]:
     if not messages:
         raise LmforgeError(f"{_where(conv)}: the conversation has no messages; remove the record")
     if messages[0]["role"] == "assistant":
-        raise LmforgeError(f"{_where(conv)}: the conversation opens with an assistant message, which has no prompt "
-                           "to learn from; drop that message or put a user message before it")
+        raise LmforgeError(
+            f"{_where(conv)}: the conversation opens with an assistant message, which has no prompt "
+            "to learn from; drop that message or put a user message before it"
+        )
     return messages
 
 
@@ -253,16 +281,19 @@ def _assistant_span(renderer: Renderer, messages: list[dict], i: int, text: str,
     """Character span [start, end) of T that the model must generate for assistant message i."""
     prompt = _render(renderer, messages[:i], conv, add_generation_prompt=True)
     if not text.startswith(prompt):
-        raise TurnError("prefix property failed", "the generation prompt is not a prefix of the training text, "
-                        "so the model would be trained on a context it never sees at inference "
-                        f"({_diff(prompt, text)})")
+        raise TurnError(
+            "prefix property failed",
+            "the generation prompt is not a prefix of the training text, "
+            "so the model would be trained on a context it never sees at inference "
+            f"({_diff(prompt, text)})",
+        )
     last = i == len(messages) - 1
     finished = text if last else _render(renderer, messages[: i + 1], conv)
     if messages[i].get("tool_calls"):
         end = tool_call_end(renderer, messages[i], text, finished, len(prompt))
     else:
         end = reply_end(renderer.tokenizer, messages[i]["content"], text, finished, len(prompt), last)
-    check_reasoning_kept(messages[i], text[len(prompt):end])
+    check_reasoning_kept(messages[i], text[len(prompt) : end])
     return len(prompt), end
 
 
@@ -276,14 +307,15 @@ def _check_tools_rendered(renderer: Renderer, messages: list[dict], text: str, c
         )
 
 
-_TOOLS_HINT = (f"Choose a template with a tool format with model.chat_template (built-in "
-               f"{', '.join(TOOL_TEMPLATES)}, or the model's own where it has one), or remove the tool calls, "
-               "tool results and tools from the data")
+_TOOLS_HINT = (
+    f"Choose a template with a tool format with model.chat_template (built-in "
+    f"{', '.join(TOOL_TEMPLATES)}, or the model's own where it has one), or remove the tool calls, "
+    "tool results and tools from the data"
+)
 _NOT_SET = object()
 
 
-def _render(renderer: Renderer, messages: list[dict], conv, add_generation_prompt: bool = False,
-            tools=_NOT_SET) -> str:
+def _render(renderer: Renderer, messages: list[dict], conv, add_generation_prompt: bool = False, tools=_NOT_SET) -> str:
     if tools is _NOT_SET:
         tools = conv.tools if conv is not None else None
     try:
@@ -302,9 +334,12 @@ def _render_spans(renderer: Renderer, messages: list[dict], conv) -> tuple[str, 
 def _render_error(renderer: Renderer, messages: list[dict], conv, tools, err: Exception) -> LmforgeError:
     where = _where(conv) if conv is not None else "chat"
     uses_tools = tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)
-    hint = f" The conversation uses tools, which this template may not support. {_TOOLS_HINT}." if uses_tools \
-        else f" Fix the record, or choose a template that accepts it with model.chat_template " \
-             f"(built-ins: {builtin_names()})"
+    hint = (
+        f" The conversation uses tools, which this template may not support. {_TOOLS_HINT}."
+        if uses_tools
+        else f" Fix the record, or choose a template that accepts it with model.chat_template "
+        f"(built-ins: {builtin_names()})"
+    )
     return LmforgeError(f"{where}: {template_label(renderer.template)} rejects this conversation: {err}.{hint}")
 
 
@@ -319,13 +354,15 @@ def _turn_error(template: str, conv: Conversation, messages: list[dict], i: int,
             "data.split_turns to auto or always (one sample per assistant turn, history rendered as at inference), "
             f"choose another template with model.chat_template (built-ins: {builtin_names()}) or drop the record"
         )
-    return LmforgeError(f"{where} The mask cannot be derived exactly for this template; choose another with "
-                        f"model.chat_template (built-ins: {builtin_names()}) or drop the record")
+    return LmforgeError(
+        f"{where} The mask cannot be derived exactly for this template; choose another with "
+        f"model.chat_template (built-ins: {builtin_names()}) or drop the record"
+    )
 
 
 def _diff(prompt: str, text: str) -> str:
     at = next((k for k, (a, b) in enumerate(zip(prompt, text)) if a != b), min(len(prompt), len(text)))
-    return f"at character {at} the prompt has {prompt[at:at + 40]!r}, the training text {text[at:at + 40]!r}"
+    return f"at character {at} the prompt has {prompt[at : at + 40]!r}, the training text {text[at : at + 40]!r}"
 
 
 def _where(conv: Conversation) -> str:

@@ -59,8 +59,10 @@ class Renderer:
         if isinstance(named, dict) and template in named:  # a template's name, as apply_chat_template allows
             template = named[template]
         self.tokenizer, self.template = tokenizer, template
-        self.direct = _compile_jinja_template is not None and \
-            type(tokenizer).apply_chat_template is PreTrainedTokenizerBase.apply_chat_template
+        self.direct = (
+            _compile_jinja_template is not None
+            and type(tokenizer).apply_chat_template is PreTrainedTokenizerBase.apply_chat_template
+        )
         self.has_generation = bool(GENERATION_TAG.search(template))
         self._variables = dict(tokenizer.special_tokens_map) if self.direct else {}
         self._compiled = None
@@ -72,16 +74,21 @@ class Renderer:
         these, so that a conversation rendered several times is prepared once)."""
         return [_template_message(m) for m in messages] if self.direct else messages
 
-    def render(self, messages: list[dict], tools: list[dict] | None = None,
-               add_generation_prompt: bool = False) -> str:
+    def render(self, messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = False) -> str:
         if not self.direct:
-            return self.tokenizer.apply_chat_template(messages, chat_template=self.template, tools=tools,
-                                                      tokenize=False, add_generation_prompt=add_generation_prompt)
+            return self.tokenizer.apply_chat_template(
+                messages,
+                chat_template=self.template,
+                tools=tools,
+                tokenize=False,
+                add_generation_prompt=add_generation_prompt,
+            )
         plain = self._templates()[1]
         return "".join(plain.root_render_func(self._context(plain, messages, tools, add_generation_prompt)))
 
-    def render_spans(self, messages: list[dict], tools: list[dict] | None = None
-                     ) -> tuple[str, list[tuple[int, int]] | None]:
+    def render_spans(
+        self, messages: list[dict], tools: list[dict] | None = None
+    ) -> tuple[str, list[tuple[int, int]] | None]:
         """(the text, the character spans of its {% generation %} blocks); spans None when the template
         has no such block or this renderer cannot track them."""
         if not (self.direct and self.has_generation):
@@ -104,19 +111,34 @@ class Renderer:
             self._plain = _inlined(self.template) if self.has_generation else self._compiled
         return self._compiled, self._plain
 
-    def _context(self, compiled: jinja2.Template, messages: list[dict], tools: list[dict] | None,
-                 add_generation_prompt: bool) -> jinja2.runtime.Context:
+    def _context(
+        self, compiled: jinja2.Template, messages: list[dict], tools: list[dict] | None, add_generation_prompt: bool
+    ) -> jinja2.runtime.Context:
         """One context of the template's globals and the variables, as jinja's Template.render makes it through
         `new_context(shared=True)` (here the globals and their names are copied once, not read from their
         ChainMap every render)."""
-        variables = {**self._variables, "messages": messages, "tools": tools, "documents": None,
-                     "add_generation_prompt": add_generation_prompt}
-        return compiled.environment.context_class(compiled.environment, variables, compiled.name, compiled.blocks,
-                                                  globals=self._global_names)
+        variables = {
+            **self._variables,
+            "messages": messages,
+            "tools": tools,
+            "documents": None,
+            "add_generation_prompt": add_generation_prompt,
+        }
+        return compiled.environment.context_class(
+            compiled.environment, variables, compiled.name, compiled.blocks, globals=self._global_names
+        )
 
 
-_SCOPE_CHANGES = (nodes.Macro, nodes.Break, nodes.Continue, nodes.Import, nodes.FromImport, nodes.Include,
-                  nodes.Block, nodes.Extends)
+_SCOPE_CHANGES = (
+    nodes.Macro,
+    nodes.Break,
+    nodes.Continue,
+    nodes.Import,
+    nodes.FromImport,
+    nodes.Include,
+    nodes.Block,
+    nodes.Extends,
+)
 _MACRO_NAMES = ("caller", "varargs", "kwargs")
 
 
@@ -139,8 +161,13 @@ def without_generation_blocks(compiled: jinja2.Template, source: str) -> jinja2.
 
 
 def _is_generation(node: nodes.Node) -> bool:
-    return isinstance(node, nodes.CallBlock) and isinstance(node.call.node, nodes.ExtensionAttribute) \
-        and node.call.node.name == "_generation_support" and not node.args and not node.call.args
+    return (
+        isinstance(node, nodes.CallBlock)
+        and isinstance(node.call.node, nodes.ExtensionAttribute)
+        and node.call.node.name == "_generation_support"
+        and not node.args
+        and not node.call.args
+    )
 
 
 def _inlinable(block: nodes.CallBlock, tree: nodes.Template) -> bool:
@@ -149,8 +176,10 @@ def _inlinable(block: nodes.CallBlock, tree: nodes.Template) -> bool:
     the macro the assignment ends with the block; inlined, it would stay visible after it). A namespace
     attribute (`set ns.x`) is not a name: the same namespace object is changed either way."""
     inside = [node for body_node in block.body for node in (body_node, *body_node.find_all(nodes.Node))]
-    if any(isinstance(node, _SCOPE_CHANGES) or (isinstance(node, nodes.Name) and node.name in _MACRO_NAMES)
-           for node in inside):
+    if any(
+        isinstance(node, _SCOPE_CHANGES) or (isinstance(node, nodes.Name) and node.name in _MACRO_NAMES)
+        for node in inside
+    ):
         return False
     assigned = {node.name for node in inside if isinstance(node, nodes.Name) and node.ctx == "store"}
     ids = {id(node) for node in inside}

@@ -50,11 +50,18 @@ def tokenize(tokenizer: Tokenizer, texts: list[str], where: str) -> list[tuple[l
     if backend is not None:
         return [(e.ids, e.offsets) for e in backend.encode_batch(texts, add_special_tokens=False)]
     try:
-        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False,
-                        return_token_type_ids=False)
+        enc = tokenizer(
+            texts,
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
     except NotImplementedError as err:
-        raise LmforgeError(f"{where}: masks need character offsets, which this tokenizer cannot give ({err}); use "
-                           "a fast (tokenizers-backed) tokenizer") from None
+        raise LmforgeError(
+            f"{where}: masks need character offsets, which this tokenizer cannot give ({err}); use "
+            "a fast (tokenizers-backed) tokenizer"
+        ) from None
     return list(zip(enc["input_ids"], enc["offset_mapping"]))
 
 
@@ -63,11 +70,17 @@ def _direct_backend(tokenizer: Tokenizer):
     backend = getattr(tokenizer, "_tokenizer", None)
     cls = type(tokenizer)
     if TokenizersBackend is None or not (
-            isinstance(backend, RustTokenizer) and cls._encode_plus is TokenizersBackend._encode_plus
-            and cls.__call__ is PreTrainedTokenizerBase.__call__ and not hasattr(tokenizer, "_switch_to_input_mode")):
+        isinstance(backend, RustTokenizer)
+        and cls._encode_plus is TokenizersBackend._encode_plus
+        and cls.__call__ is PreTrainedTokenizerBase.__call__
+        and not hasattr(tokenizer, "_switch_to_input_mode")
+    ):
         return None
-    if backend.truncation is not None or backend.padding is not None or \
-            backend.encode_special_tokens != bool(tokenizer.split_special_tokens):
+    if (
+        backend.truncation is not None
+        or backend.padding is not None
+        or backend.encode_special_tokens != bool(tokenizer.split_special_tokens)
+    ):
         return None  # the call changes this state first: take the call (later batches can then go direct)
     return backend
 
@@ -82,8 +95,14 @@ def forward_bounds(offsets: Offsets) -> Bounds | None:
     return None
 
 
-def label_tokens(text: str, input_ids: list[int], offsets: Offsets, spans: list[tuple[int, int]], where: str,
-                 bounds: Bounds | None = None) -> tuple[list[int], list[tuple[int, int]]]:
+def label_tokens(
+    text: str,
+    input_ids: list[int],
+    offsets: Offsets,
+    spans: list[tuple[int, int]],
+    where: str,
+    bounds: Bounds | None = None,
+) -> tuple[list[int], list[tuple[int, int]]]:
     """(labels, each span's token range): each token whose characters overlap a span is labelled, and
     the labelled tokens must cover every span and hold no prompt text besides whitespace."""
     labels = [IGNORE_INDEX] * len(input_ids)
@@ -92,12 +111,14 @@ def label_tokens(text: str, input_ids: list[int], offsets: Offsets, spans: list[
         labels[first:stop] = input_ids[first:stop]
         ranges.append((first, stop))
         if reach < span_end:
-            raise LmforgeError(f"{where}: the tokenizer's character offsets do not cover the reply at "
-                               f"characters {span_start}-{span_end} (offsets stop at {reach}); the mask cannot be "
-                               "derived for this tokenizer")
-        if text[offsets[first][0]:span_start].strip():  # a token holding prompt text besides whitespace
             raise LmforgeError(
-                f"{where}: token boundary: the token {text[offsets[first][0]:offsets[first][1]]!r} joins the "
+                f"{where}: the tokenizer's character offsets do not cover the reply at "
+                f"characters {span_start}-{span_end} (offsets stop at {reach}); the mask cannot be "
+                "derived for this tokenizer"
+            )
+        if text[offsets[first][0] : span_start].strip():  # a token holding prompt text besides whitespace
+            raise LmforgeError(
+                f"{where}: token boundary: the token {text[offsets[first][0] : offsets[first][1]]!r} joins the "
                 "end of the generation prompt to the reply, so the model would be trained to write part of its "
                 "prompt. Remove the reply's leading whitespace, or choose a template whose markers are special "
                 "tokens of this tokenizer with model.chat_template"
@@ -145,9 +166,17 @@ def generation_marks(offsets: Offsets, spans: list[tuple[int, int]]) -> list[boo
     return marks
 
 
-def check_generation(tokenizer: Tokenizer, where: str, input_ids: list[int], offsets: Offsets, labels: list[int],
-                     ranges: list[tuple[int, int]], spans: list[tuple[int, int]], last_only: bool,
-                     bounds: Bounds | None = None) -> None:
+def check_generation(
+    tokenizer: Tokenizer,
+    where: str,
+    input_ids: list[int],
+    offsets: Offsets,
+    labels: list[int],
+    ranges: list[tuple[int, int]],
+    spans: list[tuple[int, int]],
+    last_only: bool,
+    bounds: Bounds | None = None,
+) -> None:
     """The labelled tokens must be exactly the ones the {% generation %} spans mark (with last_only: their
     last run of marked tokens)."""
     if bounds is not None and _in_order(spans):
@@ -159,8 +188,9 @@ def check_generation(tokenizer: Tokenizer, where: str, input_ids: list[int], off
     compare_marks(tokenizer, where, input_ids, labels, generation_marks(offsets, spans), last_only)
 
 
-def compare_marks(tokenizer: Tokenizer, where: str, input_ids: list[int], labels: list[int], theirs: list[bool],
-                  last_only: bool) -> None:
+def compare_marks(
+    tokenizer: Tokenizer, where: str, input_ids: list[int], labels: list[int], theirs: list[bool], last_only: bool
+) -> None:
     """The labelled tokens must be exactly the marked ones (with last_only: the last run of marked tokens)."""
     if last_only and any(theirs):  # keep only their last run of marked tokens
         last = max(k for k, marked in enumerate(theirs) if marked)
@@ -171,7 +201,7 @@ def compare_marks(tokenizer: Tokenizer, where: str, input_ids: list[int], labels
         bad = next(k for k, (a, b) in enumerate(zip(theirs, ours)) if a != b)
         raise LmforgeError(
             f"{where}: the template's {{% generation %}} blocks mark other tokens than the derived mask, first "
-            f"at token {bad} ({tokenizer.decode(input_ids[max(bad - 3, 0):bad + 3])!r}); the generation "
+            f"at token {bad} ({tokenizer.decode(input_ids[max(bad - 3, 0) : bad + 3])!r}); the generation "
             "blocks should hold exactly each reply and its end-of-turn token. Fix the template or choose another "
             f"with model.chat_template (built-ins: {builtin_names()})"
         )

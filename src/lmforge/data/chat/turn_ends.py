@@ -40,36 +40,50 @@ def reply_end(tokenizer: Tokenizer, content: str, text: str, finished: str, star
     ends_at = find_reply(text, start, content)
     if ends_at is None:
         dropped = " (it drops the reasoning of earlier turns)" if "</think>" in content else ""
-        raise TurnError("content not found", f"the reply does not follow the generation prompt as written: the "
-                        f"template changes or moves it{dropped}; after the prompt comes {text[start:][:80]!r}")
+        raise TurnError(
+            "content not found",
+            f"the reply does not follow the generation prompt as written: the "
+            f"template changes or moves it{dropped}; after the prompt comes {text[start:][:80]!r}",
+        )
     finished_end = ends_at if last else find_reply(finished, start, content)
     if finished_end is None:
         raise TurnError("content not found", "the reply is rendered differently when it is the last message")
     stop = end_of_turn(tokenizer, finished[finished_end:])
     if not stop:
-        raise TurnError("no stop token", "the template ends assistant turns with no stop token: the model would "
-                        "never learn to stop")
+        raise TurnError(
+            "no stop token", "the template ends assistant turns with no stop token: the model would never learn to stop"
+        )
     if not text.startswith(stop, ends_at):
-        raise TurnError("end of turn differs", f"the turn ends with {stop!r} when it is the last message "
-                        f"but with {text[ends_at:ends_at + len(stop) + 20]!r} in the whole conversation")
+        raise TurnError(
+            "end of turn differs",
+            f"the turn ends with {stop!r} when it is the last message "
+            f"but with {text[ends_at : ends_at + len(stop) + 20]!r} in the whole conversation",
+        )
     return ends_at + len(stop)
 
 
 def tool_call_end(renderer: Renderer, message: dict, text: str, finished: str, start: int) -> int:
     """End (in T) of a tool-calling turn: its rendering as the last message, through its last stop token."""
-    body = finished[LEAD_IN.match(finished, start).end():].rstrip()
+    body = finished[LEAD_IN.match(finished, start).end() :].rstrip()
     missing = [name for name in called_names(message) if name not in body]
     if missing:
-        raise TurnError("tool calls not rendered", f"the call to {missing[0]!r} is missing from the rendered turn "
-                        f"{body[:80]!r}")
+        raise TurnError(
+            "tool calls not rendered", f"the call to {missing[0]!r} is missing from the rendered turn {body[:80]!r}"
+        )
     stops = list(stop_pattern(renderer.tokenizer).finditer(body))
     if not (stops and stops[-1].end() == len(body)) and not _ends_like_a_reply(renderer, body):
-        raise TurnError("no stop token", f"the tool-calling turn {body[-60:]!r} ends neither with a stop token nor "
-                        "as text replies end: the model would never learn to stop")
+        raise TurnError(
+            "no stop token",
+            f"the tool-calling turn {body[-60:]!r} ends neither with a stop token nor "
+            "as text replies end: the model would never learn to stop",
+        )
     begin = LEAD_IN.match(text, start).end()
     if not text.startswith(body, begin):
-        raise TurnError("content not found", "the tool-calling turn is rendered differently when it is the last "
-                        f"message; in the whole conversation it reads {text[begin:begin + 80]!r}")
+        raise TurnError(
+            "content not found",
+            "the tool-calling turn is rendered differently when it is the last "
+            f"message; in the whole conversation it reads {text[begin : begin + 80]!r}",
+        )
     return begin + len(body)
 
 
@@ -81,7 +95,7 @@ def _ends_like_a_reply(renderer: Renderer, body: str) -> bool:
         probe = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "REPLY"}]
         try:
             rendered = renderer.render(renderer.prepare(probe))
-            ends[template] = end_of_turn(tokenizer, rendered[rendered.rindex("REPLY") + 5:])
+            ends[template] = end_of_turn(tokenizer, rendered[rendered.rindex("REPLY") + 5 :])
         except (jinja2.TemplateError, TypeError, ValueError):
             ends[template] = ""
     return bool(ends[template]) and body.endswith(ends[template])
@@ -99,8 +113,11 @@ def check_reasoning_kept(message: dict, labelled: str) -> None:
         reasoning = content.rpartition("</think>")[0].replace("<think>", "")
     reasoning = reasoning.strip()
     if reasoning and reasoning not in labelled:
-        raise TurnError("content not found", "the turn's reasoning is missing from the training text (the template "
-                        "drops the reasoning of earlier turns)")
+        raise TurnError(
+            "content not found",
+            "the turn's reasoning is missing from the training text (the template "
+            "drops the reasoning of earlier turns)",
+        )
 
 
 def find_reply(text: str, start: int, content: str) -> int | None:

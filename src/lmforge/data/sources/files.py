@@ -13,8 +13,9 @@ from __future__ import annotations
 import csv
 import glob
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from lmforge.config.settings import Source
 from lmforge.data.sources.problems import MALFORMED, NOT_UTF8, RecordProblem, kind_of
@@ -39,8 +40,10 @@ def resolve_files(raw: str, base_dir: Path | None = None) -> list[Path]:
     if any(c in raw for c in GLOB_CHARS) and not path.exists():
         files = [p for p in map(Path, sorted(glob.glob(str(path), recursive=True))) if _is_data_file(p)]
         if not files:
-            raise LmforgeError(f"data path {raw} matches no data file (expected names ending in {kinds}); "
-                               "check the pattern in data.train[].path")
+            raise LmforgeError(
+                f"data path {raw} matches no data file (expected names ending in {kinds}); "
+                "check the pattern in data.train[].path"
+            )
         return files
     if not path.exists():
         raise LmforgeError(f"data file {raw} does not exist; check data.train / data.eval.path in the recipe")
@@ -50,8 +53,10 @@ def resolve_files(raw: str, base_dir: Path | None = None) -> list[Path]:
             raise LmforgeError(f"data directory {raw} holds no data files; expected files ending in {kinds}")
         return files
     if path.suffix.lower() not in EXTENSIONS:
-        raise LmforgeError(f"data file {raw} has extension {path.suffix!r}; expected one of {kinds} (JSON Lines: "
-                           "one JSON object per line; .json: one list of objects; Parquet; CSV with a header)")
+        raise LmforgeError(
+            f"data file {raw} has extension {path.suffix!r}; expected one of {kinds} (JSON Lines: "
+            "one JSON object per line; .json: one list of objects; Parquet; CSV with a header)"
+        )
     return [path]
 
 
@@ -69,8 +74,10 @@ def source_parts(source: Source, base_dir: Path | None = None) -> Iterator[tuple
         yield f"hub:{source.hub}", hub_rows(source)
         return
     if not source.path:
-        raise LmforgeError(f"dataset {source.label()} has no path or hub id; a registry name must be resolved "
-                           "through data.registry first")
+        raise LmforgeError(
+            f"dataset {source.label()} has no path or hub id; a registry name must be resolved "
+            "through data.registry first"
+        )
     for path in resolve_files(source.path, base_dir):
         yield str(path), file_rows(path)
 
@@ -90,8 +97,12 @@ def _decode(raw: bytes) -> str | RecordProblem:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        return RecordProblem(f"byte 0x{raw[err.start]:02x} at column {err.start + 1} is not valid UTF-8; expected "
-                             "UTF-8 text (re-encode the file)", NOT_UTF8, raw=raw.decode("utf-8", "backslashreplace"))
+        return RecordProblem(
+            f"byte 0x{raw[err.start]:02x} at column {err.start + 1} is not valid UTF-8; expected "
+            "UTF-8 text (re-encode the file)",
+            NOT_UTF8,
+            raw=raw.decode("utf-8", "backslashreplace"),
+        )
 
 
 def _rows_jsonl(path: Path) -> Iterator[Row]:
@@ -132,8 +143,14 @@ def _jsonl_line(where: str, raw: bytes) -> Iterator[Row]:
         try:
             yield where, json.loads(line)
         except json.JSONDecodeError as err:
-            yield where, RecordProblem(f"not valid JSON ({err.msg} at column {err.colno}); expected one JSON object "
-                                       "per line", MALFORMED, raw=line.rstrip("\r\n"))
+            yield (
+                where,
+                RecordProblem(
+                    f"not valid JSON ({err.msg} at column {err.colno}); expected one JSON object per line",
+                    MALFORMED,
+                    raw=line.rstrip("\r\n"),
+                ),
+            )
 
 
 def _rows_json(path: Path) -> Iterator[Row]:
@@ -143,19 +160,22 @@ def _rows_json(path: Path) -> Iterator[Row]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        raise LmforgeError(f"{path}:{line}: byte 0x{data[err.start]:02x} is not valid UTF-8; expected UTF-8 text "
-                           "(re-encode the file)") from None
+        raise LmforgeError(
+            f"{path}:{line}: byte 0x{data[err.start]:02x} is not valid UTF-8; expected UTF-8 text (re-encode the file)"
+        ) from None
     try:
         records = json.loads(text)
     except json.JSONDecodeError as err:
         if err.msg == "Extra data" and err.lineno > 1:
             yield from _rows_jsonl(path)
             return
-        raise LmforgeError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno}); expected one "
-                           "list of records") from None
+        raise LmforgeError(
+            f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno}); expected one list of records"
+        ) from None
     if not isinstance(records, list):
-        raise LmforgeError(f"{path}: holds {kind_of(records)}; expected a list of records (or use .jsonl, one "
-                           "per line)")
+        raise LmforgeError(
+            f"{path}: holds {kind_of(records)}; expected a list of records (or use .jsonl, one per line)"
+        )
     for i, obj in enumerate(records, 1):
         yield f"{path}: record {i}", obj
 
@@ -198,8 +218,15 @@ def _rows_csv(path: Path) -> Iterator[Row]:
                         problem = RecordProblem(f"line {n}: {problem}", NOT_UTF8, raw=problem.raw)
                     yield where, problem
                 elif len(cells) != len(header) and any(c.strip() for c in cells):
-                    yield where, RecordProblem(f"the row has {len(cells)} fields; expected {len(header)} as in the "
-                                               f"header ({', '.join(header)})", MALFORMED, raw=cells)
+                    yield (
+                        where,
+                        RecordProblem(
+                            f"the row has {len(cells)} fields; expected {len(header)} as in the "
+                            f"header ({', '.join(header)})",
+                            MALFORMED,
+                            raw=cells,
+                        ),
+                    )
                 elif cells:
                     yield where, dict(zip(header, cells))
         except csv.Error as err:
@@ -226,7 +253,9 @@ def hub_rows(source: Source) -> Iterator[Row]:
     try:
         rows = datasets.load_dataset(source.hub, source.subset, split=source.split, streaming=False)
     except Exception as err:  # noqa: BLE001 - hub failures come in many types; all mean the same to the user
-        raise LmforgeError(f"cannot load hub dataset {name}: {type(err).__name__}: {err}; check data.train[].hub, "
-                           "subset and split, and network access (or download the files and use path)") from None
+        raise LmforgeError(
+            f"cannot load hub dataset {name}: {type(err).__name__}: {err}; check data.train[].hub, "
+            "subset and split, and network access (or download the files and use path)"
+        ) from None
     for number, row in enumerate(rows, 1):
         yield f"hub:{name}: row {number}", row

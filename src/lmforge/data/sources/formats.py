@@ -11,8 +11,9 @@ Kinds: text (Text), conversation (Conversation), preference (PreferencePair), kt
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from lmforge.config.settings import Source
 from lmforge.data.records import Conversation, KTOExample, Message, PreferencePair, Record, Text
@@ -29,7 +30,7 @@ class Row:
     """One record of the data with the source's column mapping and sharegpt tags."""
 
     obj: dict[str, Any]
-    fmt: "Format"
+    fmt: Format
     columns: dict[str, str]
     tags: dict[str, str]
 
@@ -47,8 +48,11 @@ class Row:
         value = self.get(canonical)
         if value is None:
             keys = ", ".join(self.obj) or "none"
-            what = f"no {self.field(canonical)} key (keys: {keys})" if self.key(canonical) not in self.obj else \
-                f"{self.field(canonical)} is null"
+            what = (
+                f"no {self.field(canonical)} key (keys: {keys})"
+                if self.key(canonical) not in self.obj
+                else f"{self.field(canonical)} is null"
+            )
             raise RecordProblem(f"{what}; expected format {self.fmt.name}: {self.fmt.example}", MISSING)
         return value
 
@@ -74,6 +78,7 @@ class Format:
 
 # -- text and messages ---------------------------------------------------------------------------------------
 
+
 def _text(row: Row) -> Text:
     text = row.require("text")
     if not isinstance(text, str):
@@ -90,6 +95,7 @@ def _messages(row: Row) -> Conversation:
 
 
 # -- preference and KTO: prompt + replies as strings, messages or message lists ------------------------------
+
 
 def _prompt(row: Row) -> tuple[list[Message], list[str]]:
     """The `prompt` column: a string (one user message) or a message list; ([], []) when absent."""
@@ -117,8 +123,7 @@ def _reply(row: Row, canonical: str) -> tuple[list[Message], Message]:
     else:
         messages = parse_messages(value, field, f"{canonical} message")
     if messages[-1].role != "assistant":
-        raise RecordProblem(f"the last message of {field} has role {messages[-1].role}; expected assistant (the "
-                            "reply)")
+        raise RecordProblem(f"the last message of {field} has role {messages[-1].role}; expected assistant (the reply)")
     return messages[:-1], messages[-1]
 
 
@@ -131,12 +136,15 @@ def _preference(row: Row) -> PreferencePair:
     chosen_prefix, chosen = _reply(row, "chosen")
     rejected_prefix, rejected = _reply(row, "rejected")
     if chosen_prefix != rejected_prefix:
-        raise RecordProblem(f"{row.field('chosen')} and {row.field('rejected')} differ before their last message; "
-                            "expected the same conversation with a different last (assistant) reply")
+        raise RecordProblem(
+            f"{row.field('chosen')} and {row.field('rejected')} differ before their last message; "
+            "expected the same conversation with a different last (assistant) reply"
+        )
     prompt, labels = _with_prefix(prompt, labels, chosen_prefix, "chosen")
     _check_prompt(row, prompt, labels, chosen, "the chosen reply")
-    return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected,
-                          tools=parse_tools(row.get("tools"), row.field("tools")))
+    return PreferencePair(
+        prompt=prompt, chosen=chosen, rejected=rejected, tools=parse_tools(row.get("tools"), row.field("tools"))
+    )
 
 
 def _kto(row: Row) -> KTOExample:
@@ -149,8 +157,11 @@ def _kto(row: Row) -> KTOExample:
 
 def _check_prompt(row: Row, prompt: list[Message], labels: list[str], reply: Message, reply_label: str) -> None:
     if not prompt:
-        raise RecordProblem(f"no {row.field('prompt')} key and no earlier messages in the replies; expected format "
-                            f"{row.fmt.name}: {row.fmt.example}", MISSING)
+        raise RecordProblem(
+            f"no {row.field('prompt')} key and no earlier messages in the replies; expected format "
+            f"{row.fmt.name}: {row.fmt.example}",
+            MISSING,
+        )
     check_order([*prompt, reply], [*labels, reply_label])
 
 
@@ -163,11 +174,13 @@ def kto_label(row: Row) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in LABEL_WORDS:
         return LABEL_WORDS[value.strip().lower()]
-    raise RecordProblem(f"{row.field('label')} is {json.dumps(value)}; expected true (desirable) or false "
-                        "(undesirable)", BAD_VALUE)
+    raise RecordProblem(
+        f"{row.field('label')} is {json.dumps(value)}; expected true (desirable) or false (undesirable)", BAD_VALUE
+    )
 
 
 # -- alpaca ----------------------------------------------------------------------------------------------------
+
 
 def _alpaca_prompt(row: Row) -> list[Message]:
     messages = []
@@ -177,11 +190,13 @@ def _alpaca_prompt(row: Row) -> list[Message]:
     history = row.get("history")
     for i, pair in enumerate(as_list(history, row.field("history")) if history not in (None, "") else []):
         if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
-            raise RecordProblem(f"{row.field('history')}[{i}] is {kind_of(pair)}; expected a [user, assistant] "
-                                "pair of strings")
+            raise RecordProblem(
+                f"{row.field('history')}[{i}] is {kind_of(pair)}; expected a [user, assistant] pair of strings"
+            )
         if not pair[1].strip():
-            raise RecordProblem(f"{row.field('history')}[{i}] has an empty assistant reply; expected the reply text",
-                                EMPTY)
+            raise RecordProblem(
+                f"{row.field('history')}[{i}] has an empty assistant reply; expected the reply text", EMPTY
+            )
         messages += [Message("user", pair[0]), Message("assistant", pair[1])]
     instruction = row.string("instruction")
     extra = row.string("input", required=False)
@@ -196,16 +211,23 @@ def _alpaca(row: Row) -> Conversation:
 
 
 def _alpaca_preference(row: Row) -> PreferencePair:
-    return PreferencePair(prompt=_alpaca_prompt(row), chosen=Message("assistant", row.string("chosen", reply=True)),
-                          rejected=Message("assistant", row.string("rejected", reply=True)))
+    return PreferencePair(
+        prompt=_alpaca_prompt(row),
+        chosen=Message("assistant", row.string("chosen", reply=True)),
+        rejected=Message("assistant", row.string("rejected", reply=True)),
+    )
 
 
 def _alpaca_kto(row: Row) -> KTOExample:
-    return KTOExample(prompt=_alpaca_prompt(row), completion=Message("assistant", row.string("output", reply=True)),
-                      label=kto_label(row))
+    return KTOExample(
+        prompt=_alpaca_prompt(row),
+        completion=Message("assistant", row.string("output", reply=True)),
+        label=kto_label(row),
+    )
 
 
 # -- sharegpt (parsing of the turns lives in sharegpt.py) ------------------------------------------------------
+
 
 def _sharegpt(row: Row) -> Conversation:
     messages = sharegpt.conversation(row, end="assistant")
@@ -214,8 +236,12 @@ def _sharegpt(row: Row) -> Conversation:
 
 def _sharegpt_preference(row: Row) -> PreferencePair:
     prompt = sharegpt.conversation(row, end="prompt")
-    return PreferencePair(prompt=prompt, chosen=sharegpt.reply(row, "chosen"), rejected=sharegpt.reply(row, "rejected"),
-                          tools=parse_tools(row.get("tools"), row.field("tools")))
+    return PreferencePair(
+        prompt=prompt,
+        chosen=sharegpt.reply(row, "chosen"),
+        rejected=sharegpt.reply(row, "rejected"),
+        tools=parse_tools(row.get("tools"), row.field("tools")),
+    )
 
 
 def _sharegpt_kto(row: Row) -> KTOExample:
@@ -223,38 +249,71 @@ def _sharegpt_kto(row: Row) -> KTOExample:
     return KTOExample(prompt=messages[:-1], completion=messages[-1], label=kto_label(row))
 
 
-FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("messages", ("messages", "tools", "prompt", "chosen", "rejected", "completion", "label"),
-           {"conversation": ("messages",)},
-           {"conversation": _messages, "preference": _preference, "kto": _kto},
-           '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}'),
-    Format("sharegpt", ("conversations", "system", "tools", "chosen", "rejected", "label"),
-           {"conversation": ("conversations",), "preference": ("conversations", "chosen"),
-            "kto": ("conversations", "label")},
-           {"conversation": _sharegpt, "preference": _sharegpt_preference, "kto": _sharegpt_kto},
-           '{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", "value": ...}]}'),
-    Format("alpaca", ("instruction", "input", "output", "system", "history", "chosen", "rejected", "label"),
-           {"conversation": ("instruction",), "preference": ("instruction", "chosen"), "kto": ("instruction", "label")},
-           {"conversation": _alpaca, "preference": _alpaca_preference, "kto": _alpaca_kto},
-           '{"instruction": ..., "input": ..., "output": ...}'),
-    Format("text", ("text",), {"text": ("text",)}, {"text": _text}, '{"text": ...}'),
-    Format("preference", ("prompt", "chosen", "rejected", "tools"), {"preference": ("chosen", "rejected")},
-           {"preference": _preference}, '{"prompt": ..., "chosen": ..., "rejected": ...}'),
-    Format("kto", ("prompt", "completion", "label"), {"kto": ("completion", "label")}, {"kto": _kto},
-           '{"prompt": ..., "completion": ..., "label": true}'),
-)}
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format(
+            "messages",
+            ("messages", "tools", "prompt", "chosen", "rejected", "completion", "label"),
+            {"conversation": ("messages",)},
+            {"conversation": _messages, "preference": _preference, "kto": _kto},
+            '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}',
+        ),
+        Format(
+            "sharegpt",
+            ("conversations", "system", "tools", "chosen", "rejected", "label"),
+            {
+                "conversation": ("conversations",),
+                "preference": ("conversations", "chosen"),
+                "kto": ("conversations", "label"),
+            },
+            {"conversation": _sharegpt, "preference": _sharegpt_preference, "kto": _sharegpt_kto},
+            '{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", "value": ...}]}',
+        ),
+        Format(
+            "alpaca",
+            ("instruction", "input", "output", "system", "history", "chosen", "rejected", "label"),
+            {
+                "conversation": ("instruction",),
+                "preference": ("instruction", "chosen"),
+                "kto": ("instruction", "label"),
+            },
+            {"conversation": _alpaca, "preference": _alpaca_preference, "kto": _alpaca_kto},
+            '{"instruction": ..., "input": ..., "output": ...}',
+        ),
+        Format("text", ("text",), {"text": ("text",)}, {"text": _text}, '{"text": ...}'),
+        Format(
+            "preference",
+            ("prompt", "chosen", "rejected", "tools"),
+            {"preference": ("chosen", "rejected")},
+            {"preference": _preference},
+            '{"prompt": ..., "chosen": ..., "rejected": ...}',
+        ),
+        Format(
+            "kto",
+            ("prompt", "completion", "label"),
+            {"kto": ("completion", "label")},
+            {"kto": _kto},
+            '{"prompt": ..., "completion": ..., "label": true}',
+        ),
+    )
+}
 
 
 def check_source(source: Source, fmt: Format, kind: str) -> None:
     """Config errors, raised once per source: a format that cannot give `kind`, unknown columns or tags."""
     if kind not in fmt.parsers:
         wanted = [f.name for f in FORMATS.values() if kind in f.parsers]
-        raise LmforgeError(f"{source.label()}: format {fmt.name} gives {' or '.join(fmt.parsers)} records, but "
-                           f"{kind} records are needed here; expected format {' or '.join(wanted)} (or change `stage`)")
+        raise LmforgeError(
+            f"{source.label()}: format {fmt.name} gives {' or '.join(fmt.parsers)} records, but "
+            f"{kind} records are needed here; expected format {' or '.join(wanted)} (or change `stage`)"
+        )
     unknown = [k for k in source.columns if k not in fmt.columns]
     if unknown:
-        raise LmforgeError(f"{source.label()}: data.train[].columns maps {unknown[0]!r}, which format {fmt.name} "
-                           f"does not read; expected keys among {', '.join(fmt.columns)}")
+        raise LmforgeError(
+            f"{source.label()}: data.train[].columns maps {unknown[0]!r}, which format {fmt.name} "
+            f"does not read; expected keys among {', '.join(fmt.columns)}"
+        )
     if source.tags and fmt.name != "sharegpt":
         raise LmforgeError(f"{source.label()}: data.train[].tags applies to sharegpt data, not {fmt.name}")
     sharegpt.check_tags(source)
@@ -262,6 +321,7 @@ def check_source(source: Source, fmt: Format, kind: str) -> None:
 
 def detect(obj: dict[str, Any], source: Source, kind: str) -> Format:
     """The first format whose telling keys the record has; a format of the wrong kind is a config error."""
+
     def has(fmt: Format, keys: tuple[str, ...]) -> bool:
         mapped_elsewhere = any(k not in fmt.columns for k in source.columns)  # {conversations: messages} -> sharegpt
         return bool(keys) and not mapped_elsewhere and all(source.columns.get(k, k) in obj for k in keys)
@@ -274,8 +334,10 @@ def detect(obj: dict[str, Any], source: Source, kind: str) -> Format:
         if any(has(fmt, keys) for keys in fmt.detect.values()):
             check_source(source, fmt, kind)
     known = "; ".join(f"{f.name} ({f.example})" for f in FORMATS.values() if kind in f.parsers)
-    raise UnknownFormat(f"cannot tell the format from the keys {', '.join(obj) or '(none)'}; expected one of: "
-                        f"{known}. Set data.train[].format (and columns, if the keys have other names)")
+    raise UnknownFormat(
+        f"cannot tell the format from the keys {', '.join(obj) or '(none)'}; expected one of: "
+        f"{known}. Set data.train[].format (and columns, if the keys have other names)"
+    )
 
 
 def parse(obj: dict[str, Any], fmt: Format, source: Source, kind: str) -> Record:

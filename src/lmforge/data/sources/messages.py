@@ -15,8 +15,10 @@ from lmforge.data.sources.problems import BAD_VALUE, EMPTY, MISSING, ORDER, Reco
 
 ROLES = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name", "reasoning_content", "reasoning")
-ORDER_RULE = ("an optional system message first, then user and assistant taking turns; tool results follow an "
-              "assistant message with tool_calls")
+ORDER_RULE = (
+    "an optional system message first, then user and assistant taking turns; tool results follow an "
+    "assistant message with tool_calls"
+)
 CALL_EXAMPLE = '{"name": ..., "arguments": {...}}'
 
 
@@ -26,8 +28,9 @@ def as_list(value: Any, field: str) -> list:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as err:
-            raise RecordProblem(f"{field} is a string that is not valid JSON ({err.msg} at column {err.colno}); "
-                                "expected a list") from None
+            raise RecordProblem(
+                f"{field} is a string that is not valid JSON ({err.msg} at column {err.colno}); expected a list"
+            ) from None
     if not isinstance(value, list):
         raise RecordProblem(f"{field} is {kind_of(value)}; expected a list")
     return value
@@ -38,8 +41,10 @@ def parse_messages(value: Any, field: str, label: str) -> list[Message]:
     if isinstance(value, str) and value.lstrip().startswith("["):
         value = as_list(value, field)
     if not isinstance(value, list) or not value:
-        raise RecordProblem(f'{field} is {kind_of(value)}; expected a non-empty list of {{"role", "content"}} objects',
-                            MISSING if value is None else BAD_VALUE)
+        raise RecordProblem(
+            f'{field} is {kind_of(value)}; expected a non-empty list of {{"role", "content"}} objects',
+            MISSING if value is None else BAD_VALUE,
+        )
     return [parse_message(m, f"{label} {i}") for i, m in enumerate(value)]
 
 
@@ -47,12 +52,17 @@ def parse_message(m: Any, label: str) -> Message:
     if not isinstance(m, dict):
         raise RecordProblem(f'{label} is {kind_of(m)}; expected an object with "role" and "content"')
     if "role" not in m and "from" in m:
-        raise RecordProblem(f'{label} has "from" and no "role": this looks like sharegpt data; set '
-                            "data.train[].format: sharegpt (and columns: {conversations: KEY})", MISSING)
+        raise RecordProblem(
+            f'{label} has "from" and no "role": this looks like sharegpt data; set '
+            "data.train[].format: sharegpt (and columns: {conversations: KEY})",
+            MISSING,
+        )
     extra = [k for k, v in m.items() if k not in MESSAGE_KEYS and v is not None]
     if extra:
-        raise RecordProblem(f'{label} has key "{extra[0]}", which lmforge does not read yet; expected only '
-                            f"{', '.join(MESSAGE_KEYS)} (remove it, or its information would be lost silently)")
+        raise RecordProblem(
+            f'{label} has key "{extra[0]}", which lmforge does not read yet; expected only '
+            f"{', '.join(MESSAGE_KEYS)} (remove it, or its information would be lost silently)"
+        )
     if m.get("role") is None:
         raise RecordProblem(f'{label} has no "role"; expected an object with "role" and "content"', MISSING)
     role = m["role"]
@@ -66,9 +76,14 @@ def parse_message(m: Any, label: str) -> Message:
     content = message_text(m.get("content"), label, role, optional=bool(calls))
     if role == "assistant" and not content.strip() and not calls:
         raise RecordProblem(f"{label} (assistant) has empty content; expected the reply text", EMPTY)
-    return Message(role=role, content=content, tool_calls=calls or None,
-                   tool_call_id=_optional_str(m, "tool_call_id", label), name=_optional_str(m, "name", label),
-                   reasoning=_reasoning(m, label, role))
+    return Message(
+        role=role,
+        content=content,
+        tool_calls=calls or None,
+        tool_call_id=_optional_str(m, "tool_call_id", label),
+        name=_optional_str(m, "name", label),
+        reasoning=_reasoning(m, label, role),
+    )
 
 
 def message_text(content: Any, label: str, role: str, optional: bool = False) -> str:
@@ -78,8 +93,11 @@ def message_text(content: Any, label: str, role: str, optional: bool = False) ->
     if isinstance(content, list) and content and all(_is_text_part(p) for p in content):
         return "".join(p["text"] for p in content)
     if not isinstance(content, str):
-        raise RecordProblem(f"{label} ({role}) has content {kind_of(content)}; expected a string (or a list of "
-                            '{"type": "text", "text": ...} parts)', MISSING if content is None else BAD_VALUE)
+        raise RecordProblem(
+            f"{label} ({role}) has content {kind_of(content)}; expected a string (or a list of "
+            '{"type": "text", "text": ...} parts)',
+            MISSING if content is None else BAD_VALUE,
+        )
     return content
 
 
@@ -123,8 +141,10 @@ def _tool_call(call: Any, label: str) -> ToolCall:
         raise RecordProblem(f'{label} "function" is {kind_of(fn)}; expected an object {CALL_EXAMPLE}')
     name = fn.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise RecordProblem(f"{label} has name {kind_of(name)}; expected the tool's name as a string",
-                            MISSING if name is None else BAD_VALUE)
+        raise RecordProblem(
+            f"{label} has name {kind_of(name)}; expected the tool's name as a string",
+            MISSING if name is None else BAD_VALUE,
+        )
     call_id = call.get("id")
     if call_id is not None and not isinstance(call_id, str):
         raise RecordProblem(f"{label} has id {kind_of(call_id)}; expected a string")
@@ -139,8 +159,10 @@ def _arguments(value: Any, label: str) -> dict[str, Any]:
         try:
             value = json.loads(value) if value.strip() else {}
         except json.JSONDecodeError as err:
-            raise RecordProblem(f"{label} arguments is a string that is not valid JSON ({err.msg} at column "
-                                f"{err.colno}); expected a JSON object") from None
+            raise RecordProblem(
+                f"{label} arguments is a string that is not valid JSON ({err.msg} at column "
+                f"{err.colno}); expected a JSON object"
+            ) from None
     if not isinstance(value, dict):
         raise RecordProblem(f"{label} arguments is {kind_of(value)}; expected a JSON object")
     return value
@@ -158,13 +180,16 @@ def parse_tools(value: Any, field: str) -> list[dict[str, Any]] | None:
         elif isinstance(tool, dict) and isinstance(tool.get("name"), str):
             out.append({"type": "function", "function": tool})
         else:
-            raise RecordProblem(f'{field}[{i}] is {kind_of(tool)} without a tool name; expected a JSON schema '
-                                '{"type": "function", "function": {"name": ..., "parameters": {...}}}')
+            raise RecordProblem(
+                f"{field}[{i}] is {kind_of(tool)} without a tool name; expected a JSON schema "
+                '{"type": "function", "function": {"name": ..., "parameters": {...}}}'
+            )
     return out or None
 
 
-def check_order(messages: list[Message], labels: list[str], shown: list[str] | None = None,
-                names: dict[str, str] | None = None) -> None:
+def check_order(
+    messages: list[Message], labels: list[str], shown: list[str] | None = None, names: dict[str, str] | None = None
+) -> None:
     """Raise unless the roles follow ORDER_RULE and the last message is the assistant's.
 
     `shown` gives each message's role as the data spells it and `names` how to spell an expected role

@@ -104,14 +104,18 @@ def _ratio_pool(sources: list[Source], sizes: list[int], ratio_at: list[int], fi
     named = ", ".join(f"{sources[i].label()}={sources[i].ratio:g}" for i in ratio_at)
     if len(ratio_at) == len(sources):
         if abs(total_ratio - 1) > 1e-6:
-            raise LmforgeError(f"data.train: when every dataset has a ratio, the ratios must sum to 1; they sum to "
-                               f"{total_ratio:g} ({named})")
+            raise LmforgeError(
+                f"data.train: when every dataset has a ratio, the ratios must sum to 1; they sum to "
+                f"{total_ratio:g} ({named})"
+            )
         return sum(sizes)
     if total_ratio >= 1 - 1e-6:
         others = ", ".join(s.label() for s in sources if s.ratio is None)
-        raise LmforgeError(f"data.train: the ratios sum to {total_ratio:g} ({named}), which leaves no room for the "
-                           f"datasets without a ratio ({others}); lower the ratios below 1 in total, or give "
-                           "every dataset a ratio")
+        raise LmforgeError(
+            f"data.train: the ratios sum to {total_ratio:g} ({named}), which leaves no room for the "
+            f"datasets without a ratio ({others}); lower the ratios below 1 in total, or give "
+            "every dataset a ratio"
+        )
     return _round(fixed_total / (1 - total_ratio)) - fixed_total
 
 
@@ -121,7 +125,7 @@ def _largest_remainder(pool: int, ratios: list[Any]) -> list[int]:
     shares = [math.floor(x + _EPS) for x in exact]
     left = pool - sum(shares)
     order = sorted(range(len(ratios)), key=lambda i: (-(exact[i] - shares[i]), i))
-    for i in order[:max(left, 0)]:
+    for i in order[: max(left, 0)]:
         shares[i] += 1
     return shares
 
@@ -134,16 +138,20 @@ def _check_drawable(source: Source, n: int, count: int) -> None:
     if n == 0:
         raise LmforgeError(f"data.train: {source.label()} has no records, so {setting} cannot draw from it")
     if count == 0:
-        raise LmforgeError(f"data.train: {source.label()} ({n} records) would contribute 0 records with {setting}; "
-                           "raise it or remove the dataset")
+        raise LmforgeError(
+            f"data.train: {source.label()} ({n} records) would contribute 0 records with {setting}; "
+            "raise it or remove the dataset"
+        )
 
 
 def eval_indices(n: int, fraction: float, seed: int) -> set[int]:
     """The seeded eval choice: round(n * fraction) indices (at least one), leaving at least one to train."""
     n_eval = max(1, round(n * fraction))
     if n_eval >= n:
-        raise LmforgeError(f"data.eval.fraction {fraction} of {n} records leaves nothing to "
-                           "train on; lower the fraction or add records")
+        raise LmforgeError(
+            f"data.eval.fraction {fraction} of {n} records leaves nothing to "
+            "train on; lower the fraction or add records"
+        )
     return set(random.Random(seed).sample(range(n), n_eval))
 
 
@@ -158,6 +166,7 @@ def take_eval(records: list, fraction: float, seed: int) -> tuple[list, list]:
             evaluation.append(records[i])
     train = [r for r in records if id(r) not in held]
     if not train:
-        raise LmforgeError(f"data.eval.fraction {fraction} takes every distinct record for eval; lower the fraction "
-                           "or add records")
+        raise LmforgeError(
+            f"data.eval.fraction {fraction} takes every distinct record for eval; lower the fraction or add records"
+        )
     return train, evaluation

@@ -67,15 +67,23 @@ def problems_error(label: str, rejects: list[Reject], total: int) -> LmforgeErro
     if len(rejects) == 1:
         return LmforgeError(f"{rejects[0].source}: {rejects[0].reason}")
     more = f" (first {MAX_PROBLEMS} shown)" if len(rejects) > MAX_PROBLEMS else ""
-    head = (f"{label}: {len(rejects)} bad records of {total}{more}; fix them, or set data.on_error: skip to skip "
-            "and count them:")
+    head = (
+        f"{label}: {len(rejects)} bad records of {total}{more}; fix them, or set data.on_error: skip to skip "
+        "and count them:"
+    )
     return LmforgeError("\n  ".join([head, *(f"{r.source}: {r.reason}" for r in rejects[:MAX_PROBLEMS])]))
 
 
 def rejects_jsonl(rejects: list[Reject]) -> bytes:
     """The rejects as JSON Lines: source, reason, category and the raw row, one a line."""
-    lines = [json.dumps({"source": r.source, "reason": r.reason, "category": r.category, "raw": r.raw},
-                        ensure_ascii=False, default=str) for r in rejects]
+    lines = [
+        json.dumps(
+            {"source": r.source, "reason": r.reason, "category": r.category, "raw": r.raw},
+            ensure_ascii=False,
+            default=str,
+        )
+        for r in rejects
+    ]
     return "".join(line + "\n" for line in lines).encode("utf-8")
 
 

@@ -11,9 +11,10 @@ dropped without a Reject.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from lmforge.config.settings import Source
 from lmforge.data.records import KIND_BY_STAGE, KINDS, Record
@@ -75,8 +76,15 @@ def fixed_format(source: Source, kind: str) -> Format | None:
     return fixed
 
 
-def parse_rows(rows: Iterable[tuple[str, Any]], fmt: Format | None, source: Source, kind: str, on_error: str,
-               records: list[Record], rejects: list[Reject]) -> tuple[Format | None, bool]:
+def parse_rows(
+    rows: Iterable[tuple[str, Any]],
+    fmt: Format | None,
+    source: Source,
+    kind: str,
+    on_error: str,
+    records: list[Record],
+    rejects: list[Reject],
+) -> tuple[Format | None, bool]:
     """Parse the rows of one file into `records`, bad ones into `rejects`. `fmt` None: told by the first
     readable record. Returns (the format, whether the file must be read no further: strict and unknown)."""
     for where, obj in rows:
@@ -129,8 +137,12 @@ def _reject(where: str, err: RecordProblem, obj: Any, on_error: str) -> Reject:
 
 def _nothing_read(source: Source, rejects: list[Reject]) -> LmforgeError:
     if not rejects:
-        return LmforgeError(f"{source.label()}: the data holds no records; expected one JSON object per line (or a "
-                            "list of objects, a Parquet table, a CSV with a header)")
+        return LmforgeError(
+            f"{source.label()}: the data holds no records; expected one JSON object per line (or a "
+            "list of objects, a Parquet table, a CSV with a header)"
+        )
     first = "\n  ".join(f"{r.source}: {r.reason}" for r in rejects[:MAX_PROBLEMS])
-    return LmforgeError(f"{source.label()}: all {len(rejects)} records were rejected, so nothing is left to train "
-                        f"on; the first problems:\n  {first}")
+    return LmforgeError(
+        f"{source.label()}: all {len(rejects)} records were rejected, so nothing is left to train "
+        f"on; the first problems:\n  {first}"
+    )

@@ -34,24 +34,42 @@ LLAMAFACTORY_FILE = "dataset_info.json"
 
 # LLaMA-Factory keys: where the data lives, what we map, and what we cannot honour (with the reason).
 _LF_LOCATIONS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name", "file_name")
-_LF_KEYS = {*_LF_LOCATIONS, "file_sha1", "formatting", "ranking", "subset", "split", "folder", "num_samples",
-            "revision", "columns", "tags"}
+_LF_KEYS = {
+    *_LF_LOCATIONS,
+    "file_sha1",
+    "formatting",
+    "ranking",
+    "subset",
+    "split",
+    "folder",
+    "num_samples",
+    "revision",
+    "columns",
+    "tags",
+}
 _LF_FORMATS = ("alpaca", "sharegpt")
 # LLaMA-Factory column -> our canonical column; which of them each formatting reads.
-_LF_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": "history",
-               "messages": "conversations", "system": "system", "tools": "tools", "chosen": "chosen",
-               "rejected": "rejected", "kto_tag": "label"}
+_LF_COLUMNS = {
+    "prompt": "instruction",
+    "query": "input",
+    "response": "output",
+    "history": "history",
+    "messages": "conversations",
+    "system": "system",
+    "tools": "tools",
+    "chosen": "chosen",
+    "rejected": "rejected",
+    "kto_tag": "label",
+}
 _LF_SHARED_COLUMNS = ("system", "tools", "chosen", "rejected", "kto_tag")
 _LF_FORMAT_COLUMNS = {"alpaca": ("prompt", "query", "response", "history"), "sharegpt": ("messages",)}
 _LF_MEDIA_COLUMNS = ("images", "videos", "audios")
-_LF_TAGS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag",
-            "system_tag")
+_LF_TAGS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag")
 _UNSUPPORTED_LOCATIONS = {
-    "ms_hub_url": "ModelScope hub datasets are not supported; add an hf_hub_url or download the data and "
-                  "use file_name",
+    "ms_hub_url": "ModelScope hub datasets are not supported; add an hf_hub_url or download the data and use file_name",
     "om_hub_url": "Modelers hub datasets are not supported; add an hf_hub_url or download the data and use file_name",
     "script_url": "loading scripts (load_from: script) are not supported; convert the data to JSON/JSONL/"
-                  "Parquet/CSV and use file_name",
+    "Parquet/CSV and use file_name",
     "cloud_file_name": "cloud files are not supported; download the file and use file_name",
 }
 
@@ -63,8 +81,9 @@ class Registry:
     llamafactory: bool  # the file is a dataset_info.json: every entry is read the LLaMA-Factory way
 
 
-def resolve_sources(sources: tuple[Source, ...], registry_location: str | None,
-                    stage: str | None = None) -> list[Source]:
+def resolve_sources(
+    sources: tuple[Source, ...], registry_location: str | None, stage: str | None = None
+) -> list[Source]:
     """The train sources with every `name:` replaced by its entry in the registry at `registry_location`
     (data.registry), mixing keys kept.
 
@@ -91,17 +110,23 @@ def load_registry(location: str | None, where: str = "data.train") -> Registry:
         hint = ""
         if (Path("data") / LLAMAFACTORY_FILE).is_file():
             hint = f"; ./data/{LLAMAFACTORY_FILE} exists here, so `registry: data` may be what you want"
-        raise LmforgeError(f"{where}: a named dataset needs data.registry, which is not set: set it to a registry file "
-                           f"(YAML/JSON) or a LLaMA-Factory {LLAMAFACTORY_FILE} or its directory{hint}")
+        raise LmforgeError(
+            f"{where}: a named dataset needs data.registry, which is not set: set it to a registry file "
+            f"(YAML/JSON) or a LLaMA-Factory {LLAMAFACTORY_FILE} or its directory{hint}"
+        )
     path = Path(location).expanduser()
     if path.is_dir():
         if not (path / LLAMAFACTORY_FILE).is_file():
-            raise LmforgeError(f"data.registry: directory {path} holds no {LLAMAFACTORY_FILE}; point data.registry "
-                               "at a registry file (YAML/JSON) or a directory with a LLaMA-Factory dataset_info.json")
+            raise LmforgeError(
+                f"data.registry: directory {path} holds no {LLAMAFACTORY_FILE}; point data.registry "
+                "at a registry file (YAML/JSON) or a directory with a LLaMA-Factory dataset_info.json"
+            )
         path = path / LLAMAFACTORY_FILE
     if not path.is_file():
-        raise LmforgeError(f"data.registry: {path} does not exist; give a registry file (YAML/JSON), a LLaMA-Factory "
-                           f"{LLAMAFACTORY_FILE} or its directory")
+        raise LmforgeError(
+            f"data.registry: {path} does not exist; give a registry file (YAML/JSON), a LLaMA-Factory "
+            f"{LLAMAFACTORY_FILE} or its directory"
+        )
     entries = _parse(path)
     return Registry(path=path, entries=entries, llamafactory=path.name == LLAMAFACTORY_FILE)
 
@@ -113,8 +138,9 @@ def lookup(registry: Registry, name: str, where: str = "data.train", stage: str 
     entry = registry.entries[name]
     at = f"{registry.path}: dataset {name!r}"
     if not isinstance(entry, dict):
-        raise LmforgeError(f"{at}: an entry is a mapping of settings (path, format, columns, ...), "
-                           f"got {type(entry).__name__}")
+        raise LmforgeError(
+            f"{at}: an entry is a mapping of settings (path, format, columns, ...), got {type(entry).__name__}"
+        )
     if registry.llamafactory or any(key in entry for key in _LF_LOCATIONS):
         return _from_llamafactory(entry, registry.path.parent, at, stage)
     return _from_lmforge(entry, registry.path.parent, at)
@@ -129,8 +155,9 @@ def _parse(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise LmforgeError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
-        raise LmforgeError(f"{path}: a dataset registry is a mapping of dataset name -> settings, "
-                           f"got {type(raw).__name__}")
+        raise LmforgeError(
+            f"{path}: a dataset registry is a mapping of dataset name -> settings, got {type(raw).__name__}"
+        )
     return raw
 
 
@@ -139,8 +166,10 @@ def _unknown_name(registry: Registry, name: str, where: str) -> str:
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
-    return (f"{where}: dataset {name!r} is not in the registry {registry.path}{hint} "
-            f"(it has: {shown or 'no datasets'}); add an entry or fix the name")
+    return (
+        f"{where}: dataset {name!r} is not in the registry {registry.path}{hint} "
+        f"(it has: {shown or 'no datasets'}); add an entry or fix the name"
+    )
 
 
 def _relative_to(folder: Path, path: str) -> str:
@@ -173,9 +202,11 @@ def _from_llamafactory(entry: dict[str, Any], folder: Path, at: str, stage: str 
     _check_keys(entry.keys(), _LF_KEYS, at, "key")
     formatting = entry.get("formatting") or "alpaca"
     if formatting not in _LF_FORMATS:
-        raise LmforgeError(f"{at}: formatting {formatting!r} is not supported; LLaMA-Factory formats lmforge reads: "
-                           f"{', '.join(_LF_FORMATS)} (OpenAI-style messages are sharegpt with tags role_tag: "
-                           "role, content_tag: content, user_tag: user, assistant_tag: assistant)")
+        raise LmforgeError(
+            f"{at}: formatting {formatting!r} is not supported; LLaMA-Factory formats lmforge reads: "
+            f"{', '.join(_LF_FORMATS)} (OpenAI-style messages are sharegpt with tags role_tag: "
+            "role, content_tag: content, user_tag: user, assistant_tag: assistant)"
+        )
     fields: dict[str, Any] = {**_lf_location(entry, folder, at), "format": formatting}
     if not isinstance(entry.get("ranking", False), bool):
         raise LmforgeError(f"{at}: ranking must be true or false, got {entry['ranking']!r}")
@@ -211,8 +242,10 @@ def _lf_columns(columns: Any, formatting: str, at: str) -> dict[str, str]:
         raise LmforgeError(f"{at}: columns must be a mapping, got {type(columns).__name__}")
     media = [c for c in _LF_MEDIA_COLUMNS if columns.get(c)]
     if media:
-        raise LmforgeError(f"{at}: multimodal columns ({', '.join(media)}) are not supported; lmforge trains on "
-                           "text only, so remove the dataset or those columns")
+        raise LmforgeError(
+            f"{at}: multimodal columns ({', '.join(media)}) are not supported; lmforge trains on "
+            "text only, so remove the dataset or those columns"
+        )
     allowed = (*_LF_SHARED_COLUMNS, *_LF_FORMAT_COLUMNS[formatting], *_LF_MEDIA_COLUMNS)
     _check_keys(columns.keys(), allowed, f"{at}: columns (formatting {formatting})", "column")
     return {_LF_COLUMNS[key]: value for key, value in columns.items() if value is not None and key in _LF_COLUMNS}
@@ -230,8 +263,10 @@ def _lf_tags(tags: Any, formatting: str, at: str) -> dict[str, str]:
 def _lf_pretraining(fields: dict[str, Any], formatting: str, at: str) -> dict[str, Any]:
     """LLaMA-Factory pre-trains on an alpaca dataset's prompt column; here that is format text."""
     if formatting != "alpaca":
-        raise LmforgeError(f"{at}: a sharegpt dataset cannot be used for pre-training (stage pt); use an alpaca "
-                           "entry whose columns.prompt is the text column")
+        raise LmforgeError(
+            f"{at}: a sharegpt dataset cannot be used for pre-training (stage pt); use an alpaca "
+            "entry whose columns.prompt is the text column"
+        )
     fields = {**fields, "format": "text", "tags": {}}
     fields["columns"] = {"text": fields["columns"].get("instruction", "instruction")}
     return fields

@@ -21,20 +21,38 @@ from lmforge.errors import LmforgeError
 if TYPE_CHECKING:
     from lmforge.data.sources.formats import Row
 
-TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
-        "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
-ROLE_OF_TAG = {"user_tag": "user", "assistant_tag": "assistant", "observation_tag": "tool",
-               "function_tag": "assistant", "system_tag": "system"}
-SYNONYMS = {"user_tag": ("human", "user"), "assistant_tag": ("gpt", "assistant"),
-            "observation_tag": ("observation", "tool"), "function_tag": ("function_call",), "system_tag": ("system",)}
+TAGS = {
+    "role_tag": "from",
+    "content_tag": "value",
+    "user_tag": "human",
+    "assistant_tag": "gpt",
+    "observation_tag": "observation",
+    "function_tag": "function_call",
+    "system_tag": "system",
+}
+ROLE_OF_TAG = {
+    "user_tag": "user",
+    "assistant_tag": "assistant",
+    "observation_tag": "tool",
+    "function_tag": "assistant",
+    "system_tag": "system",
+}
+SYNONYMS = {
+    "user_tag": ("human", "user"),
+    "assistant_tag": ("gpt", "assistant"),
+    "observation_tag": ("observation", "tool"),
+    "function_tag": ("function_call",),
+    "system_tag": ("system",),
+}
 VARIANT_NAMES = {"user_tag": "user", "assistant_tag": "assistant", "observation_tag": "tool"}
 
 
 def check_tags(source: Source) -> None:
     unknown = [t for t in source.tags if t not in TAGS]
     if unknown:
-        raise LmforgeError(f"{source.label()}: data.train[].tags has {unknown[0]!r}; expected keys among "
-                           f"{', '.join(TAGS)}")
+        raise LmforgeError(
+            f"{source.label()}: data.train[].tags has {unknown[0]!r}; expected keys among {', '.join(TAGS)}"
+        )
 
 
 def conversation(row: Row, end: str) -> list[Message]:
@@ -57,8 +75,12 @@ def conversation(row: Row, end: str) -> list[Message]:
     if end == "assistant":
         check_order(messages, labels, shown, names)
     else:
-        check_order([*messages, Message("assistant", "reply")], [*labels, "the chosen reply"],
-                    [*shown, names["assistant"]], names)
+        check_order(
+            [*messages, Message("assistant", "reply")],
+            [*labels, "the chosen reply"],
+            [*shown, names["assistant"]],
+            names,
+        )
     return messages
 
 
@@ -73,8 +95,10 @@ def reply(row: Row, canonical: str) -> Message:
     keys = _keys(row.tags, value)
     message = _turn(value, field, keys, row.tags)
     if message.role != "assistant":
-        raise RecordProblem(f"{field} has {keys[0]} {json.dumps(value[keys[0]])}; expected "
-                            f"{_names(row.tags, keys)['assistant']} (the reply)")
+        raise RecordProblem(
+            f"{field} has {keys[0]} {json.dumps(value[keys[0]])}; expected "
+            f"{_names(row.tags, keys)['assistant']} (the reply)"
+        )
     return message
 
 
@@ -96,13 +120,18 @@ def _roles(tags: dict[str, str]) -> dict[str, str]:
 
 def _names(tags: dict[str, str], keys: tuple[str, str]) -> dict[str, str]:
     """How to spell each canonical role in messages about this data."""
+
     def name(tag: str) -> str:
         if tag in tags:
             return tags[tag]
         return VARIANT_NAMES.get(tag, TAGS[tag]) if keys[0] == "role" else TAGS[tag]
 
-    return {"user": name("user_tag"), "assistant": f"{name('assistant_tag')} or {name('function_tag')}",
-            "tool": name("observation_tag"), "system": name("system_tag")}
+    return {
+        "user": name("user_tag"),
+        "assistant": f"{name('assistant_tag')} or {name('function_tag')}",
+        "tool": name("observation_tag"),
+        "system": name("system_tag"),
+    }
 
 
 def _turn(turn: Any, label: str, keys: tuple[str, str], tags: dict[str, str]) -> Message:
@@ -111,17 +140,22 @@ def _turn(turn: Any, label: str, keys: tuple[str, str], tags: dict[str, str]) ->
         raise RecordProblem(f'{label} is {kind_of(turn)}; expected an object with "{role_key}" and "{content_key}"')
     extra = [k for k, v in turn.items() if k not in keys and v is not None]
     if extra:
-        raise RecordProblem(f'{label} has key "{extra[0]}", which lmforge does not read; expected only '
-                            f'"{role_key}" and "{content_key}" (OpenAI messages with tool_calls: use format: messages)')
+        raise RecordProblem(
+            f'{label} has key "{extra[0]}", which lmforge does not read; expected only '
+            f'"{role_key}" and "{content_key}" (OpenAI messages with tool_calls: use format: messages)'
+        )
     role = turn.get(role_key)
     if role is None:
-        raise RecordProblem(f'{label} has no "{role_key}"; expected an object with "{role_key}" and "{content_key}"',
-                            MISSING)
+        raise RecordProblem(
+            f'{label} has no "{role_key}"; expected an object with "{role_key}" and "{content_key}"', MISSING
+        )
     roles = _roles(tags)
     tag = roles.get(role) if isinstance(role, str) else None
     if tag is None:
-        raise RecordProblem(f"{label} has {role_key} {json.dumps(role)}; expected one of {', '.join(roles)} (set "
-                            "data.train[].tags if the data names its roles otherwise)")
+        raise RecordProblem(
+            f"{label} has {role_key} {json.dumps(role)}; expected one of {', '.join(roles)} (set "
+            "data.train[].tags if the data names its roles otherwise)"
+        )
     value = turn.get(content_key)
     if value is None:
         raise RecordProblem(f'{label} has no "{content_key}"; expected the {role} turn\'s text', MISSING)
@@ -139,5 +173,7 @@ def _call_json(value: Any, label: str) -> Any:
     try:
         return json.loads(value)
     except json.JSONDecodeError as err:
-        raise RecordProblem(f"{label} is not valid JSON ({err.msg} at column {err.colno}); expected {CALL_EXAMPLE} or "
-                            "a list of them", BAD_VALUE) from None
+        raise RecordProblem(
+            f"{label} is not valid JSON ({err.msg} at column {err.colno}); expected {CALL_EXAMPLE} or a list of them",
+            BAD_VALUE,
+        ) from None
