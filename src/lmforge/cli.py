@@ -24,16 +24,25 @@ EXAMPLES = """examples:
   lmforge quickstart"""
 
 
+def recipe_command(verbs, name: str, **texts: str) -> argparse.ArgumentParser:
+    """A sub-command that takes a recipe and `key.sub=value` overrides of its keys."""
+    parser = verbs.add_parser(name, **texts)
+    parser.add_argument("recipe", type=Path, help="the YAML recipe")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key.sub=value", help="override recipe keys (e.g. train.lr=1e-4)"
+    )
+    return parser
+
+
 def _add_data_tools(data_verbs) -> None:
-    stats = data_verbs.add_parser(
+    stats = recipe_command(
+        data_verbs,
         "stats",
         help="sample, token and truncation figures of the training data",
         description="Samples, token-length percentiles, trained-token fraction, truncated/dropped/rejected "
         "counts and the packing efficiency, from the examples exactly as training builds them; for "
         "preference stages, pairs (KTO: examples) with prompt/chosen/rejected lengths.",
     )
-    stats.add_argument("recipe", type=Path, help="the YAML recipe")
-    stats.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe keys")
     stats.add_argument("--json", action="store_true", help="the figures as one JSON object")
 
     convert = data_verbs.add_parser(
@@ -82,24 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
     verbs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    train = verbs.add_parser("train", help="train as a recipe says", description="Train as a recipe says.")
-    train.add_argument("recipe", type=Path, help="the YAML recipe")
-    train.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe keys, e.g. train.lr=1e-4")
+    train = recipe_command(verbs, "train", help="train as a recipe says", description="Train as a recipe says.")
     guard = train.add_mutually_exclusive_group()
     guard.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output")
     guard.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
 
     data = verbs.add_parser("data", help="look at what a recipe trains on", description="Data tools.")
     data_verbs = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
-    inspect = data_verbs.add_parser(
+    inspect = recipe_command(
+        data_verbs,
         "inspect",
         help="show rendered samples with the trained tokens marked",
         description="Show rendered samples with the trained (loss-bearing) tokens marked; needs only the tokenizer. "
         "Preference stages show each pair's prompt, then the chosen and rejected replies (KTO: the "
         "completion and its label).",
     )
-    inspect.add_argument("recipe", type=Path, help="the YAML recipe")
-    inspect.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe keys")
     inspect.add_argument("-n", type=int, default=None, help="number of samples (default: 5 shown, all with --json)")
     inspect.add_argument(
         "--json",

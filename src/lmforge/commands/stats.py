@@ -30,6 +30,12 @@ from lmforge.model.load import load_tokenizer, run_template
 DEFAULT_REJECTS = Path("lmforge-rejects.jsonl")
 PERCENTILES = (50, 90, 99)
 LONGEST, SEQUENCE = "longest side", "sequence"  # the length max_length limits: of a pair, of a KTO example
+# The report's outcome counts, as (the name `data stats` gives each, the report's field), in the order printed.
+OUTCOMES = [
+    *((name, name) for name in ("records", "truncated", "truncated_history", "dropped")),
+    ("dropped_reasons", "reasons"),
+    *((name, name) for name in ("rejected", "rejected_reasons", "rejects_path", "eval_samples", "sources")),
+]
 
 
 def run_stats(recipe: Recipe, as_json: bool = False, stream: TextIO | None = None) -> int:
@@ -55,19 +61,8 @@ def run_stats(recipe: Recipe, as_json: bool = False, stream: TextIO | None = Non
 
 
 def _outcomes(bundle: DataBundle) -> dict[str, Any]:
-    report = bundle.report
-    return dict(
-        records=report.records,
-        truncated=report.truncated,
-        truncated_history=report.truncated_history,
-        dropped=report.dropped,
-        dropped_reasons=report.reasons,
-        rejected=report.rejected,
-        rejected_reasons=report.rejected_reasons,
-        rejects_path=report.rejects_path,
-        eval_samples=report.eval_samples,
-        sources=report.sources,
-    )
+    """The report's outcome counts under the names `data stats` gives them."""
+    return {name: getattr(bundle.report, field) for name, field in OUTCOMES}
 
 
 def dataset_stats(examples: list[dict], max_length: int) -> dict[str, Any]:

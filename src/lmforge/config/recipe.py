@@ -345,63 +345,11 @@ class Recipe(Section):
     )
 
     @model_validator(mode="after")
-    def _scratch_needs_full(self) -> Recipe:
-        if self.model.init == "from_config" and self.tuning.method != "full":
-            raise ValueError(
-                f"model.init: from_config starts from random weights, so only tuning.method: full can train it "
-                f"(got {self.tuning.method!r}); pretrain with full first, then adapt the saved model"
-            )
-        return self
+    def _sections_agree(self) -> Recipe:
+        """The checks across sections (checks.py), in order; the first that fails is the error."""
+        from lmforge.config.checks import problem_across_sections
 
-    @model_validator(mode="after")
-    def _layout_fits_stage(self) -> Recipe:
-        if self.stage in PREFERENCE_STAGES and (self.data.packing or self.data.group_by_length):
-            raise ValueError(
-                f"data.packing and data.group_by_length apply to stages pt and sft; stage "
-                f"{self.stage!r} batches chosen and rejected answers together, so set them to false"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _turn_settings_fit_stage(self) -> Recipe:
-        """train_on and split_turns choose which chat turns carry the loss: an SFT matter. Elsewhere a value other
-        than the default is an error rather than ignored (a run's saved recipe.yaml holds the defaults)."""
-        if self.stage == "sft":
-            return self
-        what = (
-            "trains on every token of its text"
-            if self.stage == "pt"
-            else "trains on the final reply of each example, as its stage defines"
-        )
-        for key in ("train_on", "split_turns"):
-            if getattr(self.data, key) != DataSpec.model_fields[key].default:
-                raise ValueError(f"data.{key} applies to stage sft; stage {self.stage!r} {what}, so remove data.{key}")
-        return self
-
-    @model_validator(mode="after")
-    def _preference_fits_stage(self) -> Recipe:
-        pref = self.preference
-        if pref is None:
-            return self
-        if self.stage not in PREFERENCE_STAGES:
-            raise ValueError(
-                f"the preference section is for stages {', '.join(PREFERENCE_STAGES)}, not "
-                f"{self.stage!r}; remove it or change the stage"
-            )
-        if pref.label_smoothing and pref.loss != "sigmoid":
-            raise ValueError(
-                f"preference.label_smoothing applies to loss sigmoid (conservative DPO), not "
-                f"{pref.loss!r}; set it to 0 or use loss: sigmoid"
-            )
-        reference = pref.reference_for(self.tuning.method)
-        if reference == "adapter" and self.tuning.method not in ("lora", "dora", "qlora"):
-            raise ValueError(
-                f"preference.reference: adapter needs an adapter to disable (tuning.method lora, dora "
-                f"or qlora), not {self.tuning.method!r}; use reference: copy"
-            )
-        if reference == "copy" and self.tuning.method == "qlora":
-            raise ValueError(
-                "preference.reference: copy would hold a second 4-bit model; with qlora use "
-                "reference: adapter (the base with the adapter disabled)"
-            )
+        problem = problem_across_sections(self)
+        if problem:
+            raise ValueError(problem)
         return self
