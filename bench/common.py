@@ -51,6 +51,26 @@ LF_TEMPLATE = "chatml"  # LLaMA-Factory's template that renders the bench templa
 TURN_OVERHEAD = 5  # template tokens around one message: <|im_start|> role \n ... <|im_end|> \n
 
 
+# lmforge's data pipeline as `lmforge train` runs it, timed in a process of its own: argv[1] is a recipe as JSON;
+# prints one JSON line of the build's seconds and its report's counts.
+LMFORGE_BUILD = """
+import json, sys, time
+from lmforge.config.recipe import Recipe
+from lmforge.config.settings import data_settings
+from lmforge.data.build.pipeline import build_examples
+from lmforge.model.load import load_tokenizer, run_template
+recipe = Recipe.model_validate(json.loads(sys.argv[1]))
+tokenizer = load_tokenizer(recipe.model)
+data = data_settings(recipe, run_template(recipe.model, recipe.stage, tokenizer))
+begin = time.perf_counter()
+bundle = build_examples(data, tokenizer)
+seconds = time.perf_counter() - begin
+r = bundle.report
+print(json.dumps({"seconds": seconds, "samples": r.samples, "tokens": r.tokens,
+                  "trained_tokens": r.trained_tokens, "truncated": r.truncated}), flush=True)
+"""
+
+
 # ---------------------------------------------------------------- data
 
 

@@ -23,23 +23,6 @@ import common  # noqa: E402
 
 MAX_LENGTH = 2048
 
-LMFORGE_ENCODE = """
-import json, sys, time
-from lmforge.config.recipe import Recipe
-from lmforge.config.settings import data_settings
-from lmforge.data.build.pipeline import build_examples
-from lmforge.model.load import load_tokenizer, run_template
-recipe = Recipe.model_validate(json.loads(sys.argv[1]))
-tokenizer = load_tokenizer(recipe.model)
-data = data_settings(recipe, run_template(recipe.model, recipe.stage, tokenizer))
-begin = time.perf_counter()
-bundle = build_examples(data, tokenizer)
-seconds = time.perf_counter() - begin
-r = bundle.report
-print(json.dumps({"seconds": seconds, "pairs": r.samples, "tokens": r.tokens, "trained_tokens": r.trained_tokens}),
-      flush=True)
-"""
-
 
 def write_pairs(n: int) -> Path:
     """The pairs file for n conversations of the benchmark chat data (written once)."""
@@ -80,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     common.say(f"bench: lmforge builds {n:,} pairs with {a.workers} workers ...")
     ran = common.run_watched(
-        [str(common.MAIN_PY), "-c", LMFORGE_ENCODE, json.dumps(recipe)],
+        [str(common.MAIN_PY), "-c", common.LMFORGE_BUILD, json.dumps(recipe)],
         work / "encode.log",
         common.bench_env(a.workers),
     )
@@ -97,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             [
                 "lmforge",
                 f"{got['tokens'] / got['seconds']:,.0f}",
-                f"{got['pairs'] / got['seconds']:,.0f}",
+                f"{got['samples'] / got['seconds']:,.0f}",
                 f"{got['seconds']:.2f}",
                 f"{got['tokens']:,}",
                 common.fmt_mib(ran.peak_rss),
@@ -105,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         ],
     )
     print(
-        f"\n{got['pairs']:,} pairs ({got['trained_tokens']:,} trained tokens), {a.workers} workers, "
+        f"\n{got['samples']:,} pairs ({got['trained_tokens']:,} trained tokens), {a.workers} workers, "
         f"max_length {MAX_LENGTH}"
     )
 

@@ -39,23 +39,6 @@ DATA_READY = "lmforge: data: cache "  # the cache hit or miss line: the data pha
 ENCODED = re.compile(r"encoded in ([\d.]+)s")
 LOADED = re.compile(r"looked up and loaded in ([\d.]+)s")
 
-LMFORGE_ENCODE = """
-import json, sys, time
-from lmforge.config.recipe import Recipe
-from lmforge.config.settings import data_settings
-from lmforge.data.build.pipeline import build_examples
-from lmforge.model.load import load_tokenizer, run_template
-recipe = Recipe.model_validate(json.loads(sys.argv[1]))
-tokenizer = load_tokenizer(recipe.model)
-data = data_settings(recipe, run_template(recipe.model, recipe.stage, tokenizer))
-begin = time.perf_counter()
-bundle = build_examples(data, tokenizer)
-seconds = time.perf_counter() - begin
-r = bundle.report
-print(json.dumps({"seconds": seconds, "samples": r.samples, "tokens": r.tokens,
-                  "trained_tokens": r.trained_tokens, "truncated": r.truncated}), flush=True)
-"""
-
 # The tokenizer alone: each conversation rendered (outside the timing), then only the Rust tokenizer's encode_batch
 # of the texts, in `workers` forked processes: what any framework that tokenises the whole text pays at least.
 TOKENIZER_ONLY = """
@@ -102,7 +85,7 @@ def last_json(log: Path) -> dict | None:
 def run_lmforge_encode(model: Path, data: Path, work: Path, workers: int) -> dict | None:
     recipe = lmforge_recipe(model, data, work / "lmforge-encode-out", workers, cache_dir=None)
     ran = common.run_watched(
-        [str(common.MAIN_PY), "-c", LMFORGE_ENCODE, json.dumps(recipe)],
+        [str(common.MAIN_PY), "-c", common.LMFORGE_BUILD, json.dumps(recipe)],
         work / "lmforge-encode.log",
         common.bench_env(workers),
     )
