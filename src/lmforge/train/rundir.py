@@ -29,6 +29,7 @@ from lmforge import __version__
 from lmforge.config.load import dump_recipe
 from lmforge.config.recipe import Recipe
 from lmforge.errors import LmforgeError
+from lmforge.model.load import MODEL_CONFIG_FILE
 
 RECIPE_FILE = "recipe.yaml"
 RUN_INFO_FILE = "run_info.json"
@@ -38,7 +39,7 @@ CARD_FILE = "README.md"
 PLOT_FILE = "loss.svg"
 REJECTS_FILE = "rejects.jsonl"
 ADAPTER_CONFIG = "adapter_config.json"
-MODEL_CONFIG = "config.json"
+MODEL_CONFIG = MODEL_CONFIG_FILE  # the model's config.json, named where the model layer checks model.path
 ASIDE_SUFFIX = ".lmforge-old"
 
 
