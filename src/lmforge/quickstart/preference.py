@@ -33,10 +33,9 @@ import torch
 from lmforge.console import say
 from lmforge.errors import LmforgeError
 from lmforge.quickstart import synth
+from lmforge.quickstart.run import DEFAULT_WORKDIR, example_recipe, quiet_progress_bars
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 RECIPES = {"rm": "quickstart_rm.yaml", "dpo": "quickstart_dpo.yaml"}
-DEFAULT_WORKDIR = Path("runs/quickstart")
 QUICK_STEPS = 20
 _ANSWER = re.compile(r"^(.* is )(-?\d+)\.$")
 KINDS = {"model_mistakes": True, "nearby_numbers": False}  # figures by kind of rejected reply (pair["model_mistake"])
@@ -190,6 +189,7 @@ def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = Fal
     from lmforge.quickstart.evaluate import score_run
     from lmforge.train.run import run_training
 
+    quiet_progress_bars()
     workdir = Path(workdir)
     if not (workdir / "sft").is_dir() or not (workdir / "data" / "heldout.jsonl").is_file():
         raise LmforgeError(
@@ -210,7 +210,7 @@ def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = Fal
         if quick:
             overrides += [f"train.max_steps={QUICK_STEPS}", f"train.save_every={QUICK_STEPS}", "train.log_every=5"]
         say(f"lmforge train examples/{RECIPES[stage]} {' '.join(overrides)} --overwrite")
-        runs[stage] = run_training(load_recipe(EXAMPLES / RECIPES[stage], overrides), overwrite=True)
+        runs[stage] = run_training(load_recipe(example_recipe(RECIPES[stage]), overrides), overwrite=True)
     questions = [(p["prompt"], p["chosen"]) for p in heldout]  # every held-out question with its correct reply
     figures = {
         "heldout_pairs": len(heldout),

@@ -31,9 +31,7 @@ SAMPLE_CHATS = 2
 
 def run_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     """Run the five steps and return the figures (also written to WORKDIR/results.json)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # weight loading/saving bars would drown the progress lines
+    quiet_progress_bars()
     workdir = Path(workdir)
     clock: dict[str, float] = {}
     started = time.perf_counter()
@@ -77,16 +75,29 @@ def run_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = False, seed: i
     return figures
 
 
+def quiet_progress_bars() -> None:
+    """transformers' weight loading and saving bars would drown the quickstart's progress lines."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def example_recipe(name: str) -> Path:
+    """A quickstart recipe in examples/, which sits beside src/ in a source checkout."""
+    path = EXAMPLES / name
+    if not path.is_file():
+        raise LmforgeError(
+            f"{path} is missing; the quickstart runs from a source checkout of lmforge (pip install -e .), where "
+            "examples/ sits beside src/"
+        )
+    return path
+
+
 def _train(step: int, what: str, stage: str, workdir: Path, model_path: Path, data: Path, quick: bool) -> Path:
     from lmforge.config.load import load_recipe
     from lmforge.train.run import run_training
 
-    recipe_path = EXAMPLES / RECIPES[stage]
-    if not recipe_path.is_file():
-        raise LmforgeError(
-            f"{recipe_path} is missing; the quickstart runs from a source checkout of lmforge "
-            "(pip install -e .), where examples/ sits beside src/"
-        )
+    recipe_path = example_recipe(RECIPES[stage])
     overrides = []
     if workdir != DEFAULT_WORKDIR:
         overrides += [f"model.path={model_path}", f"data.train.0.path={data}", f"output={workdir / stage}"]
