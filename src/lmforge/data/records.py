@@ -32,6 +32,9 @@ class Message:
     tool_call_id: str | None = None  # tool results: which call they answer
     name: str | None = None  # tool results: the tool's name
     reasoning: str | None = None  # assistant reasoning kept apart from the reply (templates' reasoning_content)
+    # Whether this assistant turn carries loss: None lets data.train_on decide; False never labels it (e.g.
+    # LLaMA-Factory's per-message loss_weight 0). Not passed to the template.
+    trained: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": self.role, "content": self.content}
