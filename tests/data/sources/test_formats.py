@@ -318,6 +318,109 @@ def test_openai_message_problems(tmp_path, messages, expected):
     assert expected in problem(tmp_path, {"messages": messages})
 
 
+def test_thinking_is_read_as_reasoning_and_one_spelling_is_allowed(tmp_path):
+    user = {"role": "user", "content": "Q"}
+    reply = {"role": "assistant", "content": "A", "thinking": "t"}
+    assert one(tmp_path, {"messages": [user, reply]}).messages[1] == Message("assistant", "A", reasoning="t")
+    for other in ("reasoning_content", "reasoning"):
+        row = {"messages": [user, {**reply, other: "u"}]}
+        assert f"message 1 has both {other} and thinking; expected the reasoning in one of them" in problem(
+            tmp_path, row
+        )
+    row = {"messages": [{**user, "thinking": "t"}, {"role": "assistant", "content": "A"}]}
+    assert "message 0 (user) has thinking; expected it on assistant messages only" in problem(tmp_path, row)
+
+
+def part(kind: str, value) -> dict:
+    return {"type": kind, "value": value}
+
+
+def test_llamafactory_typed_parts_and_loss_weights(tmp_path):
+    call = json.dumps({"name": "get_weather", "arguments": {"city": "Oslo"}})
+    row = {
+        "messages": [
+            {"role": "system", "content": [part("text", "Use tools.")], "loss_weight": 0.0},
+            {"role": "user", "content": [part("text", "Weather "), part("text", "in Oslo?")], "loss_weight": 0.0},
+            {
+                "role": "assistant",
+                "content": [part("reasoning", "Call it."), part("tool_call", call)],
+                "loss_weight": 1,
+            },
+            {"role": "tool", "content": [part("text", "rain")], "loss_weight": 0.0},
+            {
+                "role": "assistant",
+                "content": [part("reasoning", "It "), part("reasoning", "rains."), part("text", "Rain.")],
+            },
+            {"role": "user", "content": [{"type": "text", "text": "Thanks"}]},
+            {"role": "assistant", "content": [part("text", "Bye.")], "loss_weight": 0.0},
+        ],
+        "tools": json.dumps([WEATHER_TOOL]),
+    }
+    conv = one(tmp_path, row)
+    assert conv.messages == [
+        Message("system", "Use tools."),
+        Message("user", "Weather in Oslo?"),
+        Message("assistant", "", tool_calls=[ToolCall("get_weather", {"city": "Oslo"})], reasoning="Call it."),
+        Message("tool", "rain"),
+        Message("assistant", "Rain.", reasoning="It rains."),
+        Message("user", "Thanks"),
+        Message("assistant", "Bye.", trained=False),
+    ]
+    assert "trained" not in conv.as_dicts()[-1] and "loss_weight" not in conv.as_dicts()[-1]
+
+
+USER, REPLY = {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}
+
+
+@pytest.mark.parametrize(
+    "messages, expected",
+    [
+        (
+            [USER, {**REPLY, "loss_weight": 0.5}],
+            "message 1 (assistant) has loss_weight 0.5; lmforge trains a turn whole",
+        ),
+        ([USER, {**REPLY, "loss_weight": "1"}], "message 1 has loss_weight a string; expected 0 or 1"),
+        ([{**USER, "loss_weight": 1}, REPLY], "message 0 (user) has loss_weight 1; lmforge trains assistant messages"),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [part("text", "What is this?"), {"type": "image_url", "image_url": "x.png"}],
+                },
+                REPLY,
+            ],
+            "message 0 content[1] is a media part (image_url); lmforge trains text-only models",
+        ),
+        (
+            [{"role": "user", "content": [part("image", "1.jpg")]}, REPLY],
+            "content[0] is a media part (image); lmforge trains",
+        ),
+        ([USER, {**REPLY, "content": [part("citation", "x")]}], 'content[0] is a part of type "citation"; expected'),
+        ([USER, {**REPLY, "content": [{"type": "text", "text": "a", "value": "b"}]}], 'has both "text" and "value"'),
+        ([USER, {**REPLY, "content": [part("tool_call", "{bad")]}], "content[0] is not valid JSON"),
+        ([{"role": "user", "content": [part("tool_call", '{"name": "f"}')]}, REPLY], "(user) has tool_call parts"),
+        (
+            [USER, {**REPLY, "content": [part("reasoning", "r"), part("text", "A")], "reasoning": "s"}],
+            "has both reasoning and a reasoning part",
+        ),
+        (
+            [USER, {**REPLY, "content": [part("tool_call", '{"name": "f"}')], "tool_calls": [{"name": "g"}]}],
+            "has tool_calls and tool_call parts in its content; expected the calls in one place",
+        ),
+    ],
+)
+def test_typed_part_and_loss_weight_problems(tmp_path, messages, expected):
+    assert expected in problem(tmp_path, {"messages": messages})
+
+
+def test_a_preference_reply_with_loss_weight_0_is_refused(tmp_path):
+    row = {"prompt": "Q", "chosen": [{**REPLY, "loss_weight": 0}], "rejected": "B"}
+    assert 'the last message of "chosen" has loss_weight 0, but it is the reply' in problem(tmp_path, row, "preference")
+    prompt = [USER, {**REPLY, "loss_weight": 0}, {"role": "user", "content": "Q2"}]
+    pair = one(tmp_path, {"prompt": prompt, "chosen": "g", "rejected": "b"}, "preference")
+    assert pair.prompt[1].trained is False
+
+
 def test_tools_must_name_the_tool(tmp_path):
     row = {
         "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],

@@ -82,7 +82,7 @@ def test_byte_order_mark_is_ignored(tmp_path):
         ({"messages": [{"role": "user"}, {"role": "assistant", "content": "b"}]}, 'message 0 has no "content"'),
         (
             {"messages": [{"role": "user", "content": ["a"]}, {"role": "assistant", "content": "b"}]},
-            "message 0 (user) has content a list; expected a string",
+            'message 0 content[0] is a string; expected a part {"type": "text", "text": ...}',
         ),
         (
             {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},

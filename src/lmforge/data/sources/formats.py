@@ -124,6 +124,11 @@ def _reply(row: Row, canonical: str) -> tuple[list[Message], Message]:
         messages = parse_messages(value, field, f"{canonical} message")
     if messages[-1].role != "assistant":
         raise RecordProblem(f"the last message of {field} has role {messages[-1].role}; expected assistant (the reply)")
+    if messages[-1].trained is False:
+        raise RecordProblem(
+            f"the last message of {field} has loss_weight 0, but it is the reply that preference and KTO "
+            "training score, so it cannot be left untrained; remove its loss_weight (or the record)"
+        )
     return messages[:-1], messages[-1]
 
 

@@ -3,6 +3,12 @@
 Shared by the formats: `messages` rows are parsed here whole; sharegpt and alpaca build Message objects
 themselves and check them with `check_order`. Each problem names the message (its label, e.g.
 `message 2` or `conversations[2]`), the field and what was expected.
+
+A message's content is a string or a list of parts (content.py: OpenAI's text parts, LLaMA-Factory's typed
+parts with reasoning and tool calls). Reasoning comes as `reasoning_content`, `reasoning` or `thinking` (the
+names templates read; one per message). LLaMA-Factory's per-message `loss_weight` is read where lmforge can
+honour it: 0 on an assistant message leaves that turn untrained (Message.trained = False), 1 trains it as
+data.train_on says; any other weight, or a weight above 0 on another role, is refused with the reason.
 """
 
 from __future__ import annotations
@@ -11,15 +17,16 @@ import json
 from typing import Any
 
 from lmforge.data.records import Message, ToolCall
+from lmforge.data.sources.content import CALL_EXAMPLE, parse_content, tool_call
 from lmforge.data.sources.problems import BAD_VALUE, EMPTY, MISSING, ORDER, RecordProblem, kind_of
 
 ROLES = ("system", "user", "assistant", "tool")
-MESSAGE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name", "reasoning_content", "reasoning")
+REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")  # one name, three spellings templates read
+MESSAGE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name", *REASONING_KEYS, "loss_weight")
 ORDER_RULE = (
     "an optional system message first, then user and assistant taking turns; tool results follow an "
     "assistant message with tool_calls"
 )
-CALL_EXAMPLE = '{"name": ..., "arguments": {...}}'
 
 
 def as_list(value: Any, field: str) -> list:
@@ -69,40 +76,40 @@ def parse_message(m: Any, label: str) -> Message:
     if role not in ROLES:
         raise RecordProblem(f"{label} has role {json.dumps(role)}; expected one of {', '.join(ROLES)}")
     calls = parse_tool_calls(m.get("tool_calls"), f"{label} tool_calls") if m.get("tool_calls") is not None else None
-    if calls and role != "assistant":
-        raise RecordProblem(f"{label} ({role}) has tool_calls; expected them on assistant messages only")
     if "content" not in m and not calls:
         raise RecordProblem(f'{label} has no "content"; expected an object with "role" and "content"', MISSING)
-    content = message_text(m.get("content"), label, role, optional=bool(calls))
-    if role == "assistant" and not content.strip() and not calls:
+    content = parse_content(m.get("content"), label, role, optional=bool(calls))
+    if calls and content.calls:
+        raise RecordProblem(
+            f"{label} has tool_calls and tool_call parts in its content; expected the calls in one place"
+        )
+    if (calls or content.calls) and role != "assistant":
+        where = "tool_calls" if calls else "tool_call parts"
+        raise RecordProblem(f"{label} ({role}) has {where}; expected them on assistant messages only")
+    calls = calls or content.calls
+    if role == "assistant" and not content.text.strip() and not calls:
         raise RecordProblem(f"{label} (assistant) has empty content; expected the reply text", EMPTY)
     return Message(
         role=role,
-        content=content,
+        content=content.text,
         tool_calls=calls or None,
         tool_call_id=_optional_str(m, "tool_call_id", label),
         name=_optional_str(m, "name", label),
-        reasoning=_reasoning(m, label, role),
+        reasoning=_reasoning(m, label, role, content.reasoning),
+        trained=_trained(m.get("loss_weight"), label, role),
     )
 
 
-def message_text(content: Any, label: str, role: str, optional: bool = False) -> str:
-    """A string, or a list of {"type": "text", "text": ...} parts joined; null only where `optional`."""
-    if content is None and optional:
-        return ""
-    if isinstance(content, list) and content and all(_is_text_part(p) for p in content):
-        return "".join(p["text"] for p in content)
-    if not isinstance(content, str):
+def message_text(content: Any, label: str, role: str) -> str:
+    """A string, or a list of text parts joined (sharegpt turns: no reasoning or tool_call parts there)."""
+    parsed = parse_content(content, label, role)
+    if parsed.reasoning is not None or parsed.calls:
+        part = "reasoning" if parsed.reasoning is not None else "tool_call"
         raise RecordProblem(
-            f"{label} ({role}) has content {kind_of(content)}; expected a string (or a list of "
-            '{"type": "text", "text": ...} parts)',
-            MISSING if content is None else BAD_VALUE,
+            f"{label} ({role}) has a {part} part; expected text parts here (OpenAI messages with reasoning and "
+            "tool calls: use format: messages)"
         )
-    return content
-
-
-def _is_text_part(part: Any) -> bool:
-    return isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+    return parsed.text
 
 
 def _optional_str(m: dict, key: str, label: str) -> str | None:
@@ -112,15 +119,37 @@ def _optional_str(m: dict, key: str, label: str) -> str | None:
     return value
 
 
-def _reasoning(m: dict, label: str, role: str) -> str | None:
-    given = [k for k in ("reasoning_content", "reasoning") if m.get(k) is not None]
+def _reasoning(m: dict, label: str, role: str, from_parts: str | None) -> str | None:
+    """The reasoning, under one of REASONING_KEYS or in reasoning parts of the content."""
+    given = [k for k in REASONING_KEYS if m.get(k) is not None] + (["a reasoning part"] if from_parts else [])
     if not given:
         return None
     if len(given) > 1:
-        raise RecordProblem(f"{label} has both reasoning_content and reasoning; expected one of them")
+        raise RecordProblem(f"{label} has both {given[0]} and {given[1]}; expected the reasoning in one of them")
     if role != "assistant":
         raise RecordProblem(f"{label} ({role}) has {given[0]}; expected it on assistant messages only")
-    return _optional_str(m, given[0], label)
+    return from_parts if from_parts else _optional_str(m, given[0], label)
+
+
+def _trained(weight: Any, label: str, role: str) -> bool | None:
+    """LLaMA-Factory's loss_weight: 0 leaves an assistant turn untrained (False), 1 lets data.train_on decide."""
+    if weight is None:
+        return None
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        raise RecordProblem(f"{label} has loss_weight {kind_of(weight)}; expected 0 or 1")
+    if role != "assistant":
+        if weight == 0:
+            return None
+        raise RecordProblem(
+            f"{label} ({role}) has loss_weight {weight}; lmforge trains assistant messages only, so it cannot "
+            "train this one (set it to 0 or remove it; data.train_on: everything trains on all the text)"
+        )
+    if weight not in (0, 1):
+        raise RecordProblem(
+            f"{label} (assistant) has loss_weight {weight}; lmforge trains a turn whole or not at all, every "
+            "trained token weighing the same: expected 0 (not trained) or 1 (trained)"
+        )
+    return False if weight == 0 else None
 
 
 def parse_tool_calls(value: Any, field: str) -> list[ToolCall]:
@@ -130,42 +159,7 @@ def parse_tool_calls(value: Any, field: str) -> list[ToolCall]:
     calls = as_list(value, field)
     if not calls:
         raise RecordProblem(f"{field} is an empty list; expected at least one call {CALL_EXAMPLE}")
-    return [_tool_call(c, f"{field}[{i}]") for i, c in enumerate(calls)]
-
-
-def _tool_call(call: Any, label: str) -> ToolCall:
-    if not isinstance(call, dict):
-        raise RecordProblem(f"{label} is {kind_of(call)}; expected an object {CALL_EXAMPLE}")
-    fn = call.get("function", call)
-    if not isinstance(fn, dict):
-        raise RecordProblem(f'{label} "function" is {kind_of(fn)}; expected an object {CALL_EXAMPLE}')
-    name = fn.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise RecordProblem(
-            f"{label} has name {kind_of(name)}; expected the tool's name as a string",
-            MISSING if name is None else BAD_VALUE,
-        )
-    call_id = call.get("id")
-    if call_id is not None and not isinstance(call_id, str):
-        raise RecordProblem(f"{label} has id {kind_of(call_id)}; expected a string")
-    return ToolCall(name=name, arguments=_arguments(fn.get("arguments"), label), id=call_id)
-
-
-def _arguments(value: Any, label: str) -> dict[str, Any]:
-    """Arguments as an object (a JSON string is decoded: templates render objects, e.g. with `| tojson`)."""
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value) if value.strip() else {}
-        except json.JSONDecodeError as err:
-            raise RecordProblem(
-                f"{label} arguments is a string that is not valid JSON ({err.msg} at column "
-                f"{err.colno}); expected a JSON object"
-            ) from None
-    if not isinstance(value, dict):
-        raise RecordProblem(f"{label} arguments is {kind_of(value)}; expected a JSON object")
-    return value
+    return [tool_call(c, f"{field}[{i}]") for i, c in enumerate(calls)]
 
 
 def parse_tools(value: Any, field: str) -> list[dict[str, Any]] | None:

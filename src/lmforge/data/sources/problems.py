@@ -23,6 +23,7 @@ MISSING = "missing field"
 ORDER = "wrong role order"
 EMPTY = "empty assistant content"
 BAD_VALUE = "bad value"
+MEDIA = "media (lmforge trains text only)"
 UNKNOWN_FORMAT = "unknown format"
 ENCODE_FAILED = "template cannot encode it"
 
