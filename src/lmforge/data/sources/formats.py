@@ -1,9 +1,10 @@
 """Input formats: how one row of each becomes a canonical record (records.py) of the kind a stage reads.
 
-A format is a name, the canonical columns it reads, the keys that give it away per record kind (for
-`format: auto`) and a parser per kind. `data.train[].columns` maps a canonical column to the key the
-data uses ({instruction: question}); `tags` renames sharegpt roles. Parsers raise RecordProblem naming
-the field (as the data spells it) and what was expected; the reader adds file:line.
+A format is a name, the canonical columns each record kind's parser reads, the keys that give it away per
+record kind (for `format: auto`) and a parser per kind (what becomes of the keys it does not read: keys.py).
+`data.train[].columns` maps a canonical column to the key the data uses ({instruction: question}); `tags`
+renames sharegpt roles. Parsers raise RecordProblem naming the field (as the data spells it) and what was
+expected; the reader adds file:line.
 
 Kinds: text (Text), conversation (Conversation), preference (PreferencePair), kto (KTOExample).
 """
@@ -70,10 +71,15 @@ class Row:
 @dataclass(frozen=True)
 class Format:
     name: str
-    columns: tuple[str, ...]  # canonical columns it reads
+    reads: dict[str, tuple[str, ...]]  # kind -> the canonical columns its parser reads
     detect: dict[str, tuple[str, ...]]  # kind -> keys that all appear in a record of this format
     parsers: dict[str, Callable[[Row], Record]]  # kind -> parser
     example: str
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every canonical column it reads, for one kind or another."""
+        return tuple(dict.fromkeys(c for columns in self.reads.values() for c in columns))
 
 
 # -- text and messages ---------------------------------------------------------------------------------------
@@ -259,14 +265,22 @@ FORMATS: dict[str, Format] = {
     for f in (
         Format(
             "messages",
-            ("messages", "tools", "prompt", "chosen", "rejected", "completion", "label"),
+            {
+                "conversation": ("messages", "tools"),
+                "preference": ("prompt", "chosen", "rejected", "tools"),
+                "kto": ("prompt", "completion", "label"),
+            },
             {"conversation": ("messages",)},
             {"conversation": _messages, "preference": _preference, "kto": _kto},
             '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}',
         ),
         Format(
             "sharegpt",
-            ("conversations", "system", "tools", "chosen", "rejected", "label"),
+            {
+                "conversation": ("conversations", "system", "tools"),
+                "preference": ("conversations", "system", "tools", "chosen", "rejected"),
+                "kto": ("conversations", "system", "label"),
+            },
             {
                 "conversation": ("conversations",),
                 "preference": ("conversations", "chosen"),
@@ -277,7 +291,11 @@ FORMATS: dict[str, Format] = {
         ),
         Format(
             "alpaca",
-            ("instruction", "input", "output", "system", "history", "chosen", "rejected", "label"),
+            {
+                "conversation": ("instruction", "input", "output", "system", "history"),
+                "preference": ("instruction", "input", "system", "history", "chosen", "rejected"),
+                "kto": ("instruction", "input", "output", "system", "history", "label"),
+            },
             {
                 "conversation": ("instruction",),
                 "preference": ("instruction", "chosen"),
@@ -286,17 +304,17 @@ FORMATS: dict[str, Format] = {
             {"conversation": _alpaca, "preference": _alpaca_preference, "kto": _alpaca_kto},
             '{"instruction": ..., "input": ..., "output": ...}',
         ),
-        Format("text", ("text",), {"text": ("text",)}, {"text": _text}, '{"text": ...}'),
+        Format("text", {"text": ("text",)}, {"text": ("text",)}, {"text": _text}, '{"text": ...}'),
         Format(
             "preference",
-            ("prompt", "chosen", "rejected", "tools"),
+            {"preference": ("prompt", "chosen", "rejected", "tools")},
             {"preference": ("chosen", "rejected")},
             {"preference": _preference},
             '{"prompt": ..., "chosen": ..., "rejected": ...}',
         ),
         Format(
             "kto",
-            ("prompt", "completion", "label"),
+            {"kto": ("prompt", "completion", "label")},
             {"kto": ("completion", "label")},
             {"kto": _kto},
             '{"prompt": ..., "completion": ..., "label": true}',

@@ -24,6 +24,7 @@ ORDER = "wrong role order"
 EMPTY = "empty assistant content"
 BAD_VALUE = "bad value"
 MEDIA = "media (lmforge trains text only)"
+NOT_READ = "key that would be lost"
 UNKNOWN_FORMAT = "unknown format"
 ENCODE_FAILED = "template cannot encode it"
 

@@ -6,20 +6,24 @@ readable record) and parses every row into the record kind the stage reads (reco
 row is reported with where it is (`file:line`, `file: record N`, `file: row N`), the field and what was
 expected: `on_error="strict"` raises an LmforgeError listing the first MAX_PROBLEMS of them,
 `on_error="skip"` returns them as Reject records for the caller to count and write out. Nothing is
-dropped without a Reject.
+dropped without a Reject. Keys a format does not read are refused where that would change the training, else
+counted and said (keys.py).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lmforge.config.settings import Source
+from lmforge.console import say
 from lmforge.data.records import KIND_BY_STAGE, KINDS, Record
 from lmforge.data.sources.files import source_parts
 from lmforge.data.sources.formats import FORMATS, Format, check_source, detect, parse
+from lmforge.data.sources.keys import check_keys, unread_keys, unread_line
 from lmforge.data.sources.problems import (
     MALFORMED,
     MAX_PROBLEMS,
@@ -38,6 +42,7 @@ ON_ERROR = ("strict", "skip")
 class SourceRead:
     records: list[Record]
     rejects: list[Reject] = field(default_factory=list)
+    unread: Counter = field(default_factory=Counter)  # keys left out of training -> how many records had them
 
 
 def read_source(source: Source, kind: str, on_error: str = "strict", base_dir: Path | None = None) -> SourceRead:
@@ -52,12 +57,11 @@ def read_source(source: Source, kind: str, on_error: str = "strict", base_dir: P
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error {on_error!r}: expected one of {', '.join(ON_ERROR)}")
     fixed = fixed_format(source, kind)
-    records: list[Record] = []
-    rejects: list[Reject] = []
+    got = SourceRead(records=[])
     for _, rows in source_parts(source, base_dir):
-        parse_rows(rows, fixed, source, kind, on_error, records, rejects)
-    check_read(source, len(records), rejects, on_error)
-    return SourceRead(records=records, rejects=rejects)
+        parse_rows(rows, fixed, source, kind, on_error, got.records, got.rejects, got.unread)
+    check_read(source, len(got.records), got.rejects, on_error, got.unread)
+    return got
 
 
 def read_records(sources: list[Source], kind: str, on_error: str = "strict") -> list[Record]:
@@ -84,13 +88,17 @@ def parse_rows(
     on_error: str,
     records: list[Record],
     rejects: list[Reject],
+    unread: Counter | None = None,
 ) -> tuple[Format | None, bool]:
-    """Parse the rows of one file into `records`, bad ones into `rejects`. `fmt` None: told by the first
-    readable record. Returns (the format, whether the file must be read no further: strict and unknown)."""
+    """Parse the rows of one file into `records`, bad ones into `rejects`, and count in `unread` the keys left out
+    of training (keys.py). `fmt` None: told by the first readable record. Returns (the format, whether the file
+    must be read no further: strict and unknown)."""
     for where, obj in rows:
         try:
-            fmt = fmt or detect(_object(obj), source, kind)
-            record = parse(_object(obj), fmt, source, kind)
+            row = _object(obj)
+            fmt = fmt or detect(row, source, kind)
+            check_keys(row, fmt, source, kind)
+            record = parse(row, fmt, source, kind)
         except UnknownFormat as err:
             rejects.append(_reject(where, err, obj, on_error))
             if on_error == "strict":
@@ -101,15 +109,20 @@ def parse_rows(
             continue
         record.source = where
         records.append(record)
+        if unread is not None:
+            unread.update(unread_keys(row, fmt, source, kind))
     return fmt, False
 
 
-def check_read(source: Source, count: int, rejects: list[Reject], on_error: str) -> None:
-    """Raise when a source read strictly had bad records, or when it gave no record (`count` records read)."""
+def check_read(source: Source, count: int, rejects: list[Reject], on_error: str, unread: Counter | None = None) -> None:
+    """Raise when a source read strictly had bad records, or when it gave no record (`count` records read); say
+    the keys left out of training (`unread`), if any."""
     if rejects and on_error == "strict":
         raise problems_error(source.label(), rejects, count + len(rejects))
     if not count:
         raise _nothing_read(source, rejects)
+    if unread:
+        say(unread_line(source.label(), unread))
 
 
 def iter_rows(source: Source, base_dir: Path | None = None) -> Iterator[tuple[str, dict]]:
