@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from lmforge.config.settings import Source
-from lmforge.data.records import Conversation, KTOExample, Message, PreferencePair, ToolCall
+from lmforge.data.records import Conversation, KTOExample, Message, PreferencePair, Text, ToolCall
 from lmforge.data.sources.read import read_source
 from lmforge.errors import LmforgeError
 
@@ -102,6 +102,32 @@ def test_alpaca_preference_and_kto(tmp_path):
     assert pair == PreferencePair([Message("user", "Pick")], Message("assistant", "good"), Message("assistant", "bad"))
     kto = one(tmp_path, {"instruction": "Pick", "output": "meh", "kto_tag": False}, "kto", columns={"label": "kto_tag"})
     assert kto == KTOExample([Message("user", "Pick")], Message("assistant", "meh"), False)
+
+
+def test_alpaca_as_pretraining_documents_joins_instruction_input_and_output(tmp_path):
+    row = {"instruction": "Translate", "input": "chat", "output": "cat"}
+    assert one(tmp_path, row, "text", format="alpaca") == Text("Translate\nchat\ncat")
+    assert one(tmp_path, {**row, "input": ""}, "text", format="alpaca") == Text("Translate\ncat")
+    assert one(tmp_path, {"instruction": "Only this."}, "text", format="alpaca") == Text("Only this.")
+
+
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        ({"instruction": "Q", "output": "A", "system": "S"}, '"system" holds a system prompt: a conversation, not a'),
+        ({"instruction": "Q", "output": "A", "history": [["a", "b"]]}, '"history" holds earlier turns: a conversation'),
+        ({"instruction": "", "input": "", "output": ""}, '"instruction", "input" and "output" are empty'),
+    ],
+)
+def test_alpaca_documents_refuse_conversations_and_empty_records(tmp_path, row, expected):
+    assert expected in problem(tmp_path, row, "text", format="alpaca")
+
+
+def test_alpaca_reads_tools(tmp_path):
+    row = {"instruction": "Weather in Oslo?", "output": "Rain.", "tools": json.dumps([WEATHER_TOOL])}
+    assert one(tmp_path, row).tools == [{"type": "function", "function": WEATHER_TOOL}]
+    pair = one(tmp_path, {**row, "chosen": "Rain.", "rejected": "Sun."}, "preference", format="alpaca")
+    assert pair.tools == [{"type": "function", "function": WEATHER_TOOL}]
 
 
 # -- sharegpt --------------------------------------------------------------------------------------------------

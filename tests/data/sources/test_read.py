@@ -164,13 +164,23 @@ def test_format_must_fit_the_stage(tmp_path):
     corpus = write_lines(tmp_path / "corpus.jsonl", [{"text": "a"}])
     assert (
         "format messages gives conversation or preference or kto records, but text records are needed here; "
-        "expected format text (or change `stage`)" in error_of(chat, "pt")
+        "expected format alpaca or text (or change `stage`)" in error_of(chat, "pt")
     )
     assert (
         "format text gives text records, but conversation records are needed here; expected format messages "
         "or sharegpt or alpaca" in error_of(corpus, "sft")
     )
     assert "format text gives text records" in error_of(chat, "sft", fmt="text")
+
+
+def test_alpaca_records_are_pretraining_documents_only_when_asked(tmp_path):
+    path = write_lines(tmp_path / "qa.jsonl", [{"instruction": "Q", "input": "", "output": "A"}])
+    assert error_of(path, "pt") == (
+        f"{path}:1: the keys instruction, input, output look like format alpaca, which gives text records only "
+        "when asked: set data.train[].format: alpaca (each record one document: instruction, input and output "
+        "joined by newlines)"
+    )
+    assert read(path, "pt", fmt="alpaca") == [Text("Q\nA", f"{path}:1")]
 
 
 def test_explicit_format_reports_the_missing_key(tmp_path):

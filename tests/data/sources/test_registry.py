@@ -8,6 +8,7 @@ import yaml
 
 from lmforge.config.recipe import DataSpec
 from lmforge.config.settings import Source, source_settings
+from lmforge.data.sources.read import read_source
 from lmforge.data.sources.registry import resolve_sources
 from lmforge.errors import LmforgeError
 
@@ -140,11 +141,17 @@ def test_hub_entry_prefers_hf_and_maps_subset_split_num_samples(lf_dir):
     assert src == Source(hub="org/data", subset="en", split="validation", format="alpaca", samples=100)
 
 
-def test_pretraining_reads_the_prompt_column_as_text(lf_dir):
-    wiki, alpaca = resolve(lf_dir, {"name": "wiki_demo"}, {"name": "alpaca_en"}, stage="pt")
-    assert (wiki.format, wiki.columns) == ("text", {"text": "text"})
-    assert (alpaca.format, alpaca.columns) == ("text", {"text": "instruction"})
-    assert "cannot be used for pre-training" in error_of(lf_dir, {"name": "dpo_en"}, stage="pt")
+def test_pretraining_reads_alpaca_entries_as_documents_and_refuses_sharegpt(lf_dir):
+    wiki, custom = resolve(lf_dir, {"name": "wiki_demo"}, {"name": "alpaca_custom"}, stage="pt")
+    assert (wiki.format, wiki.columns) == ("alpaca", {"instruction": "text"})
+    assert (custom.format, custom.columns["input"], custom.columns["output"]) == ("alpaca", "context", "answer")
+    (lf_dir / "sub").mkdir()
+    rows = [{"question": "Q", "context": "C", "answer": "A"}, {"question": "Q2", "context": "", "answer": "A2"}]
+    (lf_dir / "sub" / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert [t.text for t in read_source(custom, "pt").records] == ["Q\nC\nA", "Q2\nA2"]  # nothing left out
+    assert "LLaMA-Factory would train on its first user message alone" in error_of(
+        lf_dir, {"name": "dpo_en"}, stage="pt"
+    )
 
 
 def test_recipe_settings_win_over_the_registry(lf_dir):

@@ -24,6 +24,8 @@ from lmforge.data.sources.problems import BAD_VALUE, EMPTY, MISSING, RecordProbl
 from lmforge.errors import LmforgeError
 
 LABEL_WORDS = {"true": True, "false": False, "1": True, "0": False}
+# (format, kind) read only when data.train[].format names the format, and what such a record becomes
+ASKED = {("alpaca", "text"): "each record one document: instruction, input and output joined by newlines"}
 
 
 @dataclass
@@ -218,7 +220,10 @@ def _alpaca_prompt(row: Row) -> list[Message]:
 
 
 def _alpaca(row: Row) -> Conversation:
-    return Conversation(messages=[*_alpaca_prompt(row), Message("assistant", row.string("output", reply=True))])
+    return Conversation(
+        messages=[*_alpaca_prompt(row), Message("assistant", row.string("output", reply=True))],
+        tools=parse_tools(row.get("tools"), row.field("tools")),
+    )
 
 
 def _alpaca_preference(row: Row) -> PreferencePair:
@@ -226,7 +231,28 @@ def _alpaca_preference(row: Row) -> PreferencePair:
         prompt=_alpaca_prompt(row),
         chosen=Message("assistant", row.string("chosen", reply=True)),
         rejected=Message("assistant", row.string("rejected", reply=True)),
+        tools=parse_tools(row.get("tools"), row.field("tools")),
     )
+
+
+def _alpaca_text(row: Row) -> Text:
+    """A pretraining document: instruction, input and output joined by newlines, the empty ones left out
+    (LLaMA-Factory joins instruction and input so, and leaves the output out; here it is part of the text)."""
+    for canonical, what in (("system", "a system prompt"), ("history", "earlier turns")):
+        if row.get(canonical) not in (None, "", []):
+            raise RecordProblem(
+                f"{row.field(canonical)} holds {what}: a conversation, not a document; pretraining reads "
+                "instruction, input and output as one text, so train this data with stage sft, or remove the key"
+            )
+    parts = [row.string("instruction"), row.string("input", required=False), row.string("output", required=False)]
+    text = "\n".join(part for part in parts if part)
+    if not text.strip():
+        raise RecordProblem(
+            f"{row.field('instruction')}, {row.field('input')} and {row.field('output')} are empty; expected the "
+            "document text",
+            EMPTY,
+        )
+    return Text(text=text)
 
 
 def _alpaca_kto(row: Row) -> KTOExample:
@@ -292,16 +318,17 @@ FORMATS: dict[str, Format] = {
         Format(
             "alpaca",
             {
-                "conversation": ("instruction", "input", "output", "system", "history"),
-                "preference": ("instruction", "input", "system", "history", "chosen", "rejected"),
+                "conversation": ("instruction", "input", "output", "system", "history", "tools"),
+                "preference": ("instruction", "input", "system", "history", "tools", "chosen", "rejected"),
                 "kto": ("instruction", "input", "output", "system", "history", "label"),
+                "text": ("instruction", "input", "output", "system", "history"),
             },
             {
                 "conversation": ("instruction",),
                 "preference": ("instruction", "chosen"),
                 "kto": ("instruction", "label"),
-            },
-            {"conversation": _alpaca, "preference": _alpaca_preference, "kto": _alpaca_kto},
+            },  # not told for text: pretraining on alpaca records is asked for with format: alpaca
+            {"conversation": _alpaca, "preference": _alpaca_preference, "kto": _alpaca_kto, "text": _alpaca_text},
             '{"instruction": ..., "input": ..., "output": ...}',
         ),
         Format("text", {"text": ("text",)}, {"text": ("text",)}, {"text": _text}, '{"text": ...}'),
@@ -356,6 +383,10 @@ def detect(obj: dict[str, Any], source: Source, kind: str) -> Format:
     for fmt in FORMATS.values():
         if any(has(fmt, keys) for keys in fmt.detect.values()):
             check_source(source, fmt, kind)
+            raise UnknownFormat(
+                f"the keys {', '.join(obj)} look like format {fmt.name}, which gives {kind} records only when "
+                f"asked: set data.train[].format: {fmt.name} ({ASKED[fmt.name, kind]})"
+            )
     known = "; ".join(f"{f.name} ({f.example})" for f in FORMATS.values() if kind in f.parsers)
     raise UnknownFormat(
         f"cannot tell the format from the keys {', '.join(obj) or '(none)'}; expected one of: "

@@ -87,8 +87,7 @@ def resolve_sources(
     """The train sources with every `name:` replaced by its entry in the registry at `registry_location`
     (data.registry), mixing keys kept.
 
-    `stage` lets LLaMA-Factory alpaca entries become plain text for pre-training (their prompt column is the
-    document, as in LLaMA-Factory); without it they stay alpaca.
+    `stage` lets pre-training refuse LLaMA-Factory sharegpt entries (alpaca entries are read as documents).
     """
     registry: Registry | None = None
     resolved = []
@@ -216,7 +215,7 @@ def _from_llamafactory(entry: dict[str, Any], folder: Path, at: str, stage: str 
     if entry.get("num_samples") is not None:
         fields["samples"] = entry["num_samples"]
     if stage == "pt":
-        fields = _lf_pretraining(fields, formatting, at)
+        _check_pretraining(formatting, at)
     return _validated(fields, at)
 
 
@@ -260,16 +259,14 @@ def _lf_tags(tags: Any, formatting: str, at: str) -> dict[str, str]:
     return {key: value for key, value in tags.items() if value is not None}
 
 
-def _lf_pretraining(fields: dict[str, Any], formatting: str, at: str) -> dict[str, Any]:
-    """LLaMA-Factory pre-trains on an alpaca dataset's prompt column; here that is format text."""
+def _check_pretraining(formatting: str, at: str) -> None:
+    """An alpaca dataset is read as documents (formats.py: instruction, input and output joined by newlines, where
+    LLaMA-Factory keeps only the first two); a sharegpt one is refused."""
     if formatting != "alpaca":
         raise LmforgeError(
-            f"{at}: a sharegpt dataset cannot be used for pre-training (stage pt); use an alpaca "
-            "entry whose columns.prompt is the text column"
+            f"{at}: a sharegpt dataset cannot be used for pre-training (stage pt): LLaMA-Factory would train on "
+            "its first user message alone; use an alpaca entry whose columns.prompt is the text column"
         )
-    fields = {**fields, "format": "text", "tags": {}}
-    fields["columns"] = {"text": fields["columns"].get("instruction", "instruction")}
-    return fields
 
 
 def _check_keys(keys: Any, allowed: Any, at: str, what: str) -> None:
