@@ -100,8 +100,8 @@ class DataSource(Section):
 
     path: str | None = Field(
         None,
-        description="a data file (.jsonl, .json, .parquet, .csv), a directory of them or a glob, relative to "
-        "the current directory; give exactly one of path, name, hub",
+        description="a data file (.jsonl, .json, .parquet, .csv, or .txt: one document a line), a directory of "
+        "them or a glob, relative to the current directory; give exactly one of path, name, hub",
     )
     name: str | None = Field(None, description="a dataset named in data.registry")
     hub: str | None = Field(None, description="a hub dataset id, read with datasets.load_dataset")

@@ -136,10 +136,39 @@ def test_directory_reads_every_data_file_sorted_skipping_hidden_and_registry(tmp
     (tmp_path / "c.csv").write_text("instruction,output\nq,r\n")
     jsonl(tmp_path / ".cache" / "x.jsonl", [{"junk": 1}])
     (tmp_path / "dataset_info.json").write_text("{}")
-    (tmp_path / "notes.txt").write_text("ignored")
     assert resolve_files(str(tmp_path)) == [tmp_path / "a" / "part.jsonl", tmp_path / "b.jsonl", tmp_path / "c.csv"]
     convs = read(tmp_path)  # the format is told per file
     assert [c.messages[-1].content for c in convs] == ["y", "4", "r"]
+
+
+def test_text_files_are_one_document_a_line_and_blank_lines_are_counted(tmp_path, capsys):
+    corpus = tmp_path / "wiki.txt"
+    corpus.write_bytes(b"\xef\xbb\xbfFirst document.\n\nSecond, with CRLF.\r\n   \nThird\rFourth (old Mac break)\nLast")
+    assert read(corpus, "text") == [
+        Text("First document.", f"{corpus}:1"),
+        Text("Second, with CRLF.", f"{corpus}:3"),
+        Text("Third", f"{corpus}:5"),
+        Text("Fourth (old Mac break)", f"{corpus}:5"),
+        Text("Last", f"{corpus}:6"),
+    ]
+    assert capsys.readouterr().err == f"lmforge: data: {corpus}: 2 blank lines skipped (one document a line)\n"
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\nbad \xff byte\n")
+    got = read_source(Source(path=str(bad)), "text", on_error="skip")
+    assert [t.text for t in got.records] == ["fine"] and got.rejects[0].source == f"{bad}:2"
+    with pytest.raises(LmforgeError, match="format text gives text records, but conversation records are needed"):
+        read(corpus, "conversation")
+
+
+def test_text_files_and_record_files_do_not_mix_under_one_path(tmp_path):
+    jsonl(tmp_path / "chat.jsonl", [SHORT])
+    (tmp_path / "notes.txt").write_text("not data\n")
+    with pytest.raises(LmforgeError) as err:
+        resolve_files(str(tmp_path))
+    assert f"holds plain-text files ({tmp_path / 'notes.txt'}: one document a line) and record files" in str(err.value)
+    assert resolve_files(str(tmp_path / "*.jsonl")) == [tmp_path / "chat.jsonl"]
+    (tmp_path / "chat.jsonl").unlink()
+    assert resolve_files(str(tmp_path)) == [tmp_path / "notes.txt"]
 
 
 def test_glob_and_base_dir(tmp_path):

@@ -194,9 +194,9 @@ def test_missing_file_wrong_extension_and_empty_file(tmp_path):
     assert error_of(tmp_path / "nope.jsonl") == (
         f"data file {tmp_path / 'nope.jsonl'} does not exist; check data.train / data.eval.path in the recipe"
     )
-    txt = tmp_path / "data.txt"
-    txt.write_text("a,b\n")
-    assert "has extension '.txt'; expected one of .jsonl, .json, .parquet, .csv" in error_of(txt)
+    tsv = tmp_path / "data.tsv"
+    tsv.write_text("a\tb\n")
+    assert "has extension '.tsv'; expected one of .jsonl, .json, .parquet, .csv, .txt" in error_of(tsv)
     empty = write_lines(tmp_path / "empty.jsonl", ["", ""])
     assert "holds no records" in error_of(empty)
     (tmp_path / "empty_dir").mkdir()

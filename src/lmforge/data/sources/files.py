@@ -1,11 +1,16 @@
-"""Rows out of data files: JSON Lines, JSON, Parquet and CSV; a directory or a glob of them; a hub dataset.
+"""Rows out of data files: JSON Lines, JSON, Parquet, CSV and plain text; a directory or a glob of them; a hub dataset.
 
 Rows come one at a time, each with where it is: `file:line` for line-based files (JSON Lines, CSV: the
-row's first line), `file: record N` for a .json list, `file: row N` for Parquet and hub datasets. JSON
-Lines, CSV and Parquet are read lazily (a line, a row, a batch at a time), so large files stream; a .json
+row's first line, text), `file: record N` for a .json list, `file: row N` for Parquet and hub datasets. JSON
+Lines, CSV, text and Parquet are read lazily (a line, a row, a batch at a time), so large files stream; a .json
 list is parsed whole (use .jsonl or .parquet for large data). A row that cannot be read (bad JSON, a
 non-UTF-8 byte, a CSV row of the wrong width) is yielded as a RecordProblem so that the reader lists it
 with the others; a file that cannot be read at all raises LmforgeError.
+
+A .txt file is a pretraining corpus read as LLaMA-Factory reads one (through `datasets`' text loader): each line
+a document {"text": line}, without its line break; a line break is \n, \r\n or \r. A blank line is no
+document (the text loader makes it an empty one, which LLaMA-Factory would train as an end-of-text token alone):
+it is skipped, and the count of them said once the file is read.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.config.settings import Source
+from lmforge.console import say
 from lmforge.data.sources.problems import MALFORMED, NOT_UTF8, RecordProblem, kind_of
 from lmforge.errors import LmforgeError
 
-EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
+EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv", ".txt")
+TEXT_FILE = ".txt"  # one document a line
 GLOB_CHARS = "*?["
 PARQUET_BATCH = 1024
 BOM = b"\xef\xbb\xbf"
@@ -44,20 +51,34 @@ def resolve_files(raw: str, base_dir: Path | None = None) -> list[Path]:
                 f"data path {raw} matches no data file (expected names ending in {kinds}); "
                 "check the pattern in data.train[].path"
             )
-        return files
+        return _one_kind(files, raw)
     if not path.exists():
         raise LmforgeError(f"data file {raw} does not exist; check data.train / data.eval.path in the recipe")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if _is_data_file(p) and not _hidden(p, path))
         if not files:
             raise LmforgeError(f"data directory {raw} holds no data files; expected files ending in {kinds}")
-        return files
+        return _one_kind(files, raw)
     if path.suffix.lower() not in EXTENSIONS:
         raise LmforgeError(
             f"data file {raw} has extension {path.suffix!r}; expected one of {kinds} (JSON Lines: "
-            "one JSON object per line; .json: one list of objects; Parquet; CSV with a header)"
+            "one JSON object per line; .json: one list of objects; Parquet; CSV with a header; .txt: one "
+            "document a line)"
         )
     return [path]
+
+
+def _one_kind(files: list[Path], raw: str) -> list[Path]:
+    """Plain text and records do not mix under one path: a notes file beside the data would be read as a corpus."""
+    text = [f for f in files if f.suffix.lower() == TEXT_FILE]
+    if text and len(text) < len(files):
+        other = next(f for f in files if f.suffix.lower() != TEXT_FILE)
+        raise LmforgeError(
+            f"data path {raw} holds plain-text files ({text[0]}: one document a line) and record files ({other}); "
+            "keep them in separate folders, or name the files to read with a glob (LLaMA-Factory too wants the "
+            "files of a dataset to be of one type)"
+        )
+    return files
 
 
 def _is_data_file(path: Path) -> bool:
@@ -90,6 +111,8 @@ def file_rows(path: Path) -> Iterator[Row]:
         return _rows_json(path)
     if suffix == ".parquet":
         return _rows_parquet(path)
+    if suffix == TEXT_FILE:
+        return _rows_text(path)
     return _rows_csv(path)
 
 
@@ -151,6 +174,25 @@ def _jsonl_line(where: str, raw: bytes) -> Iterator[Row]:
                     raw=line.rstrip("\r\n"),
                 ),
             )
+
+
+def _rows_text(path: Path) -> Iterator[Row]:
+    """One document a line (the module docstring); blank lines are counted and said, not yielded."""
+    blank = 0
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            line = _decode(raw[3:] if number == 1 and raw.startswith(BOM) else raw)
+            if isinstance(line, RecordProblem):
+                yield f"{path}:{number}", line
+                continue
+            line = line.removesuffix("\n").removesuffix("\r")
+            for text in line.split("\r"):  # a lone \r breaks lines too, as in Python's universal newlines
+                if text.strip():
+                    yield f"{path}:{number}", {"text": text}
+                else:
+                    blank += 1
+    if blank:
+        say(f"lmforge: data: {path}: {blank:,} blank line{'s' if blank != 1 else ''} skipped (one document a line)")
 
 
 def _rows_json(path: Path) -> Iterator[Row]:
