@@ -174,6 +174,27 @@ def test_sharegpt_function_call_and_observation_become_tool_calls_and_results(tm
     assert [m["role"] for m in conv.as_dicts()] == ["user", "assistant", "tool", "assistant"] * 2
 
 
+def test_an_observation_after_a_plain_reply_is_a_tool_result_as_llamafactory_reads_it(tmp_path):
+    turns = [
+        {"from": "human", "value": "Weather in Oslo?"},
+        {"from": "gpt", "value": "Action: get_weather(city='Oslo')"},  # the call written in the reply's text
+        {"from": "observation", "value": "rain"},
+        {"from": "gpt", "value": "It rains."},
+    ]
+    assert one(tmp_path, {"conversations": turns}).messages == [
+        Message("user", "Weather in Oslo?"),
+        Message("assistant", "Action: get_weather(city='Oslo')"),
+        Message("tool", "rain"),
+        Message("assistant", "It rains."),
+    ]
+    openai = [{"role": m.role, "content": m.content} for m in one(tmp_path, {"conversations": turns}).messages]
+    assert one(tmp_path, {"messages": openai}).messages[2] == Message("tool", "rain")  # what data convert writes
+    wrong = [turns[0], turns[2], turns[3]]
+    assert "conversations[1] has role observation after a human message; expected gpt or function_call" in problem(
+        tmp_path, {"conversations": wrong}
+    )
+
+
 def test_sharegpt_role_content_variant_and_custom_tags(tmp_path):
     variant = {"conversations": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}
     assert one(tmp_path, variant).messages == [Message("user", "Hi"), Message("assistant", "Yo")]
@@ -300,8 +321,8 @@ def test_openai_messages_with_tool_calls_tool_results_tools_and_reasoning(tmp_pa
     "messages, expected",
     [
         (
-            [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "tool", "content": "c"}],
-            "message 2 has role tool after an assistant message; expected user",
+            [{"role": "user", "content": "a"}, {"role": "tool", "content": "c"}, {"role": "assistant", "content": "b"}],
+            "message 1 has role tool after a user message; expected assistant",
         ),
         (
             [

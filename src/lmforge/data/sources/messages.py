@@ -24,8 +24,8 @@ ROLES = ("system", "user", "assistant", "tool")
 REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")  # one name, three spellings templates read
 MESSAGE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name", *REASONING_KEYS, "loss_weight")
 ORDER_RULE = (
-    "an optional system message first, then user and assistant taking turns; tool results follow an "
-    "assistant message with tool_calls"
+    "an optional system message first, then user and assistant taking turns; tool results may follow an "
+    "assistant message, and only tool results follow one with tool_calls"
 )
 
 
@@ -209,6 +209,6 @@ def _next_roles(previous: Message | None) -> tuple[str, ...]:
         return ("user",)
     if previous.role == "user":
         return ("assistant",)
-    if previous.role == "assistant":
-        return ("tool",) if previous.tool_calls else ("user",)
+    if previous.role == "assistant":  # a tool result after a reply without calls: a call written in its text
+        return ("tool",) if previous.tool_calls else ("user", "tool")
     return ("tool", "assistant")

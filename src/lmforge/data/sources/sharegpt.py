@@ -2,7 +2,8 @@
 
 Roles (renamed per dataset with `data.train[].tags`, as LLaMA-Factory's tags): human -> user, gpt ->
 assistant, system -> system, function_call -> an assistant message with tool calls (the value is JSON
-{"name", "arguments"} or a list of them), observation -> a tool result. Where a tag is not set, the
+{"name", "arguments"} or a list of them), observation -> a tool result (after a function_call turn, or after
+a gpt reply that wrote its call in its text, as LLaMA-Factory reads it). Where a tag is not set, the
 usual synonyms are read too (user, assistant, tool). Turns spelled {role, content} are recognised by
 their keys unless role_tag/content_tag are set.
 """
