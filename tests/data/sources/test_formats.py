@@ -460,6 +460,26 @@ def test_typed_part_and_loss_weight_problems(tmp_path, messages, expected):
     assert expected in problem(tmp_path, {"messages": messages})
 
 
+def test_llamafactory_pairs_of_whole_conversations(tmp_path):
+    shared = [
+        {"role": "system", "content": [part("text", "Be brief.")], "loss_weight": 0.0},
+        {"role": "user", "content": [part("text", "Translate chat")], "loss_weight": 0.0},
+    ]
+    row = {
+        "chosen_messages": [*shared, {"role": "assistant", "content": [part("text", "cat")], "loss_weight": 1.0}],
+        "rejected_messages": [*shared, {"role": "assistant", "content": [part("text", "dog")], "loss_weight": 1.0}],
+    }
+    assert one(tmp_path, row, "preference") == PreferencePair(
+        [Message("system", "Be brief."), Message("user", "Translate chat")],
+        Message("assistant", "cat"),
+        Message("assistant", "dog"),
+    )
+    row["rejected_messages"] = shared
+    assert 'the last message of "rejected_messages" has role user; expected assistant' in problem(
+        tmp_path, row, "preference"
+    )
+
+
 def test_a_preference_reply_with_loss_weight_0_is_refused(tmp_path):
     row = {"prompt": "Q", "chosen": [{**REPLY, "loss_weight": 0}], "rejected": "B"}
     assert 'the last message of "chosen" has loss_weight 0, but it is the reply' in problem(tmp_path, row, "preference")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lmforge.config.settings import Source
@@ -38,11 +38,16 @@ class Row:
     tags: dict[str, str]
 
     def key(self, canonical: str) -> str:
-        return self.columns.get(canonical, canonical)
+        """The data's key: mapped by `columns`, else the format's other name for it where the record uses that."""
+        if canonical in self.columns:
+            return self.columns[canonical]
+        alias = self.fmt.aliases.get(canonical)
+        return alias if alias in self.obj and canonical not in self.obj else canonical
 
     def field(self, canonical: str) -> str:
         key = self.key(canonical)
-        return f'"{key}"' if key == canonical else f'"{key}" (mapped from {canonical} by data.train[].columns)'
+        mapped = " (mapped from {canonical} by data.train[].columns)" if canonical in self.columns else ""
+        return f'"{key}"{mapped.format(canonical=canonical)}'
 
     def get(self, canonical: str) -> Any:
         return self.obj.get(self.key(canonical))
@@ -77,6 +82,7 @@ class Format:
     detect: dict[str, tuple[str, ...]]  # kind -> keys that all appear in a record of this format
     parsers: dict[str, Callable[[Row], Record]]  # kind -> parser
     example: str
+    aliases: dict[str, str] = field(default_factory=dict)  # canonical -> another key the format's data uses
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -296,9 +302,10 @@ FORMATS: dict[str, Format] = {
                 "preference": ("prompt", "chosen", "rejected", "tools"),
                 "kto": ("prompt", "completion", "label"),
             },
-            {"conversation": ("messages",)},
+            {"conversation": ("messages",), "preference": ("chosen_messages", "rejected_messages")},
             {"conversation": _messages, "preference": _preference, "kto": _kto},
             '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}',
+            {"chosen": "chosen_messages", "rejected": "rejected_messages"},  # LLaMA-Factory's newer pairs
         ),
         Format(
             "sharegpt",
