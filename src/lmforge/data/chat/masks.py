@@ -55,16 +55,16 @@ from typing import TYPE_CHECKING
 import jinja2
 
 from lmforge.data.chat import reasoning
-from lmforge.data.chat.render import Renderer
-from lmforge.data.chat.spans import (
-    IGNORE_INDEX,
-    Offsets,
-    check_generation,
-    compare_marks,
-    forward_bounds,
-    label_tokens,
-    tokenize,
+from lmforge.data.chat.drafts import (
+    Draft,
+    Encoded,
+    PrefixPropertyError,
+    TokenPrefixError,
+    finish,
+    place,
+    tokenize_drafts,
 )
+from lmforge.data.chat.render import Renderer
 from lmforge.data.chat.templates import TOOL_TEMPLATES, builtin_names, template_label
 from lmforge.data.chat.turn_ends import (
     TurnError,
@@ -87,14 +87,6 @@ SPLIT_TURNS = ("auto", "always", "never")
 _SPLITTABLE = ("prefix property failed", "content not found", "end of turn differs", "reasoning dropped")
 
 
-@dataclass
-class Encoded:
-    input_ids: list[int]
-    labels: list[int]
-    text: str
-    split: bool = False  # one of the per-turn samples of a conversation (split_turns)
-
-
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise LmforgeError(f"{key}: unknown value {value!r}; use one of {', '.join(choices)}")
@@ -115,14 +107,6 @@ class MaskPolicy:
 
 WHOLE = MaskPolicy(split_turns="never")  # every assistant turn of the whole conversation, in one sample
 LAST_REPLY = MaskPolicy("last_assistant", "never")  # the final reply only: preference and KTO sides
-
-
-class PrefixPropertyError(LmforgeError):
-    """The template renders the history differently from the turn itself; split_turns can repair it."""
-
-
-class TokenPrefixError(PrefixPropertyError):
-    """The history tokenises differently from a turn's generation prompt at inference; split_turns repairs it."""
 
 
 def encode(tokenizer: Tokenizer, template: str, conv: Conversation, policy: MaskPolicy = MaskPolicy()) -> list[Encoded]:
@@ -171,13 +155,13 @@ def encode_batch(
 def _finish_all(out: list) -> None:
     """Tokenise the drafts of every conversation in `out` in one call and replace them by their samples."""
     drafts = [d for drafts in out if not isinstance(drafts, LmforgeError) for d in drafts]
-    tokens = iter(_tokenize(drafts))
+    tokens = iter(tokenize_drafts(drafts))
     for k, drafts in enumerate(out):
         if isinstance(drafts, LmforgeError):
             continue
         encoded = [(d, next(tokens)) for d in drafts]  # consumed whole even when a sample fails
         try:
-            out[k] = [_finish(d, *parts) for d, parts in encoded]
+            out[k] = [finish(d, *parts) for d, parts in encoded]
         except LmforgeError as err:
             out[k] = err
 
@@ -199,21 +183,7 @@ def _template_messages(renderer: Renderer, messages: list[dict]) -> list[dict]:
     return messages
 
 
-@dataclass
-class _Draft:
-    """A conversation rendered and its labelled character spans derived; its tokens come later, in a batch."""
-
-    renderer: Renderer
-    conv: Conversation
-    text: str
-    spans: list[tuple[int, int]] | None  # None: train_on everything (every token but the first)
-    generation: list[tuple[int, int]] | None  # the {% generation %} blocks' spans in text, when tracked
-    last_only: bool = False
-    split: bool = False
-    written: bool = False  # the turn's reasoning written by lmforge (reasoning.py): not the template's own text
-
-
-def _draft(renderer: Renderer, conv: Conversation, train_on: str) -> _Draft:
+def _draft(renderer: Renderer, conv: Conversation, train_on: str) -> Draft:
     """T rendered and the character spans of what the model must generate (see the module docstring)."""
     messages = renderer.prepare(_template_messages(renderer, _messages(conv)))
     text, generation = _render_spans(renderer, messages, conv)
@@ -232,7 +202,7 @@ def _draft(renderer: Renderer, conv: Conversation, train_on: str) -> _Draft:
                         "tool calls not rendered", f"the call to {missing[0]!r} is missing from the rendered text"
                     ),
                 )
-        return _Draft(renderer, conv, text, None, None)
+        return Draft(renderer, conv, text, None, None)
     turns = _trained_turns(conv)
     if train_on == "last_assistant":
         turns = turns[-1:]
@@ -245,8 +215,8 @@ def _draft(renderer: Renderer, conv: Conversation, train_on: str) -> _Draft:
             if written is None:
                 raise _turn_error(renderer.template, conv, messages, i, err) from None
             text, span = written
-            return _Draft(renderer, conv, text, [span], None, last_only=True, written=True)
-    return _Draft(renderer, conv, text, spans, generation, last_only=train_on == "last_assistant")
+            return Draft(renderer, conv, text, [span], None, last_only=True, written=True)
+    return Draft(renderer, conv, text, spans, generation, last_only=train_on == "last_assistant")
 
 
 def _trained_turns(conv: Conversation) -> list[int]:
@@ -275,7 +245,7 @@ def _written_turn(renderer: Renderer, messages: list[dict], conv: Conversation) 
     return text, (start, end)
 
 
-def _turn_drafts(renderer: Renderer, conv: Conversation, train_on: str) -> list[_Draft]:
+def _turn_drafts(renderer: Renderer, conv: Conversation, train_on: str) -> list[Draft]:
     """The per-turn samples of split_turns always, as drafts."""
     turns = _trained_turns(conv)
     if not turns:
@@ -291,7 +261,7 @@ def _turn_drafts(renderer: Renderer, conv: Conversation, train_on: str) -> list[
     return drafts
 
 
-def _policy_drafts(renderer: Renderer, conv: Conversation, train_on: str, split_turns: str) -> list[_Draft]:
+def _policy_drafts(renderer: Renderer, conv: Conversation, train_on: str, split_turns: str) -> list[Draft]:
     if split_turns == "always":
         return _turn_drafts(renderer, conv, train_on)
     try:
@@ -302,109 +272,13 @@ def _policy_drafts(renderer: Renderer, conv: Conversation, train_on: str, split_
     return _turn_drafts(renderer, conv, train_on)
 
 
-_Tokens = tuple[list[int], Offsets]
-
-
-def _tokenize(drafts: list[_Draft]) -> list[tuple[_Tokens, list[_Tokens]]]:
-    """For each draft, (the tokens of its text, the tokens of each labelled turn's prompt text), in one call."""
-    if not drafts:
-        return []
-    texts, counts = [], []
-    for d in drafts:
-        prompts = [d.text[:start] for start, _ in d.spans or []]
-        texts += [d.text, *prompts]
-        counts.append(len(prompts))
-    tokens = iter(tokenize(drafts[0].renderer.tokenizer, texts, _where(drafts[0].conv)))
-    return [(next(tokens), [next(tokens) for _ in range(n)]) for n in counts]
-
-
-def _finish(draft: _Draft, whole: _Tokens, prompts: list[_Tokens]) -> Encoded:
-    """The draft's labels from its tokens: each labelled turn starts right after its prompt's own tokens (a
-    reply whose first characters would merge with the prompt's last ones is tokenised apart from it), and the
-    labels are cross-checked with the template's {% generation %} blocks."""
-    input_ids, offsets = whole
-    if draft.spans is None:
-        return Encoded(input_ids=input_ids, labels=[IGNORE_INDEX] + input_ids[1:], text=draft.text, split=draft.split)
-    bad = next((k for k, (ids, _) in enumerate(prompts) if ids != input_ids[: len(ids)]), None)
-    if bad is not None:
-        if len(draft.spans) > 1:
-            raise _token_prefix_error(draft, prompts[bad][0], input_ids, draft.spans[bad][0])
-        input_ids, offsets = _apart(draft, prompts[0])
-    where, bounds = _where(draft.conv), forward_bounds(offsets)
-    labels, ranges = label_tokens(draft.text, input_ids, offsets, draft.spans, where, bounds)
-    if draft.written:
-        pass  # the reasoning is lmforge's text, not the template's: there are no generation blocks to compare
-    elif draft.generation is not None:
-        check_generation(
-            draft.renderer.tokenizer,
-            where,
-            input_ids,
-            offsets,
-            labels,
-            ranges,
-            draft.generation,
-            draft.last_only,
-            bounds,
-        )
-    elif draft.renderer.has_generation:  # spans not tracked: ask apply_chat_template for its mask
-        renderer = draft.renderer
-        out = renderer.tokenizer.apply_chat_template(
-            _messages(draft.conv),
-            chat_template=renderer.template,
-            tools=draft.conv.tools,
-            return_dict=True,
-            return_assistant_tokens_mask=True,
-        )
-        if list(out["input_ids"]) != input_ids:
-            raise LmforgeError(
-                f"{where}: apply_chat_template tokenises the conversation differently from the "
-                "rendered text; the mask cannot be cross-checked for this tokenizer"
-            )
-        compare_marks(
-            renderer.tokenizer, where, input_ids, labels, [bool(m) for m in out["assistant_masks"]], draft.last_only
-        )
-    return Encoded(input_ids=input_ids, labels=labels, text=draft.text, split=draft.split)
-
-
-def _apart(draft: _Draft, prompt: _Tokens) -> _Tokens:
-    """The prompt's own tokens followed by the tokens of the rest of the text, tokenised apart: what the model
-    reads at inference and then writes. Refused where the tokenizer would change the rest's text on its own
-    (e.g. a SentencePiece tokenizer that prefixes a space to every text)."""
-    start = draft.spans[0][0]
-    tokenizer = draft.renderer.tokenizer
-    ((rest, rest_offsets),) = tokenize(tokenizer, [draft.text[start:]], _where(draft.conv))
-    ids = prompt[0] + rest
-    if (
-        tokenizer.decode(ids) != tokenizer.decode(prompt[0]) + tokenizer.decode(rest)
-        or tokenizer.decode(rest) != draft.text[start:]
-    ):
-        raise LmforgeError(
-            f"{_where(draft.conv)}: token boundary: the reply {draft.text[start : start + 20]!r}... merges with the "
-            "end of its generation prompt into one token, and this tokenizer cannot tokenise it apart without "
-            "changing its text; trim the reply's leading whitespace"
-        )
-    return ids, prompt[1] + [(a + start, b + start) for a, b in rest_offsets]
-
-
-def _token_prefix_error(draft: _Draft, prompt: list[int], ids: list[int], at: int) -> TokenPrefixError:
-    tokenizer = draft.renderer.tokenizer
-    k = next((k for k, (a, b) in enumerate(zip(prompt, ids)) if a != b), len(prompt))
-    return TokenPrefixError(
-        f"{_where(draft.conv)}: token boundary: the generation prompt of the turn at character {at} tokenises as "
-        f"{tokenizer.convert_ids_to_tokens(prompt[k : k + 4])} at token {k}, the conversation's history as "
-        f"{tokenizer.convert_ids_to_tokens(ids[k : k + 4])} (a reply that starts or ends with whitespace merges "
-        "with the text around it), so the model would be trained on a context it never sees at inference. Set "
-        "data.split_turns: auto (one sample per assistant turn), or trim the replies' whitespace"
-    )
-
-
 def _messages(conv: Conversation) -> list[dict]:
     messages = conv.as_dicts()
     if not messages:
-        raise LmforgeError(f"{_where(conv)}: the conversation has no messages; remove the record")
+        raise LmforgeError(f"{place(conv)}: the conversation has no messages; remove the record")
     if messages[0]["role"] == "assistant":
         raise LmforgeError(
-            f"{_where(conv)}: the conversation opens with an assistant message, which has no prompt "
+            f"{place(conv)}: the conversation opens with an assistant message, which has no prompt "
             "to learn from; drop that message or put a user message before it"
         )
     return messages
@@ -434,7 +308,7 @@ def _check_tools_rendered(renderer: Renderer, messages: list[dict], text: str, c
     """The tool schemas are part of the prompt: a template that ignores `tools` would hide them from the model."""
     if _render(renderer, messages, conv, tools=None) == text:
         raise LmforgeError(
-            f"{_where(conv)}: {template_label(renderer.template)} ignores the tools the conversation offers "
+            f"{place(conv)}: {template_label(renderer.template)} ignores the tools the conversation offers "
             f"({', '.join(str(t.get('function', t).get('name', '?')) for t in conv.tools)}): the model would never "
             f"see them. {_TOOLS_HINT}"
         )
@@ -465,7 +339,7 @@ def _render_spans(renderer: Renderer, messages: list[dict], conv) -> tuple[str, 
 
 
 def _render_error(renderer: Renderer, messages: list[dict], conv, tools, err: Exception) -> LmforgeError:
-    where = _where(conv) if conv is not None else "chat"
+    where = place(conv) if conv is not None else "chat"
     uses_tools = tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)
     hint = (
         f" The conversation uses tools, which this template may not support. {_TOOLS_HINT}."
@@ -478,7 +352,7 @@ def _render_error(renderer: Renderer, messages: list[dict], conv, tools, err: Ex
 
 def _turn_error(template: str, conv: Conversation, messages: list[dict], i: int, err: TurnError) -> LmforgeError:
     turn = sum(1 for m in messages[:i] if m["role"] == "assistant")
-    where = f"{_where(conv)}: assistant turn {turn} (message {i}): {err.prop}: {err.detail}."
+    where = f"{place(conv)}: assistant turn {turn} (message {i}): {err.prop}: {err.detail}."
     if err.prop == "reasoning dropped" and i == len(messages) - 1:  # the turn as the last message: nothing to split
         return LmforgeError(
             f"{where} {template_label(template)} does not write reasoning, and lmforge knows no way to write it "
@@ -504,7 +378,3 @@ def _turn_error(template: str, conv: Conversation, messages: list[dict], i: int,
 def _diff(prompt: str, text: str) -> str:
     at = next((k for k, (a, b) in enumerate(zip(prompt, text)) if a != b), min(len(prompt), len(text)))
     return f"at character {at} the prompt has {prompt[at : at + 40]!r}, the training text {text[at : at + 40]!r}"
-
-
-def _where(conv: Conversation) -> str:
-    return conv.source or "conversation"
