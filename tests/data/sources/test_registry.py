@@ -150,7 +150,7 @@ def test_pretraining_reads_alpaca_entries_as_documents_and_refuses_sharegpt(lf_d
     (lf_dir / "sub" / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     assert [t.text for t in read_source(custom, "pt").records] == ["Q\nC\nA", "Q2\nA2"]  # nothing left out
     assert "LLaMA-Factory would train on its first user message alone" in error_of(
-        lf_dir, {"name": "dpo_en"}, stage="pt"
+        lf_dir, {"name": "glaive_toolcall"}, stage="pt"
     )
 
 

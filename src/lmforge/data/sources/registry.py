@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from lmforge.config.recipe import DataSource
 from lmforge.config.settings import MIX_KEYS, Source, source_settings
+from lmforge.data.records import KIND_BY_STAGE
 from lmforge.errors import LmforgeError
 
 LLAMAFACTORY_FILE = "dataset_info.json"
@@ -87,7 +88,7 @@ def resolve_sources(
     """The train sources with every `name:` replaced by its entry in the registry at `registry_location`
     (data.registry), mixing keys kept.
 
-    `stage` lets pre-training refuse LLaMA-Factory sharegpt entries (alpaca entries are read as documents).
+    `stage` lets LLaMA-Factory entries that cannot give the stage's records be refused once, with the reason.
     """
     registry: Registry | None = None
     resolved = []
@@ -201,10 +202,15 @@ def _from_llamafactory(entry: dict[str, Any], folder: Path, at: str, stage: str 
     _check_keys(entry.keys(), _LF_KEYS, at, "key")
     formatting = entry.get("formatting") or "alpaca"
     if formatting not in _LF_FORMATS:
+        openai = (
+            " (LLaMA-Factory's openai formatting also appends 'detailed thinking off' to system prompts; lmforge "
+            "reads such files as they are with format: messages, so give the file as a path instead of a name)"
+            if formatting == "openai"
+            else ""
+        )
         raise LmforgeError(
             f"{at}: formatting {formatting!r} is not supported; LLaMA-Factory formats lmforge reads: "
-            f"{', '.join(_LF_FORMATS)} (OpenAI-style messages are sharegpt with tags role_tag: "
-            "role, content_tag: content, user_tag: user, assistant_tag: assistant)"
+            f"{', '.join(_LF_FORMATS)}{openai}"
         )
     fields: dict[str, Any] = {**_lf_location(entry, folder, at), "format": formatting}
     if not isinstance(entry.get("ranking", False), bool):
@@ -214,8 +220,8 @@ def _from_llamafactory(entry: dict[str, Any], folder: Path, at: str, stage: str 
     fields["tags"] = _lf_tags(entry.get("tags") or {}, formatting, at)
     if entry.get("num_samples") is not None:
         fields["samples"] = entry["num_samples"]
-    if stage == "pt":
-        _check_pretraining(formatting, at)
+    if stage is not None:
+        _check_stage(entry.get("ranking", False), formatting, fields["columns"], stage, at)
     return _validated(fields, at)
 
 
@@ -259,10 +265,27 @@ def _lf_tags(tags: Any, formatting: str, at: str) -> dict[str, str]:
     return {key: value for key, value in tags.items() if value is not None}
 
 
-def _check_pretraining(formatting: str, at: str) -> None:
-    """An alpaca dataset is read as documents (formats.py: instruction, input and output joined by newlines, where
-    LLaMA-Factory keeps only the first two); a sharegpt one is refused."""
-    if formatting != "alpaca":
+def _check_stage(ranking: bool, formatting: str, columns: dict[str, str], stage: str, at: str) -> None:
+    """An entry that cannot give the stage's records, refused once here rather than record by record. As in
+    LLaMA-Factory, ranking: true goes with the preference stages only; an alpaca entry is read as documents for
+    pt (formats.py: instruction, input and output joined by newlines, where LLaMA-Factory keeps the first two)."""
+    kind = KIND_BY_STAGE.get(stage)
+    if kind == "preference" and not ranking:
+        raise LmforgeError(
+            f"{at}: stage {stage} trains on preference pairs, and the entry has no ranking: true (LLaMA-Factory "
+            "refuses it too); name a dataset of pairs, or set ranking: true if the data holds chosen and rejected"
+        )
+    if ranking and kind != "preference":
+        raise LmforgeError(
+            f"{at}: ranking: true marks preference pairs, which stage {stage} does not train on (LLaMA-Factory "
+            "refuses it too); use the dataset with stage rm, dpo, simpo or orpo"
+        )
+    if "label" in columns and kind != "kto":
+        raise LmforgeError(
+            f"{at}: columns.kto_tag labels each example desirable or not, which stage {stage} does not read: it "
+            "would train on the undesirable ones too; use the dataset with stage kto"
+        )
+    if kind == "text" and formatting != "alpaca":
         raise LmforgeError(
             f"{at}: a sharegpt dataset cannot be used for pre-training (stage pt): LLaMA-Factory would train on "
             "its first user message alone; use an alpaca entry whose columns.prompt is the text column"
