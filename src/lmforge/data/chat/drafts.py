@@ -1,13 +1,14 @@
 """A conversation's sample before and after tokenising: the rendered text and its labelled character spans
 (`Draft`, made by masks.py), then its ids and labels (`Encoded`).
 
-`tokenize_drafts` tokenises the texts of many drafts, and the prompt text before each labelled span, in one
-call; `finish` turns one draft and its tokens into a sample, holding the token-level rule (masks.py's
-docstring): the ids before a labelled turn are the ids of its prompt tokenised on its own.
+`tokenize_drafts` tokenises the texts of many drafts in one call; `finish` turns one draft and its tokens into a
+sample, holding the token-level rule (masks.py's docstring): the ids before a labelled turn are the ids of its
+prompt tokenised on its own.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -61,31 +62,21 @@ class Draft:
 _Tokens = tuple[list[int], Offsets]
 
 
-def tokenize_drafts(drafts: list[Draft]) -> list[tuple[_Tokens, list[_Tokens]]]:
-    """For each draft, (the tokens of its text, the tokens of each labelled turn's prompt text), in one call."""
+def tokenize_drafts(drafts: list[Draft]) -> list[_Tokens]:
+    """The tokens of each draft's text, in one call."""
     if not drafts:
         return []
-    texts, counts = [], []
-    for d in drafts:
-        prompts = [d.text[:start] for start, _ in d.spans or []]
-        texts += [d.text, *prompts]
-        counts.append(len(prompts))
-    tokens = iter(tokenize(drafts[0].renderer.tokenizer, texts, place(drafts[0].conv)))
-    return [(next(tokens), [next(tokens) for _ in range(n)]) for n in counts]
+    return tokenize(drafts[0].renderer.tokenizer, [d.text for d in drafts], place(drafts[0].conv))
 
 
-def finish(draft: Draft, whole: _Tokens, prompts: list[_Tokens]) -> Encoded:
+def finish(draft: Draft, whole: _Tokens) -> Encoded:
     """The draft's labels from its tokens: each labelled turn starts right after its prompt's own tokens (a
     reply whose first characters would merge with the prompt's last ones is tokenised apart from it), and the
     labels are cross-checked with the template's {% generation %} blocks."""
     input_ids, offsets = whole
     if draft.spans is None:
         return Encoded(input_ids=input_ids, labels=[IGNORE_INDEX] + input_ids[1:], text=draft.text, split=draft.split)
-    bad = next((k for k, (ids, _) in enumerate(prompts) if ids != input_ids[: len(ids)]), None)
-    if bad is not None:
-        if len(draft.spans) > 1:
-            raise _token_prefix_error(draft, prompts[bad][0], input_ids, draft.spans[bad][0])
-        input_ids, offsets = _apart(draft, prompts[0])
+    input_ids, offsets = _prompts_as_at_inference(draft, input_ids, offsets)
     where, bounds = place(draft.conv), forward_bounds(offsets)
     labels, ranges = label_tokens(draft.text, input_ids, offsets, draft.spans, where, bounds)
     if draft.written:
@@ -120,6 +111,33 @@ def finish(draft: Draft, whole: _Tokens, prompts: list[_Tokens]) -> Encoded:
             renderer.tokenizer, where, input_ids, labels, [bool(m) for m in out["assistant_masks"]], draft.last_only
         )
     return Encoded(input_ids=input_ids, labels=labels, text=draft.text, split=draft.split)
+
+
+def _prompts_as_at_inference(draft: Draft, input_ids: list[int], offsets: Offsets) -> _Tokens:
+    """The ids with every labelled turn's prompt tokenised as on its own. Where each turn starts on a token
+    boundary of the whole text, the text before it tokenises to the same tokens on its own (a BPE or Unigram
+    model never lets a token cross that boundary, and the left part's merges do not depend on the right part),
+    so nothing is tokenised again; elsewhere each prompt is tokenised and compared."""
+    bounds = forward_bounds(offsets)
+    if all(_on_boundary(bounds, start) for start, _ in draft.spans):
+        return input_ids, offsets
+    tokenizer, where = draft.renderer.tokenizer, place(draft.conv)
+    prompts = tokenize(tokenizer, [draft.text[:start] for start, _ in draft.spans], where)
+    bad = next((k for k, (ids, _) in enumerate(prompts) if ids != input_ids[: len(ids)]), None)
+    if bad is None:
+        return input_ids, offsets
+    if len(draft.spans) > 1:
+        raise _token_prefix_error(draft, prompts[bad][0], input_ids, draft.spans[bad][0])
+    return _apart(draft, prompts[0])
+
+
+def _on_boundary(bounds, at: int) -> bool:
+    """Whether a token starts at character `at` and every token before it ends there or earlier."""
+    if bounds is None:
+        return False
+    starts, ends = bounds
+    k = bisect_left(starts, at)
+    return (k == len(starts) or starts[k] == at) and (k == 0 or ends[k - 1] <= at)
 
 
 def _apart(draft: Draft, prompt: _Tokens) -> _Tokens:

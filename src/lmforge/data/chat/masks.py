@@ -14,9 +14,9 @@ the model may write a lead-in (whitespace, a think block, harmony's `<|channel|>
 
 Tokens: T is tokenised once with offsets (spans.py), and a token is labelled when its characters overlap a
 labelled span. The rule is at the token level: the ids before each labelled turn must be exactly the ids
-of P_i tokenised on its own (what the model reads at inference), so each P_i is tokenised too and compared.
-Where they differ (on byte-level vocabularies a reply opening with a newline merges with the prompt's final
-newline into one token), a sample with one labelled turn is the prompt's own tokens followed by the rest
+of P_i tokenised on its own (what the model reads at inference): they are where P_i ends on a token boundary
+of T (drafts.py says why), else P_i is tokenised and compared. Where they differ (on byte-level
+vocabularies a reply opening with a newline merges with the prompt's final newline into one token), a sample with one labelled turn is the prompt's own tokens followed by the rest
 tokenised apart; a whole conversation becomes one sample per turn (split_turns auto; `never` refuses).
 
 Reasoning templates (reasoning.py): where the template leaves the turn's reasoning to the model (DeepSeek-R1's
@@ -161,7 +161,7 @@ def _finish_all(out: list) -> None:
             continue
         encoded = [(d, next(tokens)) for d in drafts]  # consumed whole even when a sample fails
         try:
-            out[k] = [finish(d, *parts) for d, parts in encoded]
+            out[k] = [finish(d, whole) for d, whole in encoded]
         except LmforgeError as err:
             out[k] = err
 
@@ -353,10 +353,11 @@ def _render_error(renderer: Renderer, messages: list[dict], conv, tools, err: Ex
 def _turn_error(template: str, conv: Conversation, messages: list[dict], i: int, err: TurnError) -> LmforgeError:
     turn = sum(1 for m in messages[:i] if m["role"] == "assistant")
     where = f"{place(conv)}: assistant turn {turn} (message {i}): {err.prop}: {err.detail}."
-    if err.prop == "reasoning dropped" and i == len(messages) - 1:  # the turn as the last message: nothing to split
+    if err.prop == "reasoning dropped" and i == len(messages) - 1:  # the last message: nothing to split
         return LmforgeError(
-            f"{where} {template_label(template)} does not write reasoning, and lmforge knows no way to write it "
-            "for this template (an open <think> block in its generation prompt, or harmony channels): the model "
+            f"{where} {_capital(template_label(template))} does not write reasoning, and lmforge knows no way to "
+            "write it for this template (an open <think> block in its generation prompt, or harmony channels): "
+            "the model "
             "would not learn it. Choose a template that writes it (a reasoning model's own) with "
             "model.chat_template, put the reasoning into the content as a <think>...</think> block to train it as "
             "text, or remove the reasoning field"
@@ -373,6 +374,10 @@ def _turn_error(template: str, conv: Conversation, messages: list[dict], i: int,
         f"{where} The mask cannot be derived exactly for this template; choose another with "
         f"model.chat_template (built-ins: {builtin_names()}) or drop the record"
     )
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _diff(prompt: str, text: str) -> str:
