@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 from transformers import AutoTokenizer
 
-from lmforge.data.build.text import Layout, adds_bos, lay_out, tokenize_documents
+from lmforge.data.build import text as text_module
+from lmforge.data.build.text import Layout, adds_bos, lay_out, slice_cuts, slices, tokenize_documents
 from lmforge.data.examples import IGNORE_INDEX, Examples
 from lmforge.data.rows import ExampleRows
 from lmforge.errors import LmforgeError
 
-from shared_assets import SHARED_TOKENIZERS
+from shared_assets import SHARED_TOKENIZERS, load
 
 BOS, EOS = 1, 2
 
@@ -102,3 +106,76 @@ def test_a_document_as_long_as_max_length_is_one_piece():
     _, rows = layout(docs, 10, packing=True)
     assert sorted(r["position_ids"].count(0) for r in rows) == [1, 1, 1, 1]  # 10, 10 + 10, 3: four pieces
     assert sorted(len(r["input_ids"]) for r in rows) == [3, 10, 10, 10]
+
+
+VARIED = [
+    "alpha",
+    "Beta",
+    "gamma.",
+    "(lorem)",
+    "ipsum?",
+    "42",
+    "3.14",
+    "naïve",
+    "東京",
+    "🚀",
+    "x=1;",
+    "don't",
+    "<b>",
+    "def f():\n    return 1\n",
+    "\n\n",
+    "  ",
+    "\t",
+    "日本語です。\n",
+    "中文文本没有空格。\n第二行",
+    "-->",
+]
+
+
+def varied_text(n: int, seed: int = 0) -> str:
+    """Words, numbers, code, CJK without spaces, runs of spaces and line ends: every kind of cut and non-cut."""
+    rng = random.Random(seed)
+    return "".join(rng.choice(VARIED) + rng.choice([" ", "", "\n"]) for _ in range(n))
+
+
+def test_long_documents_are_tokenised_in_slices_with_the_same_ids(shared_tokenizer_dir, monkeypatch):
+    tok = load(shared_tokenizer_dir)
+    long, short = varied_text(4000), "A short document."
+    whole = tokenize_documents(tok, [long, short])
+    longest = [0]
+    call = type(tok).__call__
+
+    def spy(self, text=None, *args, **kwargs):
+        longest[0] = max([longest[0], *(len(t) for t in ([text] if isinstance(text, str) else text))])
+        return call(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(text_module, "SLICE_CHARS", 300)
+    monkeypatch.setattr(type(tok), "__call__", spy)
+    assert tokenize_documents(tok, [long, short]) == whole
+    assert 0 < longest[0] < 2 * 300  # CJK without spaces runs to the next line end
+
+
+def test_slices_end_at_cuts_and_run_on_where_there_is_none():
+    cuts = re.compile(r"(?<=\S) (?=\S)")
+    text = "aaa bbb ccc ddd eee " + "x" * 30 + " fff"
+    pieces = slices(text, cuts, 8)
+    assert "".join(pieces) == text
+    assert pieces == ["aaa bbb", " ccc", " ddd", " eee", " " + "x" * 30, " fff"]  # each past half the size
+    assert slices("short", cuts, 8) == ["short"]
+
+
+class PrefixTokenizer(CharTokenizer):
+    """Adds a marker in front of every text it is given, as SentencePiece's dummy prefix does: no cut keeps ids."""
+
+    def __call__(self, texts, add_special_tokens: bool = True):
+        batch = [texts] if isinstance(texts, str) else texts
+        ids = [[0] + [ord(c) for c in text] for text in batch]
+        return {"input_ids": ids[0] if isinstance(texts, str) else ids}
+
+
+def test_a_tokenizer_that_no_cut_suits_tokenises_long_documents_whole(monkeypatch):
+    tok = PrefixTokenizer()
+    assert slice_cuts(tok) is None
+    assert slice_cuts(CharTokenizer()).pattern == "|".join(text_module.CUTS)  # one token a character: any cut
+    monkeypatch.setattr(text_module, "SLICE_CHARS", 10)
+    assert tokenize_documents(tok, ["word " * 10]) == [[0, *(ord(c) for c in "word " * 10), EOS]]
