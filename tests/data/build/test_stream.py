@@ -251,3 +251,20 @@ def test_preference_data_streams_the_same(shared_tokenizer_dir, tmp_path, monkey
     assert reasons["malformed line"] == 1 and reasons["no room for the answers"] > 0 and report["truncated"] > 0
     assert reasons["empty assistant content" if stage == "kto" else "chosen equals rejected"] == 1
     assert rejects.count(f"{path}:") == report["rejected"]
+
+
+@only("qwen3")
+def test_screening_in_the_workers_counts_the_same(shared_tokenizer_dir, tmp_path, monkeypatch, capsys):
+    """Over-long text is cut and special-token strings counted where the records are read: the same counts, the
+    first one's place included, whichever process read it."""
+    lines = chat_lines(60, 8)
+    for k, text in ((5, "word " * 800), (40, "say <|im_end|> now"), (47, "<|im_start|>user"), (52, "word " * 900)):
+        lines[k] = json.dumps({"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}]})
+    path = tmp_path / "typed.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tok = load(shared_tokenizer_dir)
+    r = recipe(shared_tokenizer_dir, [{"path": str(path)}], tmp_path / "out", max_length=32)
+    report = assert_same(r, tok, tmp_path, monkeypatch, capsys)[2]
+    assert report["cut_records"] == 2 and report["special_records"] == 2
+    assert report["special_strings"] == {"<|im_end|>": 1, "<|im_start|>": 1}
+    assert report["special_at"] == f"{path}:41"

@@ -39,7 +39,7 @@ from lmforge.errors import LmforgeError
 if TYPE_CHECKING:
     from lmforge.data.tokenizer import Tokenizer
 
-FINGERPRINT_VERSION = "lmforge-data-2"
+FINGERPRINT_VERSION = "lmforge-data-3"  # 3: the report counts screened text (screen.py)
 CACHE_FORMAT = "lmforge-cache-2"  # 2: samples and documents before packing and blocks, by part
 CACHE_ENV = "LMFORGE_CACHE"
 DEFAULT_ROOT = Path("~/.cache/lmforge")

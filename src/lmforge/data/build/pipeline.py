@@ -29,9 +29,11 @@ from lmforge.console import say
 from lmforge.data.build import cache, stream
 from lmforge.data.build.encode import PARTS, EncodedChunk, EncodeSettings
 from lmforge.data.build.packing import pack
-from lmforge.data.build.report import DataReport, Split, eval_line, report_of, summary_line
+from lmforge.data.build.report import DataReport, Split, eval_line, report_of, summary_line, warning_lines
+from lmforge.data.build.screen import Screened, screen
 from lmforge.data.build.text import lay_out
 from lmforge.data.build.workers import collector_paused, default_workers, encode_records, processes_for
+from lmforge.data.chat.control_tokens import turn_end_warning
 from lmforge.data.examples import Examples
 from lmforge.data.records import KIND_BY_STAGE
 from lmforge.data.rows import ExampleRows, KTORows, PairRows
@@ -83,6 +85,7 @@ def build_examples(data: DataSettings, tokenizer: Tokenizer, *, rejects_path: Pa
             )
     if report.rejected and rejects_path is not None:
         report.rejects_path = str(write_rejects(rejects_path, rejects))
+    report.template_warning = turn_end_warning(tokenizer, data.template) if data.template else None
     return _finish(data, kind, report, splits, rejects)
 
 
@@ -137,7 +140,7 @@ def _build_fresh(
         _say_mixed(sources, got.taken)
         rejects, taken = got.rejects, got.taken
         _, eval_records = split_eval([], data, kind, rejects)  # eval_path, if any (no fraction here)
-        train = _split_of(data, kind, got.chunks, sum(taken.values()), "train", rejects)
+        train = _split_of(data, kind, got.chunks, sum(taken.values()), "train", rejects, got.screened)
     else:
         records, rejects, taken = read_and_mix(sources, kind, data)
         train_records, eval_records = split_eval(records, data, kind, rejects)
@@ -162,12 +165,19 @@ def _encode_split(
     n = processes_for(len(records), workers)
     if n > 1:
         say(f"lmforge: data: encoding {len(records):,} {split} records in {n} processes")
+    screened = screen(tokenizer, records, settings.max_length)
     chunks = encode_records(tokenizer, records, settings, workers, stop_on_error=data.on_error == "strict")
-    return _split_of(data, settings.kind, chunks, len(records), split, rejects)
+    return _split_of(data, settings.kind, chunks, len(records), split, rejects, screened)
 
 
 def _split_of(
-    data: DataSettings, kind: str, chunks: list[EncodedChunk], n_records: int, split: str, rejects: list[Reject]
+    data: DataSettings,
+    kind: str,
+    chunks: list[EncodedChunk],
+    n_records: int,
+    split: str,
+    rejects: list[Reject],
+    screened: Screened,
 ) -> Split:
     """The encoded chunks of a split's records as one split; records that cannot be encoded raise (strict) or
     become rejects."""
@@ -176,7 +186,9 @@ def _split_of(
         raise problems_error(f"{split} data", errors, n_records)
     rejects.extend(errors)
     out = Split(
-        {part: Examples.concat(c.parts[part] for c in chunks) for part in PARTS[kind]}, records=n_records - len(errors)
+        {part: Examples.concat(c.parts[part] for c in chunks) for part in PARTS[kind]},
+        records=n_records - len(errors),
+        screened=screened,
     )
     for c in chunks:
         out.truncated += c.truncated
@@ -207,6 +219,8 @@ def _finish(
             f"lmforge: data: {report.split_conversations:,} conversations became one sample per assistant turn "
             f"(data.split_turns: {data.split_turns})"
         )
+    for line in warning_lines(report.screened, report.template_warning, data.max_length):
+        say(line)
     laid = {name: _lay_out(data, kind, name, parts, report) for name, parts in splits.items()}
     say(summary_line(report, kind, data.max_length, data.packing))
     if "eval" in laid:

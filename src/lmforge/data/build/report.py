@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from lmforge.data.build.screen import CHARS_PER_TOKEN, Screened, char_bound
 from lmforge.data.examples import Examples
 from lmforge.data.sources.problems import Reject, by_category, counts_text
 
@@ -38,7 +39,16 @@ class DataReport:
     eval_truncated: int = 0
     eval_dropped: int = 0
     eval_reasons: dict[str, int] = field(default_factory=dict)
+    cut_records: int = 0  # records with text past what any sample reaches, cut before encoding (screen.py)
+    special_records: int = 0  # records typing special-token strings in their text, train and eval
+    special_strings: dict[str, int] = field(default_factory=dict)  # each string -> records holding it
+    special_at: str | None = None  # where the first of those records is
+    template_warning: str | None = None  # the template's end of turn is no special token (control_tokens.py)
     cache: str = "off"  # hit | miss | off
+
+    @property
+    def screened(self) -> Screened:
+        return Screened(self.cut_records, Counter(self.special_strings), self.special_records, self.special_at)
 
 
 @dataclass
@@ -51,6 +61,7 @@ class Split:
     truncated_history: int = 0
     split: int = 0  # conversations encoded as one sample per assistant turn
     reasons: Counter = field(default_factory=Counter)  # dropped samples by reason
+    screened: Screened = field(default_factory=Screened)  # what screening found in its records
 
     def __len__(self) -> int:
         return len(next(iter(self.parts.values())))
@@ -65,6 +76,9 @@ class Split:
 def report_of(
     train: Split, evaluation: Split | None, rejects: list[Reject], taken: dict[str, int], fingerprint: str
 ) -> DataReport:
+    screened = Screened().add(train.screened)
+    if evaluation is not None:
+        screened.add(evaluation.screened)
     return DataReport(
         samples=len(train),
         truncated=train.truncated,
@@ -83,6 +97,10 @@ def report_of(
         eval_truncated=evaluation.truncated if evaluation else 0,
         eval_dropped=sum(evaluation.reasons.values()) if evaluation else 0,
         eval_reasons=dict(evaluation.reasons) if evaluation else {},
+        cut_records=screened.cut,
+        special_records=screened.special_records,
+        special_strings=dict(screened.special.most_common()),
+        special_at=screened.special_at,
     )
 
 
@@ -112,3 +130,26 @@ def drop_note(truncated: int, by_history: int, reasons: dict[str, int], max_leng
         note += f" ({by_history:,} by dropping older turns)"
     dropped = sum(reasons.values())
     return note + (f", {dropped:,} dropped ({counts_text(reasons)})" if dropped else ", none dropped")
+
+
+def warning_lines(screened: Screened, template_warning: str | None, max_length: int) -> list[str]:
+    """What the data holds that the user should know of: text cut before encoding, special-token strings typed
+    in it, a template whose end of turn is no special token."""
+    lines = []
+    if screened.cut:
+        lines.append(
+            f"lmforge: data: {screened.cut:,} records hold text longer than {char_bound(max_length):,} "
+            f"characters ({CHARS_PER_TOKEN} per token of max_length {max_length}), cut there before encoding: "
+            "no sample reaches further, so the samples are the same"
+        )
+    if screened.special_records:
+        strings = ", ".join(f"{s} in {n:,}" for s, n in screened.special.most_common(5))
+        lines.append(
+            f"lmforge: data: warning: {screened.special_records:,} records type special-token strings in their text "
+            f"({strings}; the first at {screened.special_at}): the tokenizer reads each as the control token itself, "
+            "so a training text can hold a fake end of turn or a fake new message; remove or rewrite them in the "
+            "data (`lmforge data inspect` shows the samples)"
+        )
+    if template_warning:
+        lines.append(f"lmforge: data: warning: {template_warning}")
+    return lines

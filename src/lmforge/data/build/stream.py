@@ -4,8 +4,9 @@ When the recipe takes every record of its sources once, in file order (no mixing
 and every file of the sources is JSON Lines, reading everything here before the workers encode would only
 add a step that runs on one core while the others wait. Instead each file is cut into byte ranges at line
 ends (`plan_sources`), and each worker reads, parses (`readers.parse_rows`) and encodes
-(`encode.encode_chunk`) one range at a time, sending back flat arrays, the rows it rejected and how
-many records it read. Only the first lines of a file whose format is told by its records (format: auto)
+(`encode.encode_chunk`) one range at a time, after screening the records (screen.py: over-long text cut,
+special-token strings counted), sending back flat arrays, the rows it rejected, how many records it read and
+what screening found. Only the first lines of a file whose format is told by its records (format: auto)
 are read here, up to the first record that tells it, as `read_source` does; they are encoded here, first.
 
 Every stage streams this way. What comes out is what `read_source` then `workers.encode_records` give: the same
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 from lmforge.config.settings import DataSettings, Source
 from lmforge.console import say
 from lmforge.data.build.encode import EncodedChunk, EncodeSettings, encode_chunk
+from lmforge.data.build.screen import Screened, screen
 from lmforge.data.build.workers import collector_paused, encode_paused, pool_context, processes_for, worker_pool
 from lmforge.data.records import Record
 from lmforge.data.sources.files import jsonl_range_rows, line_bounds, resolve_files
@@ -78,11 +80,13 @@ Task = Range | Held | Failed
 
 @dataclass
 class Streamed:
-    """The sources read and encoded: chunks in order, bad records (in order), records per source label."""
+    """The sources read and encoded: chunks in order, bad records (in order), records per source label, what
+    screening found."""
 
     chunks: list[EncodedChunk] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     taken: dict[str, int] = field(default_factory=dict)
+    screened: Screened = field(default_factory=Screened)
 
 
 def streamable(sources: list[Source], data: DataSettings) -> bool:
@@ -119,10 +123,12 @@ def encode_sources(
             if isinstance(task, Failed):
                 raise task.error
             if isinstance(task, Held):
+                out.screened.add(screen(tokenizer, task.records, settings.max_length))
                 chunk = encode_paused(tokenizer, task.records, settings) if encoding and task.records else None
                 rejects, n = task.rejects, len(task.records)
             else:
-                chunk, rejects, n = next(results)
+                chunk, rejects, n, screened = next(results)
+                out.screened.add(screened)
             counts[task.source] += n
             pending[task.source].extend(rejects)
             if encoding and chunk is not None:
@@ -218,18 +224,20 @@ def _init_worker(*state) -> None:
     _WORKER[:] = state
 
 
-def _read_range_in_worker(task: Range) -> tuple[EncodedChunk | None, list[Reject], int]:
+def _read_range_in_worker(task: Range) -> tuple[EncodedChunk | None, list[Reject], int, Screened]:
     return _read_range(task, *_WORKER)
 
 
 def _read_range(
     task: Range, tokenizer: Tokenizer, sources: list[Source], kind: str, settings: EncodeSettings, on_error: str, stop
-) -> tuple[EncodedChunk | None, list[Reject], int]:
-    """(the range's records encoded, or None once encoding has stopped; its rejects; how many records)."""
+) -> tuple[EncodedChunk | None, list[Reject], int, Screened]:
+    """(the range's records encoded, or None once encoding has stopped; its rejects; how many records; what
+    screening found in them)."""
     records: list[Record] = []
     rejects: list[Reject] = []
     with collector_paused():
         rows = jsonl_range_rows(Path(task.path), task.start, task.stop, task.first_line)
         parse_rows(rows, FORMATS[task.fmt], sources[task.source], kind, on_error, records, rejects)
+        screened = screen(tokenizer, records, settings.max_length)
         chunk = None if stop.is_set() else encode_chunk(tokenizer, records, settings)
-    return chunk, rejects, len(records)
+    return chunk, rejects, len(records), screened
