@@ -9,6 +9,8 @@
   each reply (chosen, rejected; KTO: the completion; everything after the prompt) and of the longest side (KTO:
   the sequence; what max_length limits), trained tokens (both sides), the same outcome counts, and KTO's
   desirable and undesirable counts.
+- every stage: records whose text was cut before encoding (longer than any sample reaches), records that type
+  special-token strings in their text, and a template whose end of turn is no special token (warnings).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from lmforge.config.settings import data_settings
 from lmforge.data.build.packing import best_fit_decreasing
 from lmforge.data.build.pairs import PAIR_SIDES, first_labelled
 from lmforge.data.build.pipeline import DataBundle, build_examples
+from lmforge.data.build.screen import CHARS_PER_TOKEN
 from lmforge.data.examples import trained_tokens
 from lmforge.model.load import load_tokenizer, run_template
 
@@ -35,6 +38,8 @@ OUTCOMES = [
     *((name, name) for name in ("records", "truncated", "truncated_history", "dropped")),
     ("dropped_reasons", "reasons"),
     *((name, name) for name in ("rejected", "rejected_reasons", "rejects_path", "eval_samples", "sources")),
+    *((name, name) for name in ("cut_records", "special_records", "special_strings", "special_at")),
+    ("template_warning", "template_warning"),
 ]
 
 
@@ -115,7 +120,26 @@ def format_stats(s: dict[str, Any], recipe: Recipe) -> str:
         lines.append(f"split per turn    {s['split_conversations']:,} conversations")
     if len(s["sources"]) > 1:
         lines.append("mix               " + ", ".join(f"{k} {v:,}" for k, v in s["sources"].items()))
-    return "\n".join(lines)
+    return "\n".join(lines + warning_lines(s))
+
+
+def warning_lines(s: dict[str, Any]) -> list[str]:
+    """The screening counts and the template warning of a stats table, where there is anything to say."""
+    lines = []
+    if s["cut_records"]:
+        lines.append(
+            f"cut text          {s['cut_records']:,} records (text past {CHARS_PER_TOKEN} characters per token of "
+            "max_length, which no sample reaches)"
+        )
+    if s["special_records"]:
+        strings = ", ".join(f"{k} {v:,}" for k, v in s["special_strings"].items())
+        lines.append(
+            f"special tokens    {s['special_records']:,} records type special-token strings ({strings}; first at "
+            f"{s['special_at']}): each becomes a control token (warning)"
+        )
+    if s["template_warning"]:
+        lines.append(f"template          warning: {s['template_warning']}")
+    return lines
 
 
 def outcome_lines(s: dict[str, Any], recipe: Recipe) -> list[str]:
@@ -191,4 +215,4 @@ def format_pair_stats(s: dict[str, Any], recipe: Recipe) -> str:
     ]
     if len(s["sources"]) > 1:
         lines.append("mix               " + ", ".join(f"{k} {v:,}" for k, v in s["sources"].items()))
-    return "\n".join(lines)
+    return "\n".join(lines + warning_lines(s))
