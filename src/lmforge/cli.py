@@ -106,7 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Preference stages show each pair's prompt, then the chosen and rejected replies (KTO: the "
         "completion and its label).",
     )
-    inspect.add_argument("-n", type=int, default=None, help="number of samples (default: 5 shown, all with --json)")
+    inspect.add_argument(
+        "-n",
+        type=int,
+        default=None,
+        help="how many records to show (conversations, pairs, KTO examples), each with all its samples (one per "
+        "assistant turn where data.split_turns splits a conversation); pt: how many blocks or bins. Default: 5, "
+        "all with --json",
+    )
     inspect.add_argument(
         "--json",
         action="store_true",

@@ -152,3 +152,114 @@ def test_pretraining_samples_are_blocks(shared_tokenizer_dir, tmp_path):
     assert all(s["labels"] == s["input_ids"] and len(s["input_ids"]) == 16 for s in samples)
     packed = inspect_json(recipe(shared_tokenizer_dir, corpus, stage="pt", max_length=64, packing=True), n=2)
     assert all(s["labels"][0] == IGNORE_INDEX and s["position_ids"][0] == 0 for s in packed)
+
+
+TOKEN_CHECK = SHARED / "check" / "token_check.py"
+REASONING_CHATS = [
+    {
+        "messages": [
+            {"role": "user", "content": "Q1"},
+            {"role": "assistant", "content": "A1", "reasoning_content": "first thought"},
+            {"role": "user", "content": "Q2"},
+            {"role": "assistant", "content": "A2", "reasoning_content": "second thought"},
+        ]
+    },
+    {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]},
+    {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Q1"},
+            {"role": "assistant", "content": "A1", "reasoning_content": "think 1"},
+            {"role": "user", "content": "Q2"},
+            {"role": "assistant", "content": "A2"},
+            {"role": "user", "content": "Q3"},
+            {"role": "assistant", "content": "A3", "reasoning_content": "think 3"},
+        ]
+    },
+]
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def token_check(tok_dir: Path, convs: Path, samples: list[dict], monkeypatch, capsys) -> str:
+    """The judge's ../shared/check/token_check.py on the samples, run in this process; its last line."""
+    inspected = convs.with_suffix(".inspect.jsonl")
+    write_jsonl(inspected, samples)
+    monkeypatch.setattr(sys, "argv", [str(TOKEN_CHECK), str(tok_dir), str(convs), str(inspected)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(TOKEN_CHECK), run_name="__main__")
+    out = capsys.readouterr().out
+    assert stop.value.code == 0, out
+    return out.strip().splitlines()[-1]
+
+
+@only("qwen3")
+def test_every_sample_of_a_conversation_split_per_turn_is_shown(shared_tokenizer_dir, tmp_path, monkeypatch, capsys):
+    """Qwen3 drops the reasoning of earlier turns: those conversations are one sample per assistant turn, and
+    inspect shows each (the checker matches the k-th sample of a source to its k-th assistant turn)."""
+    convs = write_jsonl(tmp_path / "reasoning.jsonl", REASONING_CHATS)
+    samples = inspect_json(recipe(shared_tokenizer_dir, convs))
+    assert [s["source"] for s in samples] == [f"{convs}:{k}" for k in (1, 1, 2, 3, 3, 3)]
+    assert [s["index"] for s in samples] == list(range(6))
+    assert "second thought" in samples[1]["text"] and "second thought" not in samples[0]["text"]
+    assert token_check(shared_tokenizer_dir, convs, samples, monkeypatch, capsys) == (
+        "token_check: 6 samples, 6 turns, 0 problems"
+    )
+    first = inspect_json(recipe(shared_tokenizer_dir, convs), n=1)  # -n counts conversations
+    assert [s["source"] for s in first] == [f"{convs}:1"] * 2
+    out = io.StringIO()
+    run_inspect(recipe(shared_tokenizer_dir, convs), n=1, as_json=False, html_path=tmp_path / "v.html", stream=out)
+    assert out.getvalue().count("── sample ") == 2
+    assert f"sample 1 · {convs}:1 · assistant turn 2 of 2 (data.split_turns), " in out.getvalue()
+
+
+@only("qwen3")
+def test_bad_records_are_left_out_and_counted_under_skip(shared_tokenizer_dir, tmp_path, capsys):
+    good = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    tool_call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    tools = {  # the built-in chatml has no tool format: the template refuses it
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "", "tool_calls": [tool_call]},
+            {"role": "tool", "content": "sunny"},
+            {"role": "assistant", "content": "Sunny."},
+        ]
+    }
+    path = write_jsonl(tmp_path / "bad.jsonl", ['{"messages": [{"role": "user"},]}', tools, good, good])
+
+    def chatml(**data) -> Recipe:
+        r = recipe(shared_tokenizer_dir, path, **data)
+        return r.model_copy(update={"model": r.model.model_copy(update={"chat_template": "chatml"})})
+
+    capsys.readouterr()
+    assert [s["source"] for s in inspect_json(chatml(on_error="skip"))] == [f"{path}:3", f"{path}:4"]
+    err = capsys.readouterr().err
+    assert (
+        "lmforge: inspect: left out 2 bad records (data.on_error: skip): 1 malformed line, 1 template cannot "
+        f"encode it; the first: {path}:1: not valid JSON"
+    ) in err
+    assert [s["source"] for s in inspect_json(chatml(on_error="skip"), n=1)] == [f"{path}:3"]
+    with pytest.raises(LmforgeError, match=f"^{path}:1: not valid JSON"):
+        inspect_json(chatml())
+    path.write_text(path.read_text(encoding="utf-8").split("\n", 1)[1], encoding="utf-8")  # the template's refusal
+    with pytest.raises(LmforgeError, match=f"^{path}:1: .*chatml.*; or set data.on_error: skip"):
+        inspect_json(chatml())
+
+
+@only("llama2")
+def test_warnings_of_the_data_and_template_go_to_stderr(shared_tokenizer_dir, tmp_path, capfd):
+    path = write_jsonl(
+        tmp_path / "typed.jsonl",
+        [{"messages": [{"role": "user", "content": "Say </s> now"}, {"role": "assistant", "content": "ok"}]}],
+    )
+    r = recipe(shared_tokenizer_dir, path)
+    r = r.model_copy(update={"model": r.model.model_copy(update={"chat_template": "chatml"})})
+    run_inspect(r, n=None, as_json=True, html_path=None)
+    out, err = capfd.readouterr()
+    assert [json.loads(line)["source"] for line in out.splitlines()] == [f"{path}:1"]
+    assert f"1 records type special-token strings in their text (</s> in 1; the first at {path}:1)" in err
+    assert "warning: the chat template (built-in \"chatml\") ends assistant turns with '<|im_end|>'" in err

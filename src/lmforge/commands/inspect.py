@@ -1,9 +1,12 @@
 """`lmforge data inspect`: the samples as training sees them, with the trained (loss-bearing) tokens marked.
 
-Needs only the tokenizer. Samples come in data-file order (the i-th SFT sample is the i-th record of
-data.train), encoded by the pipeline's own encoders (the same template, masks, max_length and truncation as
-training) and cut to data.max_length as in training. The preference stages (pairs, KTO examples) have their
-own views in `inspect_pairs.py`; `run_inspect` serves every stage. Three views:
+Needs only the tokenizer. Records come in data-file order, read, screened (data/build/screen.py) and encoded by
+the pipeline's own encoders (the same template, masks, max_length and truncation as training), each with every
+sample training makes of it: one per SFT conversation, or one per assistant turn where data.split_turns splits
+it (samples of one record share its `source`, in turn order). A bad record stops the view under
+`data.on_error: strict`, naming where it is; under `skip` it is left out, as training leaves it out, and counted
+on stderr. -n counts records (conversations, pairs, KTO examples; pretraining: blocks or bins). The preference
+stages have their own views in `inspect_pairs.py`; `run_inspect` serves every stage. Three views:
 
 - `--json`: one JSON object per line per sample on stdout, nothing else there:
   {"index", "source", "text", "input_ids", "labels", "truncated", "dropped"} (+ "position_ids" when packed).
@@ -25,11 +28,17 @@ from typing import TYPE_CHECKING, TextIO
 from lmforge.config.recipe import PREFERENCE_STAGES, Recipe
 from lmforge.config.settings import DataSettings, data_settings
 from lmforge.console import say
-from lmforge.data.build.encode import EncodeSettings, encode_samples
+from lmforge.data.build.encode import EncodeSettings, encode_samples, reject_of
+from lmforge.data.build.encode import Sample as Built
+from lmforge.data.build.report import warning_lines
+from lmforge.data.build.screen import screen
 from lmforge.data.build.text import lay_out, tokenize_documents
+from lmforge.data.chat.control_tokens import turn_end_warning
 from lmforge.data.examples import IGNORE_INDEX, Examples, trained_tokens
+from lmforge.data.records import Record
 from lmforge.data.rows import ExampleRows
-from lmforge.data.sources.read import read_records
+from lmforge.data.sources.problems import Reject, by_category, counts_text
+from lmforge.data.sources.read import read_source
 from lmforge.data.sources.registry import resolve_sources
 from lmforge.errors import LmforgeError
 from lmforge.model.load import load_tokenizer, run_template
@@ -37,7 +46,8 @@ from lmforge.model.load import load_tokenizer, run_template
 if TYPE_CHECKING:
     from lmforge.data.tokenizer import Tokenizer
 
-DEFAULT_SAMPLES = 5
+DEFAULT_SAMPLES = 5  # records shown in the terminal view without -n
+BATCH = 64  # records encoded at a time until enough are collected
 DEFAULT_HTML = Path("lmforge-inspect.html")
 OPEN_MARK, CLOSE_MARK = "⟦", "⟧"
 ANSI_TRAINED, ANSI_CONTEXT, ANSI_RESET = "\x1b[1;32m", "\x1b[2m", "\x1b[0m"
@@ -53,6 +63,7 @@ class Sample:
     truncated: bool = False
     dropped: str | None = None  # why training drops it, if it does
     position_ids: list[int] | None = None
+    turn: tuple[int, int] | None = None  # (k, n): the k-th of the n samples of a conversation split per turn
 
     @property
     def trained(self) -> int:
@@ -76,13 +87,14 @@ class Sample:
 def run_inspect(
     recipe: Recipe, n: int | None, as_json: bool, html_path: Path | None, stream: TextIO | None = None
 ) -> None:
-    """Show the first n samples (None: all with as_json, else 5) as JSON lines or marked text, plus HTML.
+    """Show the samples of the first n records (None: all with as_json, else 5) as JSON lines or marked text, plus
+    HTML (pretraining: the first n blocks or bins).
 
     `stream` defaults to sys.stdout as it is at call time; logs and messages go to stderr.
     """
     stream = stream or sys.stdout
     if n is not None and n < 1:
-        raise LmforgeError(f"-n {n}: the number of samples must be at least 1")
+        raise LmforgeError(f"-n {n}: the number of records to show must be at least 1")
     limit = n if n is not None else (None if as_json else DEFAULT_SAMPLES)
     tokenizer = load_tokenizer(recipe.model)
     data = data_settings(recipe, run_template(recipe.model, recipe.stage, tokenizer))
@@ -112,22 +124,81 @@ def run_inspect(
 
 
 def collect_samples(data: DataSettings, tokenizer: Tokenizer, limit: int | None) -> list[Sample]:
-    """The first `limit` samples (None: all) in data-file order, as training builds them: an SFT record's
-    first sample, or pretraining's blocks (bins with data.packing)."""
-    records = read_records(resolve_sources(data.sources, data.registry, data.stage), data.stage)
+    """Every sample of the first `limit` good records (None: all) in data-file order, as training builds them:
+    an SFT conversation's one sample, or one per assistant turn where data.split_turns splits it; pretraining's
+    first `limit` blocks (bins with data.packing)."""
+    records, rejects = read_screened(data, tokenizer)
     if data.stage != "sft":
+        say_skipped(rejects)
         return _text_samples(data, tokenizer, [r.text for r in records], limit)
-    samples = []
-    shown = records[:limit]
-    for index, (conv, outcome) in enumerate(zip(shown, encode_samples(tokenizer, shown, EncodeSettings.of(data)))):
-        if isinstance(outcome, LmforgeError):
-            raise outcome
-        first = outcome[0]
-        enc = first.sides[0]
-        samples.append(
-            Sample(index, conv.source, enc.text, enc.input_ids, enc.labels, first.cut is not None, first.dropped)
-        )
+    samples: list[Sample] = []
+    for _, conv, built in encoded_records(data, tokenizer, records, rejects, limit):
+        for k, one in enumerate(built, 1):
+            enc = one.sides[0]
+            turn = (k, len(built)) if len(built) > 1 else None
+            samples.append(
+                Sample(
+                    len(samples),
+                    conv.source,
+                    enc.text,
+                    enc.input_ids,
+                    enc.labels,
+                    one.cut is not None,
+                    one.dropped,
+                    turn=turn,
+                )
+            )
     return samples
+
+
+def read_screened(data: DataSettings, tokenizer: Tokenizer) -> tuple[list[Record], list[Reject]]:
+    """The records of data.train in file order and the bad ones (data.on_error: strict raises), screened as
+    training screens them; what screening finds and the template's warning are said on stderr."""
+    records: list[Record] = []
+    rejects: list[Reject] = []
+    for source in resolve_sources(data.sources, data.registry, data.stage):
+        got = read_source(source, data.stage, on_error=data.on_error)
+        records.extend(got.records)
+        rejects.extend(got.rejects)
+    warning = turn_end_warning(tokenizer, data.template) if data.template else None
+    for line in warning_lines(screen(tokenizer, records, data.max_length), warning, data.max_length):
+        say(line)
+    return records, rejects
+
+
+def encoded_records(
+    data: DataSettings, tokenizer: Tokenizer, records: list[Record], rejects: list[Reject], limit: int | None
+) -> list[tuple[int, Record, list[Built]]]:
+    """(index in the file's records, record, its samples) of the first `limit` records (None: all) that can be
+    encoded; one that cannot raises (data.on_error: strict) or joins `rejects` (skip), which are said at the end."""
+    settings = EncodeSettings.of(data)
+    out: list[tuple[int, Record, list[Built]]] = []
+    for start in range(0, len(records), BATCH):
+        if limit is not None and len(out) >= limit:
+            break
+        batch = records[start : start + BATCH]
+        for index, (record, outcome) in enumerate(zip(batch, encode_samples(tokenizer, batch, settings)), start):
+            if limit is not None and len(out) >= limit:
+                break
+            if isinstance(outcome, LmforgeError):
+                if data.on_error == "strict":
+                    raise LmforgeError(f"{outcome}; or set data.on_error: skip to leave such records out") from None
+                rejects.append(reject_of(record, outcome))
+                continue
+            out.append((index, record, outcome))
+    say_skipped(rejects)
+    return out
+
+
+def say_skipped(rejects: list[Reject]) -> None:
+    """The bad records left out under data.on_error: skip, by category, and the first of them."""
+    if rejects:
+        first = rejects[0]
+        where = first.reason if first.reason.startswith(first.source) else f"{first.source}: {first.reason}"
+        say(
+            f"lmforge: inspect: left out {len(rejects):,} bad records (data.on_error: skip): "
+            f"{counts_text(by_category(rejects))}; the first: {where}; `lmforge data stats` lists them all with why"
+        )
 
 
 def _text_samples(data: DataSettings, tokenizer: Tokenizer, texts: list[str], limit: int | None) -> list[Sample]:
@@ -194,6 +265,8 @@ def marked_text(runs: list[tuple[str, bool]], color: bool) -> str:
 
 def _title(sample: Sample) -> str:
     notes = [f"{len(sample.input_ids)} tokens, {sample.trained} trained"]
+    if sample.turn:
+        notes.insert(0, f"assistant turn {sample.turn[0]} of {sample.turn[1]} (data.split_turns)")
     if sample.truncated:
         notes.append("truncated to max_length")
     if sample.dropped:

@@ -16,28 +16,28 @@ where it is; under `skip` it is left out, as training leaves it out, and counted
 from __future__ import annotations
 
 import html
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmforge.commands.inspect import Sample, html_head, html_spans, marked_text, segments, write_page
+from lmforge.commands.inspect import (
+    Sample,
+    encoded_records,
+    html_head,
+    html_spans,
+    marked_text,
+    read_screened,
+    segments,
+    write_page,
+)
 from lmforge.config.recipe import Recipe
 from lmforge.config.settings import DataSettings
-from lmforge.console import say
-from lmforge.data.build.encode import EncodeSettings, encode_samples
 from lmforge.data.build.encode import Sample as Built
 from lmforge.data.build.pairs import PAIR_SIDES, prompt_length
-from lmforge.data.records import KIND_BY_STAGE, PreferencePair
-from lmforge.data.sources.problems import ENCODE_FAILED, counts_text
-from lmforge.data.sources.read import read_records
-from lmforge.data.sources.registry import resolve_sources
-from lmforge.errors import LmforgeError
+from lmforge.data.records import PreferencePair
 
 if TYPE_CHECKING:
     from lmforge.data.tokenizer import Tokenizer
-
-BATCH = 64  # records encoded at a time until enough samples are collected
 
 COMPLETION = "completion"
 CUT_NOTES = {"history": "older turns dropped to fit max_length", "end": "cut at max_length"}
@@ -82,30 +82,9 @@ class PreferenceSample:
 
 def collect_preference_samples(data: DataSettings, tokenizer: Tokenizer, limit: int | None) -> list[PreferenceSample]:
     """The first `limit` good records (None: all) in data-file order, encoded as training encodes them."""
-    kind = KIND_BY_STAGE[data.stage]
-    records = read_records(resolve_sources(data.sources, data.registry, data.stage), kind, on_error=data.on_error)
-    settings = EncodeSettings.of(data)
-    samples: list[PreferenceSample] = []
-    skipped: Counter = Counter()
-    for start in range(0, len(records), BATCH):
-        if limit is not None and len(samples) >= limit:
-            break
-        batch = records[start : start + BATCH]
-        for index, (record, outcome) in enumerate(zip(batch, encode_samples(tokenizer, batch, settings)), start):
-            if limit is not None and len(samples) >= limit:
-                break
-            if isinstance(outcome, LmforgeError):
-                if data.on_error == "strict":
-                    raise LmforgeError(f"{outcome}; or set data.on_error: skip to leave such records out") from None
-                skipped[getattr(outcome, "category", ENCODE_FAILED)] += 1
-                continue
-            samples.append(_sample(index, record, outcome[0]))
-    if skipped:
-        say(
-            f"lmforge: inspect: left out {sum(skipped.values()):,} bad records (data.on_error: skip): "
-            f"{counts_text(skipped)}; `lmforge data stats` lists them with why"
-        )
-    return samples
+    records, rejects = read_screened(data, tokenizer)
+    encoded = encoded_records(data, tokenizer, records, rejects, limit)
+    return [_sample(index, record, built[0]) for index, record, built in encoded]
 
 
 def _sample(index: int, record, built: Built) -> PreferenceSample:
