@@ -12,8 +12,6 @@ Kinds: text (Text), conversation (Conversation), preference (PreferencePair), kt
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from lmforge.config.settings import Source
@@ -21,73 +19,12 @@ from lmforge.data.records import Conversation, KTOExample, Message, PreferencePa
 from lmforge.data.sources import sharegpt
 from lmforge.data.sources.messages import as_list, check_order, parse_message, parse_messages, parse_tools
 from lmforge.data.sources.problems import BAD_VALUE, EMPTY, MISSING, RecordProblem, UnknownFormat, kind_of
+from lmforge.data.sources.row import Format, Row
 from lmforge.errors import LmforgeError
 
 LABEL_WORDS = {"true": True, "false": False, "1": True, "0": False}
 # (format, kind) read only when data.train[].format names the format, and what such a record becomes
 ASKED = {("alpaca", "text"): "each record one document: instruction, input and output joined by newlines"}
-
-
-@dataclass
-class Row:
-    """One record of the data with the source's column mapping and sharegpt tags."""
-
-    obj: dict[str, Any]
-    fmt: Format
-    columns: dict[str, str]
-    tags: dict[str, str]
-
-    def key(self, canonical: str) -> str:
-        """The data's key: mapped by `columns`, else the format's other name for it where the record uses that."""
-        if canonical in self.columns:
-            return self.columns[canonical]
-        alias = self.fmt.aliases.get(canonical)
-        return alias if alias in self.obj and canonical not in self.obj else canonical
-
-    def field(self, canonical: str) -> str:
-        key = self.key(canonical)
-        mapped = " (mapped from {canonical} by data.train[].columns)" if canonical in self.columns else ""
-        return f'"{key}"{mapped.format(canonical=canonical)}'
-
-    def get(self, canonical: str) -> Any:
-        return self.obj.get(self.key(canonical))
-
-    def require(self, canonical: str) -> Any:
-        value = self.get(canonical)
-        if value is None:
-            keys = ", ".join(self.obj) or "none"
-            what = (
-                f"no {self.field(canonical)} key (keys: {keys})"
-                if self.key(canonical) not in self.obj
-                else f"{self.field(canonical)} is null"
-            )
-            raise RecordProblem(f"{what}; expected format {self.fmt.name}: {self.fmt.example}", MISSING)
-        return value
-
-    def string(self, canonical: str, required: bool = True, reply: bool = False) -> str:
-        value = self.require(canonical) if required else self.get(canonical)
-        if value is None:
-            return ""
-        if not isinstance(value, str):
-            raise RecordProblem(f"{self.field(canonical)} is {kind_of(value)}; expected a string")
-        if reply and not value.strip():
-            raise RecordProblem(f"{self.field(canonical)} is empty; expected the assistant's reply text", EMPTY)
-        return value
-
-
-@dataclass(frozen=True)
-class Format:
-    name: str
-    reads: dict[str, tuple[str, ...]]  # kind -> the canonical columns its parser reads
-    detect: dict[str, tuple[str, ...]]  # kind -> keys that all appear in a record of this format
-    parsers: dict[str, Callable[[Row], Record]]  # kind -> parser
-    example: str
-    aliases: dict[str, str] = field(default_factory=dict)  # canonical -> another key the format's data uses
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """Every canonical column it reads, for one kind or another."""
-        return tuple(dict.fromkeys(c for columns in self.reads.values() for c in columns))
 
 
 # -- text and messages ---------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from collections import Counter
 from typing import Any
 
 from lmforge.config.settings import Source
-from lmforge.data.sources.formats import Format, Row
 from lmforge.data.sources.problems import MEDIA, NOT_READ, RecordProblem
+from lmforge.data.sources.row import Format, Row
 
 MEDIA_KEYS = ("images", "videos", "audios", "image", "video", "audio")
 

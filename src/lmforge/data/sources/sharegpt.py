@@ -20,7 +20,7 @@ from lmforge.data.sources.problems import BAD_VALUE, EMPTY, MISSING, RecordProbl
 from lmforge.errors import LmforgeError
 
 if TYPE_CHECKING:
-    from lmforge.data.sources.formats import Row
+    from lmforge.data.sources.row import Row
 
 TAGS = {
     "role_tag": "from",
