@@ -35,13 +35,28 @@ SHAREGPT = [
 ]
 
 
-@pytest.mark.parametrize("name, rows", [("alpaca.json", ALPACA), ("sharegpt.json", SHAREGPT)])
+UNTRAINED_TURN = [
+    {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "not trained", "loss_weight": 0.0},
+            {"role": "user", "content": "Again"},
+            {"role": "assistant", "content": "trained", "loss_weight": 1.0},
+        ]
+    }
+]
+
+
+@pytest.mark.parametrize(
+    "name, rows", [("alpaca.json", ALPACA), ("sharegpt.json", SHAREGPT), ("weights.json", UNTRAINED_TURN)]
+)
 def test_convert_to_messages_keeps_the_conversations(tmp_path, name, rows):
     src = write(tmp_path / name, json.dumps(rows))
     run_convert(str(src), tmp_path / "out.jsonl")
     before = read_source(Source(path=str(src)), "conversation").records
     after = read_source(Source(path=str(tmp_path / "out.jsonl"), format="messages"), "conversation").records
     assert [(c.messages, c.tools) for c in after] == [(c.messages, c.tools) for c in before]
+    assert [m.trained for c in after for m in c.messages] == [m.trained for c in before for m in c.messages]
 
 
 def test_convert_preference_and_kto_shapes(tmp_path):

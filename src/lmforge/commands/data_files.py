@@ -84,7 +84,7 @@ def data_kind(source: Source) -> str:
 def as_messages(record) -> dict[str, Any]:
     """One record in OpenAI messages shape (preference and KTO in the conversational shape TRL reads)."""
     if isinstance(record, Conversation):
-        return _with_tools({"messages": [m.as_dict() for m in record.messages]}, record.tools)
+        return _with_tools({"messages": [_message(m) for m in record.messages]}, record.tools)
     if isinstance(record, PreferencePair):
         return _with_tools(
             {
@@ -99,6 +99,14 @@ def as_messages(record) -> dict[str, Any]:
     if isinstance(record, Text):
         return {"text": record.text}
     raise TypeError(f"not a record: {type(record).__name__}")
+
+
+def _message(message: Message) -> dict[str, Any]:
+    """The message as a dict; a turn left untrained keeps LLaMA-Factory's loss_weight 0, which the reader reads."""
+    out = message.as_dict()
+    if message.trained is False:
+        out["loss_weight"] = 0.0
+    return out
 
 
 def _dicts(messages: list[Message]) -> list[dict]:
