@@ -116,6 +116,16 @@ def test_validate_lists_every_problem_with_its_line(tmp_path):
     assert run_validate(str(tmp_path / "missing.jsonl"), stream=out) == 1 and "does not exist" in out.getvalue()
 
 
+def test_validate_names_the_column_of_a_json_error(tmp_path):
+    """The column where the JSON goes wrong, not 1: json counted the line's newline as the end of the document."""
+    bad = write(tmp_path / "cols.jsonl", '{"messages": []} x\n{"messages": [\n')
+    out = io.StringIO()
+    assert run_validate(str(bad), stream=out) == 1
+    text = out.getvalue()
+    assert f"{bad}:1: not valid JSON (Extra data at column 18)" in text
+    assert f"{bad}:2: not valid JSON (Expecting value at the end of the line, column 15)" in text
+
+
 def test_split_is_seeded_disjoint_and_matches_the_recipe_split(tmp_path):
     rows = [
         {"messages": [{"role": "user", "content": f"q{k}"}, {"role": "assistant", "content": f"a{k}"}]}

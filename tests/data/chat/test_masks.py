@@ -209,6 +209,17 @@ def test_broken_template_fails_with_reason(shared_tokenizer_dir, template, messa
 
 
 @only("qwen3")
+def test_a_template_that_fails_per_turn_too_does_not_suggest_splitting(shared_tokenizer_dir):
+    tok = load(shared_tokenizer_dir)
+    with pytest.raises(PrefixPropertyError, match=r"data.split_turns to auto \(the default\) or always"):
+        encode(tok, NO_PREFIX, QA, WHOLE)
+    for policy in (MaskPolicy(), MaskPolicy(split_turns="always")):  # already one sample per turn: say so
+        with pytest.raises(LmforgeError, match=r"even with one sample per assistant turn") as err:
+            encode(tok, NO_PREFIX, QA, policy)
+        assert "set data.split_turns" not in str(err.value)
+
+
+@only("qwen3")
 def test_generation_blocks_that_disagree_fail(shared_tokenizer_dir):
     with pytest.raises(LmforgeError, match=r"data.jsonl:7: the template's \{% generation %\} blocks mark other"):
         encode(load(shared_tokenizer_dir), WIDE_GENERATION, QA, WHOLE)[0]

@@ -16,8 +16,9 @@ Tokens: T is tokenised once with offsets (spans.py), and a token is labelled whe
 labelled span. The rule is at the token level: the ids before each labelled turn must be exactly the ids
 of P_i tokenised on its own (what the model reads at inference): they are where P_i ends on a token boundary
 of T (drafts.py says why), else P_i is tokenised and compared. Where they differ (on byte-level
-vocabularies a reply opening with a newline merges with the prompt's final newline into one token), a sample with one labelled turn is the prompt's own tokens followed by the rest
-tokenised apart; a whole conversation becomes one sample per turn (split_turns auto; `never` refuses).
+vocabularies a reply opening with a newline merges with the prompt's final newline into one token), a
+sample with one labelled turn is the prompt's own tokens followed by the rest tokenised apart; a whole
+conversation becomes one sample per turn (split_turns auto; `never` refuses).
 
 Reasoning templates (reasoning.py): where the template leaves the turn's reasoning to the model (DeepSeek-R1's
 generation prompt opens a think block the rendered turn never has; gpt-oss renders no analysis channel), the
@@ -183,8 +184,9 @@ def _template_messages(renderer: Renderer, messages: list[dict]) -> list[dict]:
     return messages
 
 
-def _draft(renderer: Renderer, conv: Conversation, train_on: str) -> Draft:
-    """T rendered and the character spans of what the model must generate (see the module docstring)."""
+def _draft(renderer: Renderer, conv: Conversation, train_on: str, split: bool = False) -> Draft:
+    """T rendered and the character spans of what the model must generate (see the module docstring); `split`:
+    a per-turn sample already (its errors cannot suggest splitting)."""
     messages = renderer.prepare(_template_messages(renderer, _messages(conv)))
     text, generation = _render_spans(renderer, messages, conv)
     if conv.tools:
@@ -213,7 +215,7 @@ def _draft(renderer: Renderer, conv: Conversation, train_on: str) -> Draft:
         except TurnError as err:
             written = _written_turn(renderer, messages, conv) if len(turns) == 1 and i == len(messages) - 1 else None
             if written is None:
-                raise _turn_error(renderer.template, conv, messages, i, err) from None
+                raise _turn_error(renderer.template, conv, messages, i, err, split) from None
             text, span = written
             return Draft(renderer, conv, text, [span], None, last_only=True, written=True)
     return Draft(renderer, conv, text, spans, generation, last_only=train_on == "last_assistant")
@@ -256,7 +258,7 @@ def _turn_drafts(renderer: Renderer, conv: Conversation, train_on: str) -> list[
     drafts = []
     for i in turns:
         part = Conversation(messages=conv.messages[: i + 1], source=conv.source, tools=conv.tools)
-        drafts.append(_draft(renderer, part, policy))
+        drafts.append(_draft(renderer, part, policy, split=True))
         drafts[-1].split = True
     return drafts
 
@@ -350,7 +352,9 @@ def _render_error(renderer: Renderer, messages: list[dict], conv, tools, err: Ex
     return LmforgeError(f"{where}: {template_label(renderer.template)} rejects this conversation: {err}.{hint}")
 
 
-def _turn_error(template: str, conv: Conversation, messages: list[dict], i: int, err: TurnError) -> LmforgeError:
+def _turn_error(
+    template: str, conv: Conversation, messages: list[dict], i: int, err: TurnError, split: bool = False
+) -> LmforgeError:
     turn = sum(1 for m in messages[:i] if m["role"] == "assistant")
     where = f"{place(conv)}: assistant turn {turn} (message {i}): {err.prop}: {err.detail}."
     if err.prop == "reasoning dropped" and i == len(messages) - 1:  # the last message: nothing to split
@@ -364,11 +368,18 @@ def _turn_error(template: str, conv: Conversation, messages: list[dict], i: int,
         )
     if err.prop == "tool calls not rendered":
         return LmforgeError(f"{where} {template_label(template)} does not render tool calls. {_TOOLS_HINT}")
-    if err.prop in _SPLITTABLE:
+    if err.prop in _SPLITTABLE and not split:
         return PrefixPropertyError(
             f"{where} The mask cannot be derived exactly from the whole conversation with this template; set "
-            "data.split_turns to auto or always (one sample per assistant turn, history rendered as at inference), "
-            f"choose another template with model.chat_template (built-ins: {builtin_names()}) or drop the record"
+            "data.split_turns to auto (the default) or always (one sample per assistant turn, history rendered as "
+            f"at inference), choose another template with model.chat_template (built-ins: {builtin_names()}) or "
+            "drop the record"
+        )
+    if err.prop in _SPLITTABLE:
+        return LmforgeError(
+            f"{where} The mask cannot be derived exactly with this template, even with one sample per assistant "
+            f"turn (data.split_turns); choose another template with model.chat_template (built-ins: "
+            f"{builtin_names()}) or drop the record"
         )
     return LmforgeError(
         f"{where} The mask cannot be derived exactly for this template; choose another with "

@@ -166,10 +166,12 @@ def _jsonl_line(where: str, raw: bytes) -> Iterator[Row]:
         try:
             yield where, json.loads(line)
         except json.JSONDecodeError as err:
+            text = line.rstrip("\r\n")  # an error at the line's end is past its newline: colno would say 1
+            at = f"column {err.pos + 1}" if err.pos < len(text) else f"the end of the line, column {len(text) + 1}"
             yield (
                 where,
                 RecordProblem(
-                    f"not valid JSON ({err.msg} at column {err.colno}); expected one JSON object per line",
+                    f"not valid JSON ({err.msg} at {at}); expected one JSON object per line",
                     MALFORMED,
                     raw=line.rstrip("\r\n"),
                 ),
