@@ -268,3 +268,20 @@ def test_screening_in_the_workers_counts_the_same(shared_tokenizer_dir, tmp_path
     assert report["cut_records"] == 2 and report["special_records"] == 2
     assert report["special_strings"] == {"<|im_end|>": 1, "<|im_start|>": 1}
     assert report["special_at"] == f"{path}:41"
+
+
+@only("qwen3")
+def test_keys_left_out_are_counted_and_said_when_streamed(shared_tokenizer_dir, tmp_path, monkeypatch, capsys):
+    """Keys the format does not read are said with their counts whichever way the data is read."""
+    lines = [
+        json.dumps({**json.loads(line), "id": k, **({"url": "u"} if k % 3 == 0 else {})})
+        for k, line in enumerate(chat_lines(30, 9))
+    ]
+    path = tmp_path / "ids.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tok = load(shared_tokenizer_dir)
+    r = recipe(shared_tokenizer_dir, [{"path": str(path)}], tmp_path / "out")
+    for streamed in (False, True):
+        outcome(r, tok, tmp_path, streamed, monkeypatch)
+        err = capsys.readouterr().err
+        assert "not read, so not trained on: id (30 records), url (10 records)" in err, (streamed, err)

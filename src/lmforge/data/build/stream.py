@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,6 +66,7 @@ class Held:
     source: int
     records: list[Record]
     rejects: list[Reject]
+    unread: Counter = field(default_factory=Counter)  # keys left out of training -> records that had them
 
 
 @dataclass
@@ -111,6 +113,7 @@ def encode_sources(
     out = Streamed()
     counts = [0] * len(sources)
     pending = [[] for _ in sources]  # the rejects of each source, until its last task
+    unread = [Counter() for _ in sources]  # the keys each source's format left out, as read_source counts them
     last_task = {task.source: k for k, task in enumerate(tasks)}
     encoding = True
     n_workers = processes_for(lines, workers)
@@ -126,9 +129,11 @@ def encode_sources(
                 out.screened.add(screen(tokenizer, task.records, settings.max_length))
                 chunk = encode_paused(tokenizer, task.records, settings) if encoding and task.records else None
                 rejects, n = task.rejects, len(task.records)
+                unread[task.source].update(task.unread)
             else:
-                chunk, rejects, n, screened = next(results)
+                chunk, rejects, n, screened, left_out = next(results)
                 out.screened.add(screened)
+                unread[task.source].update(left_out)
             counts[task.source] += n
             pending[task.source].extend(rejects)
             if encoding and chunk is not None:
@@ -137,7 +142,9 @@ def encode_sources(
                     encoding = False
                     stop()
             if last_task.get(task.source) == k:
-                check_read(sources[task.source], counts[task.source], pending[task.source], on_error)
+                check_read(
+                    sources[task.source], counts[task.source], pending[task.source], on_error, unread[task.source]
+                )
                 out.rejects.extend(pending[task.source])
     out.taken = dict(zip(source_labels(sources), counts))
     return out
@@ -177,9 +184,8 @@ def _plan_file(source: Source, index: int, path: Path, kind: str, on_error: str,
             held = Held(index, [], [])
             tasks.append(held)
             for at, end in line_bounds(data):
-                fmt, unknown = parse_rows(
-                    jsonl_range_rows(path, at, end, line), None, source, kind, on_error, held.records, held.rejects
-                )
+                rows = jsonl_range_rows(path, at, end, line)
+                fmt, unknown = parse_rows(rows, None, source, kind, on_error, held.records, held.rejects, held.unread)
                 start, line = end, line + 1
                 if unknown:  # strict: the rest of the file is not read
                     return tasks, line - 1
@@ -224,20 +230,21 @@ def _init_worker(*state) -> None:
     _WORKER[:] = state
 
 
-def _read_range_in_worker(task: Range) -> tuple[EncodedChunk | None, list[Reject], int, Screened]:
+def _read_range_in_worker(task: Range) -> tuple[EncodedChunk | None, list[Reject], int, Screened, Counter]:
     return _read_range(task, *_WORKER)
 
 
 def _read_range(
     task: Range, tokenizer: Tokenizer, sources: list[Source], kind: str, settings: EncodeSettings, on_error: str, stop
-) -> tuple[EncodedChunk | None, list[Reject], int, Screened]:
+) -> tuple[EncodedChunk | None, list[Reject], int, Screened, Counter]:
     """(the range's records encoded, or None once encoding has stopped; its rejects; how many records; what
-    screening found in them)."""
+    screening found in them; the keys its format left out)."""
     records: list[Record] = []
     rejects: list[Reject] = []
+    unread: Counter = Counter()
     with collector_paused():
         rows = jsonl_range_rows(Path(task.path), task.start, task.stop, task.first_line)
-        parse_rows(rows, FORMATS[task.fmt], sources[task.source], kind, on_error, records, rejects)
+        parse_rows(rows, FORMATS[task.fmt], sources[task.source], kind, on_error, records, rejects, unread)
         screened = screen(tokenizer, records, settings.max_length)
         chunk = None if stop.is_set() else encode_chunk(tokenizer, records, settings)
-    return chunk, rejects, len(records), screened
+    return chunk, rejects, len(records), screened, unread
