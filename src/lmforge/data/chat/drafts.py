@@ -76,8 +76,11 @@ def finish(draft: Draft, whole: _Tokens) -> Encoded:
     input_ids, offsets = whole
     if draft.spans is None:
         return Encoded(input_ids=input_ids, labels=[IGNORE_INDEX] + input_ids[1:], text=draft.text, split=draft.split)
-    input_ids, offsets = _prompts_as_at_inference(draft, input_ids, offsets)
-    where, bounds = place(draft.conv), forward_bounds(offsets)
+    bounds = forward_bounds(offsets)
+    if not all(_on_boundary(bounds, start) for start, _ in draft.spans):
+        input_ids, offsets = _prompts_as_at_inference(draft, input_ids, offsets)
+        bounds = forward_bounds(offsets)
+    where = place(draft.conv)
     labels, ranges = label_tokens(draft.text, input_ids, offsets, draft.spans, where, bounds)
     if draft.written:
         pass  # the reasoning is lmforge's text, not the template's: there are no generation blocks to compare
@@ -117,10 +120,7 @@ def _prompts_as_at_inference(draft: Draft, input_ids: list[int], offsets: Offset
     """The ids with every labelled turn's prompt tokenised as on its own. Where each turn starts on a token
     boundary of the whole text, the text before it tokenises to the same tokens on its own (a BPE or Unigram
     model never lets a token cross that boundary, and the left part's merges do not depend on the right part),
-    so nothing is tokenised again; elsewhere each prompt is tokenised and compared."""
-    bounds = forward_bounds(offsets)
-    if all(_on_boundary(bounds, start) for start, _ in draft.spans):
-        return input_ids, offsets
+    so nothing is tokenised again (`finish` checks that); elsewhere each prompt is tokenised and compared."""
     tokenizer, where = draft.renderer.tokenizer, place(draft.conv)
     prompts = tokenize(tokenizer, [draft.text[:start] for start, _ in draft.spans], where)
     bad = next((k for k, (ids, _) in enumerate(prompts) if ids != input_ids[: len(ids)]), None)

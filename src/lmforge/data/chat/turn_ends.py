@@ -39,8 +39,18 @@ class TurnError(Exception):
 def reply_end(tokenizer: Tokenizer, content: str, text: str, finished: str, start: int, last: bool) -> int:
     """End (in T) of a text reply and its end-of-turn text: the first place the reply follows a lead-in (see
     `lead_in_ends`) in F, the turn rendered as the last message, where it ends with a stop token after which
-    F holds nothing else; and the same reply and stop in T."""
-    candidates = find_reply(tokenizer, text, start, content)
+    F holds nothing else; and the same reply and stop in T. Tried first right after whitespace and a think block
+    (most templates), then after every lead-in item."""
+    try:
+        return _reply_end(tokenizer, content, text, finished, start, last, False)
+    except TurnError:
+        return _reply_end(tokenizer, content, text, finished, start, last, True)
+
+
+def _reply_end(
+    tokenizer: Tokenizer, content: str, text: str, finished: str, start: int, last: bool, every: bool
+) -> int:
+    candidates = find_reply(tokenizer, text, start, content, every)
     if not candidates:
         dropped = " (it drops the reasoning of earlier turns)" if "</think>" in content else ""
         raise TurnError(
@@ -48,7 +58,7 @@ def reply_end(tokenizer: Tokenizer, content: str, text: str, finished: str, star
             f"the reply does not follow the generation prompt as written: the "
             f"template changes or moves it{dropped}; after the prompt comes {text[start:][:80]!r}",
         )
-    in_finished = candidates if last else find_reply(tokenizer, finished, start, content)
+    in_finished = candidates if last else find_reply(tokenizer, finished, start, content, every)
     if not in_finished:
         raise TurnError("content not found", "the reply is rendered differently when it is the last message")
     stop = ""
@@ -130,15 +140,16 @@ def check_reasoning_kept(message: dict, labelled: str) -> None:
         raise TurnError("reasoning dropped", "the turn's reasoning is missing from the training text")
 
 
-def find_reply(tokenizer: Tokenizer, text: str, start: int, content: str) -> list[int]:
-    """The possible ends of the reply in `text` when it follows `start` after a lead-in, first first."""
+def find_reply(tokenizer: Tokenizer, text: str, start: int, content: str, every: bool = True) -> list[int]:
+    """The possible ends of the reply in `text` when it follows `start` after a lead-in, first first (with
+    `every` False, only where it follows whitespace and a think block)."""
     if not content.strip():  # an empty reply: after whitespace and a think block
         return [LEAD_IN.match(text, start).end()]
     needles = [content.lstrip(), content.strip()]  # templates keep the text as it is, or trim it
     reasoning, _, answer = content.rpartition("</think>")
     reasoning = reasoning.replace("<think>", "").strip()
     ends = []
-    for begin in lead_in_ends(tokenizer, text, start):
+    for begin in lead_in_ends(tokenizer, text, start) if every else [LEAD_IN.match(text, start).end()]:
         lead = text[start:begin]
         # reasoning written into the content: the template may have moved it into the lead-in
         moved = [answer.strip()] if "</think>" in content and "</think>" in lead and reasoning in lead else []
