@@ -240,3 +240,15 @@ def test_gpt_oss_reasoning_is_an_analysis_message(shared_tokenizer_dir):
         "<|message|>no reasoning given<|end|>",
         "<|message|>still none<|end|>",
     ]
+
+
+def test_no_second_think_block_where_the_template_writes_its_own(tiny_tokenizer_dir):
+    """A template whose generation prompt opens <think> but whose rendered turn writes a different think block
+    of its own gets no block written by lmforge on top of it: refused, not trained with two blocks."""
+    tok = load(tiny_tokenizer_dir)
+    template = (
+        "{% for m in messages %}{% if m['role'] == 'assistant' %}<A><think>x</think>{{ m['content'] }}{{ eos_token }}"
+        "{% else %}<U>{{ m['content'] }}{% endif %}{% endfor %}{% if add_generation_prompt %}<A><think>\n{% endif %}"
+    )
+    with pytest.raises(LmforgeError, match="t.jsonl:1: .*prefix property failed"):
+        encode(tok, template, conv(user("q"), reply("a", reasoning="r")), MaskPolicy())

@@ -70,6 +70,8 @@ def completion(prompt: str, rendered: str, message: dict, special: frozenset[str
         if not rendered.startswith(before):
             return None
         reply = rendered[len(before) :].lstrip("\n")
+        if THINK_CLOSE in reply:  # the template wrote a think block of its own, unlike its generation prompt's
+            return None
         head = f"{reasoning}\n{THINK_CLOSE}\n\n"
         return head + reply, len(head)
     if not (harmony(special) and "<|start|>" in prompt and reasoning and rendered.startswith(prompt)):
