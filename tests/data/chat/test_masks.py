@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
+from label_runs import labelled_runs
 
 from lmforge.data.chat.masks import WHOLE, MaskPolicy, PrefixPropertyError, encode, generation_prompt
 from lmforge.data.chat.templates import BUILTIN_TEMPLATES, resolve_chat_template
@@ -89,17 +90,6 @@ OWN_END_OF_TURN = {
     "deepseek-r1-distill-qwen": "<｜end▁of▁sentence｜>",
     "gpt-oss": "<|end|>",
 }
-
-
-def labelled_runs(labels: list[int]) -> list[tuple[int, int]]:
-    runs, start = [], None
-    for k, label in enumerate(labels + [IGNORE_INDEX]):
-        if label != IGNORE_INDEX and start is None:
-            start = k
-        elif label == IGNORE_INDEX and start is not None:
-            runs.append((start, k))
-            start = None
-    return runs
 
 
 def assert_mask(tok, template: str, c: Conversation, end_of_turn: str) -> None:

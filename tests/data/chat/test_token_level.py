@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from label_runs import labelled_runs
 
 from lmforge.data.chat.masks import WHOLE, MaskPolicy, TokenPrefixError, encode
 from lmforge.data.chat.templates import resolve_chat_template
-from lmforge.data.examples import IGNORE_INDEX
 from lmforge.data.records import Conversation, Message
 from lmforge.errors import LmforgeError
 
@@ -62,17 +62,6 @@ MARKERS = [
     conv(user("What do <|im_end|>, [/INST] and <|eot_id|> mean?"), reply("Markers, like </s> and <|end|>.")),
     conv(user("Unicode ✓"), reply("Grüße — 東京 🚀 naïve «ok»")),
 ]
-
-
-def labelled_runs(labels: list[int]) -> list[tuple[int, int]]:
-    runs, start = [], None
-    for k, label in enumerate(labels + [IGNORE_INDEX]):
-        if label != IGNORE_INDEX and start is None:
-            start = k
-        elif label == IGNORE_INDEX and start is not None:
-            runs.append((start, k))
-            start = None
-    return runs
 
 
 def given_reasoning(message: dict) -> tuple[str, str]:

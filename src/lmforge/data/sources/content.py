@@ -67,7 +67,7 @@ def _parts(parts: list, label: str) -> Content:
         elif kind == "reasoning":
             reasoning.append(value)
         else:
-            calls.append(tool_call(_json(value, where), where))
+            calls.append(tool_call(call_json(value, where), where))
     return Content("".join(texts), "".join(reasoning) if reasoning else None, calls)
 
 
@@ -90,16 +90,15 @@ def _part_value(part: dict, where: str) -> str:
     return value
 
 
-def _json(value: Any, where: str) -> Any:
-    """A tool call given as JSON text, decoded."""
+def call_json(value: Any, where: str, expected: str = f"a tool call {CALL_EXAMPLE}") -> Any:
+    """Tool calls given as JSON text, decoded (anything else as it is)."""
     if not isinstance(value, str):
         return value
     try:
         return json.loads(value)
     except json.JSONDecodeError as err:
         raise RecordProblem(
-            f"{where} is not valid JSON ({err.msg} at column {err.colno}); expected a tool call {CALL_EXAMPLE}",
-            BAD_VALUE,
+            f"{where} is not valid JSON ({err.msg} at column {err.colno}); expected {expected}", BAD_VALUE
         ) from None
 
 

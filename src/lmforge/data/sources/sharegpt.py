@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from lmforge.config.settings import Source
 from lmforge.data.records import Message
-from lmforge.data.sources.messages import CALL_EXAMPLE, as_list, check_order, message_text, parse_tool_calls
-from lmforge.data.sources.problems import BAD_VALUE, EMPTY, MISSING, RecordProblem, kind_of
+from lmforge.data.sources.content import CALL_EXAMPLE, call_json
+from lmforge.data.sources.messages import as_list, check_order, message_text, parse_tool_calls
+from lmforge.data.sources.problems import EMPTY, MISSING, RecordProblem, kind_of
 from lmforge.errors import LmforgeError
 
 if TYPE_CHECKING:
@@ -161,20 +162,9 @@ def _turn(turn: Any, label: str, keys: tuple[str, str], tags: dict[str, str]) ->
     if value is None:
         raise RecordProblem(f'{label} has no "{content_key}"; expected the {role} turn\'s text', MISSING)
     if tag == "function_tag":
-        return Message("assistant", "", tool_calls=parse_tool_calls(_call_json(value, label), f"{label} {role}"))
+        calls = call_json(value, label, f"{CALL_EXAMPLE} or a list of them")
+        return Message("assistant", "", tool_calls=parse_tool_calls(calls, f"{label} {role}"))
     text = message_text(value, label, role)
     if tag == "assistant_tag" and not text.strip():
         raise RecordProblem(f"{label} ({role}) has empty {content_key}; expected the reply text", EMPTY)
     return Message(ROLE_OF_TAG[tag], text)
-
-
-def _call_json(value: Any, label: str) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as err:
-        raise RecordProblem(
-            f"{label} is not valid JSON ({err.msg} at column {err.colno}); expected {CALL_EXAMPLE} or a list of them",
-            BAD_VALUE,
-        ) from None
