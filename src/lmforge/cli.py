@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     chat = verbs.add_parser("chat", help="chat with a trained run", description="Chat with a trained run directory.")
     chat.add_argument("run_dir", type=Path, help="a run's output directory (full model or adapter)")
     chat.add_argument("--max-new-tokens", type=int, default=256)
+    chat.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
+    chat.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (bf16 on CUDA where supported, fp16 on other GPUs, fp32 on CPU), bf16, fp16, fp32",
+    )
 
     score = verbs.add_parser(
         "score",
@@ -194,7 +200,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "chat":
         from lmforge.infer.chat import chat
 
-        chat(args.run_dir, max_new_tokens=args.max_new_tokens)
+        chat(args.run_dir, max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype)
     elif args.command == "score":
         from lmforge.infer.score import score_file
 

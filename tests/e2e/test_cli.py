@@ -34,6 +34,7 @@ def test_pt_run_writes_a_complete_run_dir(tmp_path, tiny_model_dir):
         assert (run / name).exists(), name
     info = json.loads((run / "run_info.json").read_text())
     assert info["lmforge"] and len(info["data"]["fingerprint"]) >= 16
+    assert info["output"] == str(run.resolve())  # where it was written: an adapter's base is found after a move
     assert "trainable" in out.stderr and "trained tok/s" in out.stderr
     assert "train_loss" in (run / "README.md").read_text()
     assert json.loads((run / "config.json").read_text())["use_cache"] is True  # saved for generating

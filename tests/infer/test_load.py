@@ -134,3 +134,37 @@ def test_a_reward_adapter_loads_on_its_base_with_one_output(tmp_path, tiny_model
 def test_a_language_model_run_is_no_reward_model(tmp_path, tiny_model_dir):
     with pytest.raises(LmforgeError, match="is not a reward model .* pass the output directory of a stage rm run"):
         load_run(tiny_model_dir, head="reward")
+
+
+def test_device_and_dtype_are_chosen_and_checked(tmp_path, tiny_model_dir):
+    from lmforge.infer.device import pick_device, pick_dtype
+
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+        assert pick_device("auto") == torch.device("cpu") and pick_dtype("auto", torch.device("cpu")) == torch.float32
+        with pytest.raises(LmforgeError, match="--device cuda: this machine has no CUDA device"):
+            pick_device("cuda")
+    with pytest.raises(LmforgeError, match="--device 'gpu' is not a device; use auto, cuda"):
+        pick_device("gpu")
+    with pytest.raises(LmforgeError, match="--dtype 'half' is unknown; use auto, bf16, fp16, fp32"):
+        pick_dtype("half", torch.device("cpu"))
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run)
+    loaded = load_run(run, device="cpu", dtype="bf16")
+    assert loaded.model.dtype == torch.bfloat16 and loaded.model.device == torch.device("cpu")
+    expected = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.bfloat16).eval()
+    torch.testing.assert_close(_logits(loaded.model), _logits(expected))
+
+
+def test_an_adapter_run_moved_with_its_base_still_loads(tmp_path, tiny_model_dir):
+    """Runs moved together (e.g. runs/ copied to another machine): the base is found where it sits relative to
+    the run as it was written (run_info.json's output), not at its old absolute path."""
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model_dir, old / "pt")
+    trained = save_lora(old / "pt", old / "sft")
+    (old / "sft" / "run_info.json").write_text(json.dumps({"output": str(old / "sft")}))
+    shutil.move(old, tmp_path / "new")
+    loaded = load_run(tmp_path / "new" / "sft")
+    torch.testing.assert_close(_logits(loaded.model), _logits(trained))
+    shutil.rmtree(tmp_path / "new" / "pt")
+    with pytest.raises(LmforgeError, match=r"is not a local directory, nor is .*new/pt \(where it would be had it"):
+        load_run(tmp_path / "new" / "sft")

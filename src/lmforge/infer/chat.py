@@ -97,11 +97,20 @@ def generate_replies(
     return replies
 
 
-def chat(run_dir: Path, max_new_tokens: int = 256, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
-    """A minimal REPL: each line is a user message; the history is kept until /reset."""
+def chat(
+    run_dir: Path,
+    max_new_tokens: int = 256,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> None:
+    """A minimal REPL: each line is a user message; the history is kept until /reset. The model runs on
+    `device` in `dtype` (infer/device.py)."""
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    model, tokenizer, template = load_run(run_dir)
-    print(f"lmforge chat: {run_dir} ({HELP})", file=stdout, flush=True)
+    model, tokenizer, template = load_run(run_dir, device=device, dtype=dtype)
+    where = f"{model.device}, {str(model.dtype).removeprefix('torch.')}"
+    print(f"lmforge chat: {run_dir} on {where} ({HELP})", file=stdout, flush=True)
     system: str | None = None
     history: list[dict] = []
     while True:

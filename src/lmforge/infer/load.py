@@ -11,12 +11,14 @@ the run saved, else the tokenizer's own, so prompts are formatted exactly as in 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from lmforge.errors import LmforgeError
+from lmforge.infer.device import pick_device, pick_dtype
 from lmforge.model.load import TOKENIZER_FILES
-from lmforge.train.rundir import ADAPTER_CONFIG, MODEL_CONFIG, TEMPLATE_FILE
+from lmforge.train.rundir import ADAPTER_CONFIG, MODEL_CONFIG, TEMPLATE_FILE, written_at
 
 if TYPE_CHECKING:
     from lmforge.data.tokenizer import Tokenizer
@@ -30,22 +32,25 @@ class LoadedRun(NamedTuple):
     template: str
 
 
-def load_run(run_dir: Path, head: Head = "causal") -> LoadedRun:
-    """The model (full or adapter on its base), tokenizer and chat template of a finished run directory."""
+def load_run(run_dir: Path, head: Head = "causal", device: str = "auto", dtype: str = "fp32") -> LoadedRun:
+    """The model (full or adapter on its base), tokenizer and chat template of a finished run directory, the
+    model on `device` in `dtype` (infer/device.py: auto picks the machine's best)."""
     run_dir = Path(run_dir)
     if head not in ("causal", "reward"):
         raise ValueError(f"load_run: head {head!r} is unknown; expected 'causal' or 'reward'")
     if not run_dir.is_dir():
         raise LmforgeError(f"run directory {run_dir} does not exist; pass the `output` directory of a finished run")
+    where = pick_device(device)
+    options = {"dtype": pick_dtype(dtype, where)}
     auto = _auto_class(head)
     if (run_dir / ADAPTER_CONFIG).is_file():
         from peft import PeftModel
 
         base = _adapter_base(run_dir)
-        model = PeftModel.from_pretrained(auto.from_pretrained(base, **_head_options(head)), str(run_dir))
+        model = PeftModel.from_pretrained(auto.from_pretrained(base, **options, **_head_options(head)), str(run_dir))
         tokenizer_dir = run_dir if any((run_dir / name).is_file() for name in TOKENIZER_FILES) else base
     elif (run_dir / MODEL_CONFIG).is_file():
-        model = auto.from_pretrained(str(run_dir))
+        model = auto.from_pretrained(str(run_dir), **options)
         tokenizer_dir = run_dir
     else:
         raise LmforgeError(
@@ -57,7 +62,7 @@ def load_run(run_dir: Path, head: Head = "causal") -> LoadedRun:
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     if head == "reward":
         _check_reward_head(model, run_dir, tokenizer)
-    return LoadedRun(model.eval(), tokenizer, _template(run_dir, tokenizer))
+    return LoadedRun(model.to(where).eval(), tokenizer, _template(run_dir, tokenizer))
 
 
 def _auto_class(head: Head):
@@ -72,16 +77,24 @@ def _head_options(head: Head) -> dict[str, Any]:
 
 
 def _adapter_base(run_dir: Path) -> Path:
-    """The local directory of an adapter's base model, as its adapter_config.json names it."""
+    """The local directory of an adapter's base model, as its adapter_config.json names it; where that path is
+    gone because the runs were moved together, the same path relative to where the run was written
+    (run_info.json's `output`)."""
     from peft import PeftConfig
 
     base = PeftConfig.from_pretrained(str(run_dir)).base_model_name_or_path
-    if not base or not Path(base).exists():
-        raise LmforgeError(
-            f"{run_dir / ADAPTER_CONFIG}: base_model_name_or_path {base!r} is not a local directory; "
-            "the adapter needs its base model: edit that key to where the base model is"
-        )
-    return Path(base)
+    if base and Path(base).exists():
+        return Path(base)
+    written, tried = written_at(run_dir), ""
+    if base and written is not None and Path(base).is_absolute():
+        moved = (run_dir / os.path.relpath(base, written)).resolve()
+        if moved.exists():
+            return moved
+        tried = f", nor is {moved} (where it would be had it moved with the run)"
+    raise LmforgeError(
+        f"{run_dir / ADAPTER_CONFIG}: base_model_name_or_path {base!r} is not a local directory{tried}; the "
+        "adapter needs its base model: edit that key to where the base model is"
+    )
 
 
 def _check_reward_head(model, run_dir: Path, tokenizer: Tokenizer) -> None:

@@ -169,9 +169,19 @@ def write_run_start(output: Path, recipe: Recipe, data_report: dict[str, Any]) -
         "peft": peft.__version__,
         "python": platform.python_version(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "output": str(output.resolve()),  # where the run was written: paths beside it resolve after a move
         "data": data_report,
     }
     (output / RUN_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+
+def written_at(output: Path) -> Path | None:
+    """Where the run in `output` was written (run_info.json's `output`), if it says."""
+    info_path = output / RUN_INFO_FILE
+    if not info_path.is_file():
+        return None
+    written = json.loads(info_path.read_text(encoding="utf-8")).get("output")
+    return Path(written) if written else None
 
 
 def started_fingerprint(output: Path) -> str | None:
