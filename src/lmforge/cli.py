@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     chat = verbs.add_parser("chat", help="chat with a trained run", description="Chat with a trained run directory.")
     chat.add_argument("run_dir", type=Path, help="a run's output directory (full model or adapter)")
     chat.add_argument("--max-new-tokens", type=int, default=256)
+    chat.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
+    chat.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
+    chat.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens only (0: off)")
+    chat.add_argument("--repetition-penalty", type=float, default=1.0, help="above 1 discourages repeats (1: off)")
+    chat.add_argument("--seed", type=int, help="seed the sampling, so a session can be repeated")
+    chat.add_argument("--greedy", action="store_true", help="always take the likeliest token (no sampling)")
     chat.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
     chat.add_argument(
         "--dtype",
@@ -198,9 +204,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "data":
         return _dispatch_data(args)
     elif args.command == "chat":
-        from lmforge.infer.chat import chat
+        from lmforge.infer.chat import Sampling, chat
 
-        chat(args.run_dir, max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype)
+        sampling = Sampling(
+            args.temperature, args.top_p, args.top_k, args.repetition_penalty, args.seed, greedy=args.greedy
+        )
+        chat(args.run_dir, args.max_new_tokens, device=args.device, dtype=args.dtype, sampling=sampling)
     elif args.command == "score":
         from lmforge.infer.score import score_file
 

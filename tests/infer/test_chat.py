@@ -7,7 +7,8 @@ import io
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lmforge.infer.chat import chat, generate_replies, generate_reply, stop_token_ids
+from lmforge.errors import LmforgeError
+from lmforge.infer.chat import GREEDY, Sampling, chat, generate_replies, generate_reply, stop_token_ids
 
 MESSAGES = [{"role": "user", "content": "What is 7 times 6?"}]
 
@@ -64,9 +65,9 @@ def test_stop_tokens_of_real_templates(shared_tokenizer_dir):
     assert stops and set(stops) <= set(tokenizer.all_special_ids)
 
 
-def run_chat(run_dir, lines: str) -> str:
+def run_chat(run_dir, lines: str, max_new_tokens: int = 3, **options) -> str:
     out = io.StringIO()
-    chat(run_dir, max_new_tokens=3, stdin=io.StringIO(lines), stdout=out)
+    chat(run_dir, max_new_tokens=max_new_tokens, stdin=io.StringIO(lines), stdout=out, **options)
     return out.getvalue()
 
 
@@ -90,3 +91,32 @@ def test_chat_runs_on_a_peft_adapter(tmp_path, tiny_model_dir):
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(str(tmp_path / "adapter"))
     assert run_chat(tmp_path / "adapter", "hi\n").count("assistant> ") == 1
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"temperature": 0}, "--temperature 0: expected a number above 0"),
+        ({"top_p": 1.5}, "--top-p 1.5: expected a number above 0 and at most 1"),
+        ({"top_k": -1}, "--top-k -1: expected 0"),
+        ({"repetition_penalty": 0}, "--repetition-penalty 0: expected a number above 0"),
+    ],
+)
+def test_sampling_settings_are_checked(options, message):
+    with pytest.raises(LmforgeError, match=message):
+        Sampling(**options)
+
+
+def test_replies_stream_as_generated_and_a_seeded_session_repeats(tiny_model_dir, tiny):
+    model, tokenizer, template = tiny
+    greedy = run_chat(tiny_model_dir, "What is 7 times 6?\n", max_new_tokens=12, sampling=GREEDY)
+    expected = generate_reply(model, tokenizer, template, MESSAGES, max_new_tokens=12)
+    streamed = greedy.split("assistant> ", 1)[1].split("\nyou> ")[0]
+    assert streamed.strip() == expected  # what was written piece by piece is the reply
+    hot = Sampling(temperature=5.0, top_p=1.0, seed=3)
+    first = run_chat(tiny_model_dir, "hi\nagain\n", max_new_tokens=12, sampling=hot)
+    assert run_chat(tiny_model_dir, "hi\nagain\n", max_new_tokens=12, sampling=hot) == first
+    other = run_chat(
+        tiny_model_dir, "hi\nagain\n", max_new_tokens=12, sampling=Sampling(temperature=5.0, top_p=1.0, seed=4)
+    )
+    assert other != first  # the seed is what repeats it: another seed samples other tokens

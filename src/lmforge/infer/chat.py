@@ -8,11 +8,13 @@ and stops at the eos token or the template's end-of-turn token, whichever comes 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import jinja2
 import torch
+from transformers import TextStreamer
 
 from lmforge.data.chat.masks import generation_prompt
 from lmforge.errors import LmforgeError
@@ -22,6 +24,50 @@ if TYPE_CHECKING:
     from lmforge.data.tokenizer import Tokenizer
 
 HELP = "type a message; /reset clears the history, /system TEXT sets a system prompt, /exit or Ctrl-D quits"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How `lmforge chat` picks tokens: sampled with these settings, or greedy where asked."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 0  # 0: off
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise LmforgeError(f"--temperature {self.temperature}: expected a number above 0 (or --greedy)")
+        if not 0 < self.top_p <= 1:
+            raise LmforgeError(f"--top-p {self.top_p}: expected a number above 0 and at most 1")
+        if self.top_k < 0:
+            raise LmforgeError(f"--top-k {self.top_k}: expected 0 (off) or a positive count")
+        if self.repetition_penalty <= 0:
+            raise LmforgeError(f"--repetition-penalty {self.repetition_penalty}: expected a number above 0 (1: off)")
+
+    def generate_options(self) -> dict:
+        penalty = {"repetition_penalty": self.repetition_penalty} if self.repetition_penalty != 1.0 else {}
+        if self.greedy:
+            return {"do_sample": False, **penalty}
+        top_k = {"top_k": self.top_k} if self.top_k else {"top_k": None}
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, **top_k, **penalty}
+
+
+GREEDY = Sampling(greedy=True)
+
+
+class _Echo(TextStreamer):
+    """Writes each piece of a reply to `stdout` as it is generated (the prompt and special tokens left out)."""
+
+    def __init__(self, tokenizer: Tokenizer, stdout: TextIO):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.stdout = stdout
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        self.stdout.write(text + ("\n" if stream_end else ""))
+        self.stdout.flush()
 
 
 def stop_token_ids(tokenizer: Tokenizer, template: str) -> list[int]:
@@ -54,9 +100,21 @@ def generate_reply(
     messages: list[dict],
     max_new_tokens: int = 128,
     temperature: float = 0.0,
+    sampling: Sampling | None = None,
+    streamer: TextStreamer | None = None,
 ) -> str:
-    """The assistant's next reply to `messages`: greedy unless temperature > 0; only the new text."""
-    return generate_replies(model, tokenizer, template, [messages], max_new_tokens, temperature=temperature)[0]
+    """The assistant's next reply to `messages`, only the new text: with `sampling` as it says, else greedy
+    unless temperature > 0; each piece handed to `streamer` as it is generated."""
+    return generate_replies(
+        model,
+        tokenizer,
+        template,
+        [messages],
+        max_new_tokens,
+        temperature=temperature,
+        sampling=sampling,
+        streamer=streamer,
+    )[0]
 
 
 @torch.no_grad()
@@ -68,12 +126,21 @@ def generate_replies(
     max_new_tokens: int = 128,
     batch_size: int = 64,
     temperature: float = 0.0,
+    sampling: Sampling | None = None,
+    streamer: TextStreamer | None = None,
 ) -> list[str]:
     """Replies to many conversations, `batch_size` at a time (left-padded prompts, one generate call each);
-    greedy unless temperature > 0."""
+    with `sampling` as it says, else greedy unless temperature > 0; `streamer` gets a single conversation's
+    reply as it is generated."""
     stops = stop_token_ids(tokenizer, template)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    if sampling is None:
+        sampling = Sampling(temperature=temperature) if temperature > 0 else GREEDY
+    options = sampling.generate_options()
+    if streamer is not None:
+        if len(conversations) != 1:
+            raise ValueError("generate_replies: a streamer takes the reply of one conversation")
+        options["streamer"] = streamer
     replies: list[str] = []
     for start in range(0, len(conversations), batch_size):
         prompts = [
@@ -91,7 +158,7 @@ def generate_replies(
             eos_token_id=stops,
             pad_token_id=pad,
             use_cache=True,
-            **sampling,
+            **options,
         )
         replies += [tokenizer.decode(row[longest:], skip_special_tokens=True).strip() for row in output]
     return replies
@@ -104,11 +171,15 @@ def chat(
     stdout: TextIO | None = None,
     device: str = "auto",
     dtype: str = "auto",
+    sampling: Sampling = Sampling(),
 ) -> None:
-    """A minimal REPL: each line is a user message; the history is kept until /reset. The model runs on
-    `device` in `dtype` (infer/device.py)."""
+    """A minimal REPL: each line is a user message; the history is kept until /reset. Replies are written as
+    they are generated, sampled as `sampling` says (seeded once, so a session with a seed repeats). The model
+    runs on `device` in `dtype` (infer/device.py)."""
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     model, tokenizer, template = load_run(run_dir, device=device, dtype=dtype)
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
     where = f"{model.device}, {str(model.dtype).removeprefix('torch.')}"
     print(f"lmforge chat: {run_dir} on {where} ({HELP})", file=stdout, flush=True)
     system: str | None = None
@@ -135,6 +206,7 @@ def chat(
             continue
         history.append({"role": "user", "content": text})
         messages = ([{"role": "system", "content": system}] if system else []) + history
-        reply = generate_reply(model, tokenizer, template, messages, max_new_tokens=max_new_tokens)
+        print("assistant> ", end="", file=stdout, flush=True)
+        echo = _Echo(tokenizer, stdout)
+        reply = generate_reply(model, tokenizer, template, messages, max_new_tokens, sampling=sampling, streamer=echo)
         history.append({"role": "assistant", "content": reply})
-        print(f"assistant> {reply}", file=stdout, flush=True)
