@@ -123,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_tools(data_verbs)
 
     chat = verbs.add_parser("chat", help="chat with a trained run", description="Chat with a trained run directory.")
-    chat.add_argument("run_dir", type=Path, help="a run's output directory (full model or adapter)")
+    chat.add_argument(
+        "run_dir",
+        help="a run's output directory (full model or adapter), one of its checkpoints, a model folder or a hub id",
+    )
+    chat.add_argument("--adapter", type=Path, help="a LoRA/DoRA adapter folder to put on the model given")
     chat.add_argument("--max-new-tokens", type=int, default=256)
     chat.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
     chat.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
@@ -209,7 +213,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         sampling = Sampling(
             args.temperature, args.top_p, args.top_k, args.repetition_penalty, args.seed, greedy=args.greedy
         )
-        chat(args.run_dir, args.max_new_tokens, device=args.device, dtype=args.dtype, sampling=sampling)
+        chat(
+            args.run_dir,
+            args.max_new_tokens,
+            device=args.device,
+            dtype=args.dtype,
+            sampling=sampling,
+            adapter=args.adapter,
+        )
     elif args.command == "score":
         from lmforge.infer.score import score_file
 

@@ -168,3 +168,31 @@ def test_an_adapter_run_moved_with_its_base_still_loads(tmp_path, tiny_model_dir
     shutil.rmtree(tmp_path / "new" / "pt")
     with pytest.raises(LmforgeError, match=r"is not a local directory, nor is .*new/pt \(where it would be had it"):
         load_run(tmp_path / "new" / "sft")
+
+
+def test_an_adapter_given_apart_loads_on_the_model_given(tmp_path, tiny_model_dir):
+    trained = save_lora(tiny_model_dir, tmp_path / "adapter")
+    loaded = load_run(tiny_model_dir, adapter=tmp_path / "adapter")
+    torch.testing.assert_close(_logits(loaded.model), _logits(trained))
+    (tmp_path / "adapter" / TEMPLATE_FILE).write_text("{{ 'the adapter run template' }}")
+    assert load_run(tiny_model_dir, adapter=tmp_path / "adapter").template == "{{ 'the adapter run template' }}"
+    with pytest.raises(LmforgeError, match=f"--adapter {tmp_path}: no {ADAPTER_CONFIG} there"):
+        load_run(tiny_model_dir, adapter=tmp_path)
+
+
+def test_a_checkpoint_loads_with_its_runs_template(tmp_path, tiny_model_dir):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / "checkpoint-20")
+    (run / TEMPLATE_FILE).write_text("{{ 'the run template' }}")
+    assert load_run(run / "checkpoint-20").template == "{{ 'the run template' }}"
+    shutil.copytree(tiny_model_dir, run / "best")  # not a checkpoint: its own (tokenizer's) template
+    assert load_run(run / "best").template != "{{ 'the run template' }}"
+
+
+def test_a_hub_id_that_cannot_be_fetched_says_so(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: no network tried
+    with pytest.raises(LmforgeError, match="no-such-org/no-such-model is neither a local folder nor a model"):
+        load_run("no-such-org/no-such-model")

@@ -165,19 +165,20 @@ def generate_replies(
 
 
 def chat(
-    run_dir: Path,
+    run_dir: Path | str,
     max_new_tokens: int = 256,
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
     device: str = "auto",
     dtype: str = "auto",
     sampling: Sampling = Sampling(),
+    adapter: Path | None = None,
 ) -> None:
     """A minimal REPL: each line is a user message; the history is kept until /reset. Replies are written as
     they are generated, sampled as `sampling` says (seeded once, so a session with a seed repeats). The model
     runs on `device` in `dtype` (infer/device.py)."""
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    model, tokenizer, template = load_run(run_dir, device=device, dtype=dtype)
+    model, tokenizer, template = load_run(run_dir, device=device, dtype=dtype, adapter=adapter)
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     where = f"{model.device}, {str(model.dtype).removeprefix('torch.')}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +34,7 @@ from lmforge.model.load import MODEL_CONFIG_FILE
 
 RECIPE_FILE = "recipe.yaml"
 RUN_INFO_FILE = "run_info.json"
+CHECKPOINT = re.compile(r"^checkpoint-\d+$")  # transformers' checkpoint folders inside a run
 TEMPLATE_FILE = "chat_template.jinja"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
