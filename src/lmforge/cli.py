@@ -142,6 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (bf16 on CUDA where supported, fp16 on other GPUs, fp32 on CPU), bf16, fp16, fp32",
     )
 
+    export = verbs.add_parser(
+        "export",
+        help="write a trained model as a plain Hugging Face folder (a LoRA run merged)",
+        description="Write a run (an adapter merged into its base) as safetensors, config, tokenizer, the chat "
+        "template and a generation config whose eos is the template's end of turn.",
+    )
+    export.add_argument("run_dir", help="a run's output directory, one of its checkpoints, a model folder or a hub id")
+    export.add_argument("--out", type=Path, required=True, help="a new (or empty) folder to write")
+    export.add_argument("--adapter", type=Path, help="a LoRA/DoRA adapter folder to merge into the model given")
+    export.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"), help="weights' precision")
+
     score = verbs.add_parser(
         "score",
         help="score conversations with a trained reward model",
@@ -221,6 +232,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             sampling=sampling,
             adapter=args.adapter,
         )
+    elif args.command == "export":
+        from lmforge.infer.export import export
+
+        export(args.run_dir, args.out, dtype=args.dtype, adapter=args.adapter)
     elif args.command == "score":
         from lmforge.infer.score import score_file
 

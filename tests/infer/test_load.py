@@ -7,6 +7,8 @@ import shutil
 
 import pytest
 import torch
+from tiny_runs import logits as _logits
+from tiny_runs import save_lora
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from lmforge.config.recipe import ModelSpec, TuningSpec
@@ -14,29 +16,6 @@ from lmforge.errors import LmforgeError
 from lmforge.infer.load import LoadedRun, load_run
 from lmforge.model.load import load_reward_model
 from lmforge.train.rundir import ADAPTER_CONFIG, TEMPLATE_FILE
-
-IDS = torch.tensor([[3, 17, 42, 9]])
-
-
-def _logits(model) -> torch.Tensor:
-    with torch.no_grad():
-        return model(input_ids=IDS, attention_mask=torch.ones_like(IDS)).logits
-
-
-def save_lora(base_dir, out_dir, task_type: str = "CAUSAL_LM", head=AutoModelForCausalLM, **options):
-    """A LoRA adapter on the model in base_dir whose B matrices are not zero (so it changes the outputs)."""
-    from peft import LoraConfig, get_peft_model
-
-    model = get_peft_model(
-        head.from_pretrained(str(base_dir), **options),
-        LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type=task_type),
-    )
-    torch.manual_seed(0)
-    for name, param in model.named_parameters():
-        if "lora_B" in name:
-            param.data.normal_(0, 0.5)
-    model.save_pretrained(str(out_dir))
-    return model.eval()
 
 
 def test_a_full_run_loads_as_saved(tmp_path, tiny_model_dir):
