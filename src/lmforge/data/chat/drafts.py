@@ -147,11 +147,8 @@ def _apart(draft: Draft, prompt: _Tokens) -> _Tokens:
     start = draft.spans[0][0]
     tokenizer = draft.renderer.tokenizer
     ((rest, rest_offsets),) = tokenize(tokenizer, [draft.text[start:]], place(draft.conv))
-    ids = prompt[0] + rest
-    if (
-        tokenizer.decode(ids) != tokenizer.decode(prompt[0]) + tokenizer.decode(rest)
-        or tokenizer.decode(rest) != draft.text[start:]
-    ):
+    ids, rest_text = prompt[0] + rest, tokenizer.decode(rest)
+    if tokenizer.decode(ids) != tokenizer.decode(prompt[0]) + rest_text or rest_text != draft.text[start:]:
         raise LmforgeError(
             f"{place(draft.conv)}: token boundary: the reply {draft.text[start : start + 20]!r}... merges with the "
             "end of its generation prompt into one token, and this tokenizer cannot tokenise it apart without "

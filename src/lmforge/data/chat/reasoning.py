@@ -29,19 +29,20 @@ _HARMONY = ("<|channel|>", "<|message|>", "<|end|>", "<|start|>")
 
 
 def given_reasoning(message: dict) -> str:
-    """The turn's reasoning: its reasoning field, else a leading <think> block of its content ('' for none)."""
+    """The turn's reasoning: its reasoning field, else what its content holds before its last </think>, as the
+    reasoning templates split it ('' for none)."""
     reasoning = message.get("reasoning_content")
-    if reasoning is None:
+    if not reasoning:
         content = message.get("content") or ""
         if THINK_CLOSE not in content:
             return ""
-        reasoning = content.partition(THINK_CLOSE)[0].replace(THINK_OPEN, "")
+        reasoning = content.rpartition(THINK_CLOSE)[0].replace(THINK_OPEN, "")
     return reasoning.strip("\n")
 
 
 def answer(content: str) -> str:
-    """The reply without a leading think block (the part a reasoning template renders)."""
-    return content.partition(THINK_CLOSE)[2].lstrip("\n") if THINK_CLOSE in content else content
+    """The reply without its think block: what follows the last </think> (the part a reasoning template renders)."""
+    return content.rpartition(THINK_CLOSE)[2].lstrip("\n") if THINK_CLOSE in content else content
 
 
 def harmony(special: frozenset[str]) -> bool:
@@ -52,7 +53,7 @@ def harmony(special: frozenset[str]) -> bool:
 def as_field(message: dict) -> dict:
     """An assistant message whose content opens with a think block, with that block as its reasoning field."""
     content = message.get("content") or ""
-    if message.get("role") != "assistant" or message.get("reasoning_content") is not None:
+    if message.get("role") != "assistant" or message.get("reasoning_content"):
         return message
     if not (content.lstrip().startswith(THINK_OPEN) and THINK_CLOSE in content):
         return message

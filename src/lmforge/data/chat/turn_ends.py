@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import jinja2
 
+from lmforge.data.chat.reasoning import given_reasoning
 from lmforge.data.chat.render import Renderer
 
 if TYPE_CHECKING:
@@ -131,11 +132,7 @@ def called_names(message: dict) -> list[str]:
 
 def check_reasoning_kept(message: dict, labelled: str) -> None:
     """A turn that carries reasoning must be trained with it; templates that drop it need per-turn samples."""
-    reasoning = message.get("reasoning_content") or ""
-    content = message["content"] or ""
-    if not reasoning and "</think>" in content:
-        reasoning = content.rpartition("</think>")[0].replace("<think>", "")
-    reasoning = reasoning.strip()
+    reasoning = given_reasoning(message).strip()
     if reasoning and reasoning not in labelled:
         raise TurnError("reasoning dropped", "the turn's reasoning is missing from the training text")
 
