@@ -134,9 +134,10 @@ def generate_replies(
     reply as it is generated."""
     stops = stop_token_ids(tokenizer, template)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    if sampling is None:
-        sampling = Sampling(temperature=temperature) if temperature > 0 else GREEDY
-    options = sampling.generate_options()
+    if sampling is not None:
+        options = sampling.generate_options()
+    else:  # the model's own generation settings, with only the temperature given
+        options = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     if streamer is not None:
         if len(conversations) != 1:
             raise ValueError("generate_replies: a streamer takes the reply of one conversation")
