@@ -17,10 +17,12 @@ LAYER = {
     "model": 2,
     "train": 3,
     "infer": 4,
-    "commands": 5,
-    "quickstart": 5,
-    "cli": 6,
-    "__main__": 7,
+    "serve": 5,
+    "evaluate": 5,
+    "commands": 6,
+    "quickstart": 6,
+    "cli": 7,
+    "__main__": 8,
 }
 SHARED = {"errors", "console", "__init__"}  # lmforge/errors.py, console.py, the version: every layer's
 
