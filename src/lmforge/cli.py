@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   lmforge data convert alpaca.json train.jsonl --to messages
   lmforge chat runs/my-sft
   lmforge score runs/my-rm --messages conversations.jsonl
+  lmforge eval runs/my-sft --tasks perplexity:heldout.jsonl generate:questions.jsonl --out report.json
   lmforge quickstart"""
 
 
@@ -167,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         help='JSON Lines, one {"messages": [{"role": ..., "content": ...}, ...]} a line',
     )
 
+    _add_eval(verbs)
+
     quick = verbs.add_parser(
         "quickstart",
         help="the embedded default: synthetic task, tokenizer, tiny model, pretrain, SFT, eval",
@@ -184,6 +187,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="after a finished quickstart in WORKDIR: train a reward model and DPO, report the figures",
     )
     return parser
+
+
+EVAL_TASKS = """tasks (--tasks TASK ...), inline:
+  perplexity:DATA.jsonl   mean loss per trained token and perplexity, with the training masks (text or chat rows)
+  generate:DATA.jsonl     greedy replies to {"prompt" or "messages", "reference"} rows, exact match
+  choice:DATA.jsonl       multiple choice by log-likelihood: {"question", "choices", "answer"} rows
+  lm-eval:TASKNAME        a task of lm-evaluation-harness (pip install lmforge[eval])
+or a task file (.yaml/.json) with type: perplexity|generate|choice|lm-eval|judge, data: (relative to the
+file), limit:, and per type: format, train_on, max_length (perplexity); scorers: [exact, final_number,
+{regex: PATTERN}, module:function, file.py:function], max_new_tokens (generate); task, include_path,
+num_fewshot, chat (lm-eval); mode: single|pairwise, judge_model, base_url, api_key_env, opponent (judge).
+See the README's Evaluate section."""
+
+
+def _add_eval(verbs) -> None:
+    evaluate = verbs.add_parser(
+        "eval",
+        help="evaluate a model on tasks: perplexity, generation, multiple choice, lm-eval, LLM judge",
+        description="Evaluate a run (or checkpoint, model folder, hub id) on tasks through the chat template it "
+        "was trained with; print a table and write a JSON report.",
+        epilog=EVAL_TASKS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("model", help="a run's output directory, one of its checkpoints, a model folder or a hub id")
+    evaluate.add_argument("--tasks", nargs="+", required=True, metavar="TASK", help="task files or inline tasks")
+    evaluate.add_argument("--adapter", type=Path, help="a LoRA/DoRA adapter folder to put on the model given")
+    evaluate.add_argument("--out", type=Path, help="where to write the JSON report (default: none, the table only)")
+    evaluate.add_argument("--limit", type=int, help="at most N rows (questions, documents) per task")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="rows per forward pass or generate call (8)")
+    evaluate.add_argument("--samples", action="store_true", help="keep each row's reply and scores in the report")
+    evaluate.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
+    evaluate.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on GPUs, fp32 on CPU), bf16, fp16, fp32")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,6 +276,23 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         for value in score_file(args.run_dir, args.messages):
             print(f"{value:.6g}")
+    elif args.command == "eval":
+        from lmforge.evaluate.run import run_eval
+
+        for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size)):
+            if value is not None and value < 1:
+                raise LmforgeError(f"{flag} {value}: expected a positive whole number")
+        run_eval(
+            args.model,
+            args.tasks,
+            adapter=args.adapter,
+            out=args.out,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            device=args.device,
+            dtype=args.dtype,
+            keep_samples=args.samples,
+        )
     elif args.command == "quickstart" and args.preference:
         from lmforge.quickstart.preference import run_preference_quickstart
 
