@@ -30,6 +30,10 @@ def run_eval(
 ) -> dict[str, Any]:
     """Every task on the model `source` names; the report (also written to `out` where given)."""
     specs = [_limited(spec, limit) for spec in parse_tasks(tasks)]  # every task checked before the model loads
+    if any(spec.type == "lm-eval" for spec in specs):
+        from lmforge.evaluate.harness import require_lm_eval
+
+        require_lm_eval(next(spec for spec in specs if spec.type == "lm-eval"))
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     loaded = load_run(source, device=device, dtype=dtype, adapter=adapter)
     results = evaluate_tasks(loaded, specs, batch_size, keep_samples)
@@ -80,7 +84,7 @@ def _one(loaded: LoadedRun, spec: TaskSpec, batch_size: int, keep_samples: bool)
     if spec.type == "lm-eval":
         from lmforge.evaluate.harness import evaluate_harness
 
-        return evaluate_harness(model, tokenizer, template, spec, batch_size)
+        return evaluate_harness(model, tokenizer, template, spec, batch_size, keep_samples)
     from lmforge.evaluate.judge_task import evaluate_judge
 
     return evaluate_judge(loaded, spec, batch_size, keep_samples)
