@@ -56,11 +56,15 @@ def run_eval(
     return report
 
 
-def evaluate_tasks(loaded: LoadedRun, specs: list[TaskSpec], batch_size: int, keep_samples: bool = False) -> dict:
-    """Each task's result (type, metrics, counts, settings, seconds) by name, on a model already loaded."""
+def evaluate_tasks(
+    loaded: LoadedRun, specs: list[TaskSpec], batch_size: int, keep_samples: bool = False, progress: bool = True
+) -> dict:
+    """Each task's result (type, metrics, counts, settings, seconds) by name, on a model already loaded; a line
+    per task on stderr where `progress`."""
     results: dict[str, dict[str, Any]] = {}
     for k, spec in enumerate(specs, 1):
-        say(f"[{k}/{len(specs)}] {spec.name} ({spec.type})")
+        if progress:
+            say(f"[{k}/{len(specs)}] {spec.name} ({spec.type})")
         t0 = time.perf_counter()
         result = _one(loaded, spec, batch_size, keep_samples)
         results[spec.name] = {"type": spec.type, **result, "seconds": round(time.perf_counter() - t0, 2)}

@@ -1,40 +1,54 @@
-"""Score a trained run on the held-out questions: greedy replies through its chat template.
+"""Score trained runs on the held-out questions with `lmforge eval`'s code, and replay sample chats.
 
-Exact match: the reply equals the expected one character for character ("7 times 6 is 42.").
-Final number: the last number in the reply is the expected one, a looser figure that credits
-a right answer in the wrong form.
+The questions are written as a generation task under WORKDIR (`write_heldout_task`: {messages, reference} rows
+and the task file), so the figures are the ones `lmforge eval RUN --tasks WORKDIR/eval/heldout.yaml` gives:
+greedy replies through each run's chat template, scored by
+- exact: the reply equals the expected one character for character ("7 times 6 is 42.");
+- final_number: the last number in the reply is the expected one, a looser figure that credits a right answer
+  in the wrong form.
 """
 
 from __future__ import annotations
 
-import re
+import json
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
+import yaml
 
+from lmforge.evaluate.run import evaluate_tasks
+from lmforge.evaluate.tasks import parse_tasks
 from lmforge.infer.chat import generate_reply
-from lmforge.infer.load import load_run
-
-if TYPE_CHECKING:
-    from lmforge.data.tokenizer import Tokenizer
+from lmforge.infer.load import LoadedRun
 
 MAX_NEW_TOKENS = 20  # a reply is under ten tokens; a model that does not stop is cut here
-_NUMBER = re.compile(r"-?\d+")
+SCORERS = ("exact", "final_number")
+BATCH = 64  # every question of the quick run in one generate call
 
 
-@dataclass
-class Score:
-    questions: int
-    exact: float  # fraction of replies equal to the expected reply
-    final_number: float  # fraction whose last number is the expected one
+def write_heldout_task(
+    questions: list[tuple[list[dict], str]], folder: Path, name: str = "heldout", scorers=SCORERS
+) -> Path:
+    """The questions (messages before the reply, expected reply) as an `lmforge eval` generation task: NAME.jsonl
+    and the task file NAME.yaml in `folder`; returns the task file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = "".join(json.dumps({"messages": messages, "reference": expected}) + "\n" for messages, expected in questions)
+    (folder / f"{name}.jsonl").write_text(rows, encoding="utf-8")
+    task = {"type": "generate", "data": f"{name}.jsonl", "max_new_tokens": MAX_NEW_TOKENS, "scorers": list(scorers)}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(task, sort_keys=False), encoding="utf-8")
+    return path
 
 
-def final_number(text: str) -> str | None:
-    numbers = _NUMBER.findall(text)
-    return numbers[-1] if numbers else None
+def score_runs(loaded: dict[str, LoadedRun], task: Path) -> dict[str, dict[str, float]]:
+    """Each loaded run's scores (exact, final_number) on the generation task file `task`."""
+    (spec,) = parse_tasks([str(task)])
+    with one_thread():
+        return {
+            name: evaluate_tasks(run, [spec], BATCH, progress=False)[spec.name]["metrics"]
+            for name, run in loaded.items()
+        }
 
 
 @contextmanager
@@ -46,22 +60,6 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def score(model, tokenizer: Tokenizer, template: str, questions: list[tuple[list[dict], str]]) -> Score:
-    exact = number = 0
-    with one_thread():
-        for messages, expected in questions:
-            reply = generate_reply(model, tokenizer, template, messages, max_new_tokens=MAX_NEW_TOKENS)
-            exact += reply == expected
-            number += final_number(reply) is not None and final_number(reply) == final_number(expected)
-    n = max(len(questions), 1)
-    return Score(questions=len(questions), exact=exact / n, final_number=number / n)
-
-
-def score_run(run_dir: Path, questions: list[tuple[list[dict], str]]) -> Score:
-    model, tokenizer, template = load_run(run_dir)
-    return score(model, tokenizer, template, questions)
 
 
 def sample_chat(loaded: dict[str, tuple], conversation: list[dict]) -> list[tuple[str, str]]:

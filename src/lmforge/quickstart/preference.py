@@ -186,7 +186,8 @@ def _summary(margins: list[float]) -> dict[str, float]:
 def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = False) -> dict[str, Any]:
     """Write the preference data, train the reward model and DPO from WORKDIR/sft, and report the figures."""
     from lmforge.config.load import load_recipe
-    from lmforge.quickstart.evaluate import score_run
+    from lmforge.infer.load import load_run
+    from lmforge.quickstart.evaluate import score_runs, write_heldout_task
     from lmforge.train.run import run_training
 
     quiet_progress_bars()
@@ -212,6 +213,8 @@ def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = Fal
         say(f"lmforge train examples/{RECIPES[stage]} {' '.join(overrides)} --overwrite")
         runs[stage] = run_training(load_recipe(example_recipe(RECIPES[stage]), overrides), overwrite=True)
     questions = [(p["prompt"], p["chosen"]) for p in heldout]  # every held-out question with its correct reply
+    task = write_heldout_task(questions, workdir / "eval", name="preference_heldout", scorers=("exact",))
+    scored = score_runs({"sft": load_run(workdir / "sft"), "dpo": load_run(runs["dpo"])}, task)
     figures = {
         "heldout_pairs": len(heldout),
         "model_mistakes": {
@@ -223,10 +226,7 @@ def run_preference_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = Fal
             "sft": preference_for_correct(workdir / "sft", heldout),
             "dpo": preference_for_correct(runs["dpo"], heldout),
         },
-        "exact_match": {
-            name: round(score_run(path, questions).exact, 4)
-            for name, path in (("sft", workdir / "sft"), ("dpo", runs["dpo"]))
-        },
+        "exact_match": {name: round(scores["exact"], 4) for name, scores in scored.items()},
     }
     (workdir / "preference_results.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
     _print(figures)

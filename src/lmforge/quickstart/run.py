@@ -4,7 +4,8 @@
 2. train a tokenizer and build a tiny random model (WORKDIR/tokenizer, WORKDIR/base)
 3. pretrain on the text:      lmforge train examples/quickstart_pt.yaml
 4. fine-tune on the chats:    lmforge train examples/quickstart_sft.yaml
-5. score both models on held-out questions and show sample chats
+5. score both models on held-out questions (`lmforge eval`'s generation task, written to WORKDIR/eval) and
+   show sample chats
 
 Progress lines go to stderr (console.say); the sample chats and the results table, the command's result, to
 stdout. `lmforge quickstart --preference` then continues with a reward model and DPO (preference.py).
@@ -58,15 +59,17 @@ def run_quickstart(workdir: Path = DEFAULT_WORKDIR, quick: bool = False, seed: i
         runs[stage] = _train(step, what, stage, workdir, base, files[stage], quick)
         clock[stage] = time.perf_counter() - t0
 
-    say(f"[5/5] evaluate on {len(questions)} held-out questions (greedy, exact reply)")
+    task_file = evaluate.write_heldout_task(questions, workdir / "eval")
+    say(f"[5/5] evaluate on {len(questions)} held-out questions: lmforge eval {runs['sft']} --tasks {task_file}")
     t0 = time.perf_counter()
-    results, samples = _evaluate(runs, questions, task.heldout_chats[:SAMPLE_CHATS])
+    results, samples = _evaluate(runs, task_file, task.heldout_chats[:SAMPLE_CHATS])
     clock["eval"] = time.perf_counter() - t0
     clock["total"] = time.perf_counter() - started
 
     figures = {
         "workdir": str(workdir),
         "questions": len(questions),
+        "task": str(task_file),
         **results,
         "seconds": {k: round(v, 1) for k, v in clock.items()},
     }
@@ -109,16 +112,18 @@ def _train(step: int, what: str, stage: str, workdir: Path, model_path: Path, da
     return run_training(load_recipe(recipe_path, overrides), overwrite=True)
 
 
-def _evaluate(runs: dict[str, Path], questions, sample_chats) -> tuple[dict[str, Any], list[list[tuple[str, str]]]]:
-    """Each run's figures on the questions, and the (speaker, text) lines of each sample chat."""
+def _evaluate(runs: dict[str, Path], task_file: Path, sample_chats) -> tuple[dict[str, Any], list]:
+    """Each run's figures on the held-out task (lmforge eval's code), and the (speaker, text) lines of each sample
+    chat."""
     from lmforge.infer.load import load_run
 
     names = {"pretrained": runs["pt"], "fine-tuned": runs["sft"]}
     loaded = {name: load_run(path) for name, path in names.items()}
-    results: dict[str, Any] = {}
-    for name, (model, tokenizer, template) in loaded.items():
-        s = evaluate.score(model, tokenizer, template, questions)
-        results[name] = {"run": str(names[name]), "exact": round(s.exact, 4), "final_number": round(s.final_number, 4)}
+    scores = evaluate.score_runs(loaded, task_file)
+    results: dict[str, Any] = {
+        name: {"run": str(names[name]), **{key: round(scores[name][key], 4) for key in evaluate.SCORERS}}
+        for name in names
+    }
     return results, [evaluate.sample_chat(loaded, chat) for chat in sample_chats]
 
 
@@ -138,6 +143,7 @@ def _print_results(figures: dict[str, Any], samples: list[list[tuple[str, str]]]
     lines += [
         f"  time: set-up {s['setup']:.0f}s, pretrain {s['pt']:.0f}s, fine-tune {s['sft']:.0f}s, "
         f"evaluation {s['eval']:.0f}s, total {s['total']:.0f}s",
-        f"\nchat with the fine-tuned model: lmforge chat {runs['sft']}",
+        f"\nthe same figures: lmforge eval {runs['sft']} --tasks {figures['task']}",
+        f"chat with the fine-tuned model: lmforge chat {runs['sft']}",
     ]
     print("\n".join(lines), flush=True)
