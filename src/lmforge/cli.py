@@ -212,10 +212,16 @@ def _add_eval(verbs) -> None:
     )
     evaluate.add_argument("model", help="a run's output directory, one of its checkpoints, a model folder or a hub id")
     evaluate.add_argument("--tasks", nargs="+", required=True, metavar="TASK", help="task files or inline tasks")
-    evaluate.add_argument("--adapter", type=Path, help="a LoRA/DoRA adapter folder to put on the model given")
-    evaluate.add_argument("--out", type=Path, help="where to write the JSON report (default: none, the table only)")
-    evaluate.add_argument("--limit", type=int, help="at most N rows (questions, documents) per task")
-    evaluate.add_argument("--batch-size", type=int, default=8, help="rows per forward pass or generate call (8)")
+    evaluate.add_argument(
+        "--adapter", type=Path, metavar="DIR", help="a LoRA/DoRA adapter folder to put on the model given"
+    )
+    evaluate.add_argument(
+        "--out", type=Path, metavar="FILE", help="where to write the JSON report (default: none, the table only)"
+    )
+    evaluate.add_argument("--limit", type=int, metavar="N", help="at most N rows (questions, documents) per task")
+    evaluate.add_argument(
+        "--batch-size", type=int, default=8, metavar="N", help="rows per forward pass or generate call (8)"
+    )
     evaluate.add_argument("--samples", action="store_true", help="keep each row's reply and scores in the report")
     evaluate.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
     evaluate.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on GPUs, fp32 on CPU), bf16, fp16, fp32")

@@ -133,3 +133,11 @@ def test_lm_eval_missing_is_said_with_what_to_install(tmp_path, monkeypatch, cap
     assert main(["eval", str(tmp_path), "--tasks", "lm-eval:arc_easy"]) == 2
     err = capsys.readouterr().err
     assert "--tasks lm-eval:arc_easy: lm-eval tasks need lm-evaluation-harness" in err and "lmforge[eval]" in err
+
+
+def test_help_shows_the_task_forms(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    shown = capsys.readouterr().out
+    for form in ("perplexity:DATA.jsonl", "generate:DATA.jsonl", "choice:DATA.jsonl", "lm-eval:TASKNAME", "judge"):
+        assert form in shown
