@@ -137,6 +137,8 @@ def test_judge_tasks_against_an_openai_compatible_endpoint(tiny_model_dir, tmp_p
 
 def test_an_unreachable_judge_is_named(tiny_model_dir, tmp_path, capsys):
     (tmp_path / "q.jsonl").write_text('{"prompt": "hi"}\n')
-    (tmp_path / "j.yaml").write_text("type: judge\ndata: q.jsonl\njudge_model: m\nbase_url: http://127.0.0.1:9/v1\n")
+    (tmp_path / "j.yaml").write_text(
+        "type: judge\ndata: q.jsonl\njudge_model: m\nmax_new_tokens: 2\nbase_url: http://127.0.0.1:9/v1\n"
+    )
     assert main(["eval", str(tiny_model_dir), "--tasks", str(tmp_path / "j.yaml"), "--device", "cpu"]) == 2
     assert "cannot reach the judge at http://127.0.0.1:9/v1" in capsys.readouterr().err
