@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   lmforge data convert alpaca.json train.jsonl --to messages
   lmforge chat runs/my-sft
   lmforge score runs/my-rm --messages conversations.jsonl
+  lmforge serve runs/my-sft --adapter support=runs/support-lora
   lmforge quickstart"""
 
 
@@ -167,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         help='JSON Lines, one {"messages": [{"role": ..., "content": ...}, ...]} a line',
     )
 
+    _add_serve(verbs)
+
     quick = verbs.add_parser(
         "quickstart",
         help="the embedded default: synthetic task, tokenizer, tiny model, pretrain, SFT, eval",
@@ -184,6 +187,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="after a finished quickstart in WORKDIR: train a reward model and DPO, report the figures",
     )
     return parser
+
+
+def _add_serve(verbs) -> None:
+    serve = verbs.add_parser(
+        "serve",
+        help="an OpenAI-compatible server for a run (chat and text completions, batched)",
+        description="Serve a run over OpenAI's API (/v1/chat/completions, /v1/completions, /v1/models) with the "
+        "chat template it trained with; concurrent requests are batched.",
+    )
+    serve.add_argument("model", help="a run's output directory, one of its checkpoints, a model folder or a hub id")
+    serve.add_argument(
+        "--adapter", action="append", default=[], metavar="NAME=DIR", help="also serve this adapter as model NAME"
+    )
+    serve.add_argument("--name", help="the model id of MODEL in the API (default: its folder name)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", help="require Authorization: Bearer KEY on every request but /health")
+    serve.add_argument("--max-batch", type=int, default=32, help="sequences generated together (default 32)")
+    serve.add_argument("--max-queue", type=int, default=256, help="requests waiting before 503 (default 256)")
+    serve.add_argument(
+        "--max-new-tokens-limit", type=int, default=1024, help="the most tokens one reply may ask for (default 1024)"
+    )
+    serve.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
+    serve.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,6 +268,22 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         for value in score_file(args.run_dir, args.messages):
             print(f"{value:.6g}")
+    elif args.command == "serve":
+        from lmforge.serve.options import Limits, parse_adapters
+        from lmforge.serve.server import serve
+
+        limits = Limits(args.max_batch, args.max_queue, args.max_new_tokens_limit)
+        serve(
+            args.model,
+            parse_adapters(args.adapter),
+            args.name,
+            args.host,
+            args.port,
+            args.api_key,
+            limits,
+            args.device,
+            args.dtype,
+        )
     elif args.command == "quickstart" and args.preference:
         from lmforge.quickstart.preference import run_preference_quickstart
 
