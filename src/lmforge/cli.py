@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   lmforge chat runs/my-sft
   lmforge score runs/my-rm --messages conversations.jsonl
   lmforge eval runs/my-sft --tasks perplexity:heldout.jsonl generate:questions.jsonl --out report.json
+  lmforge serve runs/my-sft --adapter support=runs/support-lora
   lmforge quickstart"""
 
 
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     _add_eval(verbs)
+    _add_serve(verbs)
 
     quick = verbs.add_parser(
         "quickstart",
@@ -225,6 +227,30 @@ def _add_eval(verbs) -> None:
     evaluate.add_argument("--samples", action="store_true", help="keep each row's reply and scores in the report")
     evaluate.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
     evaluate.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on GPUs, fp32 on CPU), bf16, fp16, fp32")
+
+
+def _add_serve(verbs) -> None:
+    serve = verbs.add_parser(
+        "serve",
+        help="an OpenAI-compatible server for a run (chat and text completions, batched)",
+        description="Serve a run over OpenAI's API (/v1/chat/completions, /v1/completions, /v1/models) with the "
+        "chat template it trained with; concurrent requests are batched.",
+    )
+    serve.add_argument("model", help="a run's output directory, one of its checkpoints, a model folder or a hub id")
+    serve.add_argument(
+        "--adapter", action="append", default=[], metavar="NAME=DIR", help="also serve this adapter as model NAME"
+    )
+    serve.add_argument("--name", help="the model id of MODEL in the API (default: its folder name)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", help="require Authorization: Bearer KEY on every request but /health")
+    serve.add_argument("--max-batch", type=int, default=32, help="sequences generated together (default 32)")
+    serve.add_argument("--max-queue", type=int, default=256, help="requests waiting before 503 (default 256)")
+    serve.add_argument(
+        "--max-new-tokens-limit", type=int, default=1024, help="the most tokens one reply may ask for (default 1024)"
+    )
+    serve.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
+    serve.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,6 +324,22 @@ def _dispatch(args: argparse.Namespace) -> int:
             device=args.device,
             dtype=args.dtype,
             keep_samples=args.samples,
+        )
+    elif args.command == "serve":
+        from lmforge.serve.options import Limits, parse_adapters
+        from lmforge.serve.server import serve
+
+        limits = Limits(args.max_batch, args.max_queue, args.max_new_tokens_limit)
+        serve(
+            args.model,
+            parse_adapters(args.adapter),
+            args.name,
+            args.host,
+            args.port,
+            args.api_key,
+            limits,
+            args.device,
+            args.dtype,
         )
     elif args.command == "quickstart" and args.preference:
         from lmforge.quickstart.preference import run_preference_quickstart
