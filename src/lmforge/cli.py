@@ -199,7 +199,8 @@ EVAL_TASKS = """tasks (--tasks TASK ...), inline:
 or a task file (.yaml/.json) with type: perplexity|generate|choice|lm-eval|judge, data: (relative to the
 file), limit:, and per type: format, train_on, max_length (perplexity); scorers: [exact, final_number,
 {regex: PATTERN}, module:function, file.py:function], max_new_tokens (generate); task, include_path,
-num_fewshot, chat (lm-eval); mode: single|pairwise, judge_model, base_url, api_key_env, opponent (judge).
+num_fewshot, chat (lm-eval); mode: single|pairwise, judge_model, base_url, api_key_env, opponent,
+judge_max_tokens (judge).
 See the README's Evaluate section."""
 
 

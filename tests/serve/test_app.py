@@ -170,3 +170,41 @@ def test_malformed_json_gets_400(server):
         f"{server.url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
+
+
+def test_eval_judges_with_lmforge_serve(server, client, tiny_model_dir, tmp_path):
+    """`lmforge eval`'s judge tasks against this server: each verdict in the report is what the judge model
+    answers to the judge's prompt (both orders for a pair), and every verdict is counted, rated or not."""
+    from lmforge.evaluate.judge import pair_messages, single_messages
+
+    from cli_runs import lmforge
+
+    rows = [{"prompt": "What is 2 plus 2?", "reference": "4"}, {"prompt": "Name a colour.", "reference": "red"}]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = f"data: q.jsonl\njudge_model: tuned\nbase_url: {server.url}/v1\nmax_new_tokens: 8\njudge_max_tokens: 24\n"
+    (tmp_path / "single.yaml").write_text(f"type: judge\nmode: single\n{common}")
+    (tmp_path / "pair.yaml").write_text(f"type: judge\nmode: pairwise\n{common}")
+    tasks = [str(tmp_path / "single.yaml"), str(tmp_path / "pair.yaml")]
+    out = tmp_path / "report.json"
+    done = lmforge("eval", str(tiny_model_dir), "--tasks", *tasks, "--out", str(out), "--samples", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())["tasks"]
+
+    def judged(messages: list[dict]) -> str:
+        answer = client.chat.completions.create(model="tuned", messages=messages, temperature=0, max_tokens=24)
+        return answer.choices[0].message.content
+
+    single = report["single"]
+    assert single["counts"]["rows"] == 2
+    assert single["counts"]["rated"] + single["counts"]["unparsed"] == 2
+    for row, sample in zip(rows, single["samples"]):
+        assert sample["verdict"] == judged(single_messages(row["prompt"], sample["reply"], row["reference"]))
+    pair = report["pair"]
+    assert pair["counts"]["pairs"] == 2
+    for row, sample in zip(rows, pair["samples"]):
+        ours, theirs = sample["reply"], sample["opponent"]
+        assert theirs == row["reference"]
+        assert sample["verdicts"] == [
+            judged(pair_messages(row["prompt"], ours, theirs)),
+            judged(pair_messages(row["prompt"], theirs, ours)),
+        ]

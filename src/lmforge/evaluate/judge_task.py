@@ -17,11 +17,12 @@ if TYPE_CHECKING:
     from lmforge.evaluate.tasks import TaskSpec
     from lmforge.infer.load import LoadedRun
 
-JUDGE_MAX_TOKENS = 1024
 
-
-def openai_judge(base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", where: str = "judge") -> Judge:
-    """A judge that asks `model` at `base_url` (greedy), through the openai client."""
+def openai_judge(
+    base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", where: str = "judge", max_tokens: int = 1024
+) -> Judge:
+    """A judge that asks `model` at `base_url` (greedy, at most `max_tokens` a verdict), through the openai
+    client."""
     try:
         import openai
     except ImportError:
@@ -31,7 +32,7 @@ def openai_judge(base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
     def ask(messages: list[dict]) -> str:
         try:
             done = client.chat.completions.create(
-                model=model, messages=messages, temperature=0.0, max_tokens=JUDGE_MAX_TOKENS
+                model=model, messages=messages, temperature=0.0, max_tokens=max_tokens
             )
         except openai.APIConnectionError as err:
             raise LmforgeError(f"{where}: cannot reach the judge at {base_url} ({err}); is the server up?") from None
@@ -46,7 +47,7 @@ def openai_judge(base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
 
 
 def evaluate_judge(loaded: LoadedRun, spec: TaskSpec, batch_size: int, keep_samples: bool = False) -> dict:
-    judge = openai_judge(spec.base_url, spec.judge_model, spec.api_key_env, spec.where)
+    judge = openai_judge(spec.base_url, spec.judge_model, spec.api_key_env, spec.where, spec.judge_max_tokens)
     pairwise_reference = spec.mode == "pairwise" and spec.opponent == "reference"
     rows = prompt_rows(spec.data, spec.limit, need_reference=pairwise_reference)
     replies = _answers(loaded, rows, spec, batch_size)

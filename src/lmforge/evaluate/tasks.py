@@ -32,7 +32,16 @@ KEYS = {
     "generate": ("data", "scorers", "max_new_tokens"),
     "choice": ("data",),
     "lm-eval": ("task", "include_path", "num_fewshot", "chat"),
-    "judge": ("data", "mode", "judge_model", "base_url", "api_key_env", "opponent", "max_new_tokens"),
+    "judge": (
+        "data",
+        "mode",
+        "judge_model",
+        "base_url",
+        "api_key_env",
+        "opponent",
+        "max_new_tokens",
+        "judge_max_tokens",
+    ),
 }
 NEEDS_DATA = ("perplexity", "generate", "choice", "judge")
 PERPLEXITY_FORMATS = ("auto", "text", "messages", "sharegpt", "alpaca")
@@ -40,6 +49,7 @@ TRAIN_ON = ("all_assistant", "last_assistant", "everything")
 JUDGE_MODES = ("single", "pairwise")
 MAX_NEW_TOKENS = 256
 MAX_LENGTH = 2048
+JUDGE_MAX_TOKENS = 1024  # room for the judge's explanation before its verdict
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,7 @@ class TaskSpec:
     judge_model: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    judge_max_tokens: int = JUDGE_MAX_TOKENS
     opponent: str = "reference"
     options: dict[str, Any] = field(default_factory=dict)  # what the file said, for the report
 
@@ -180,6 +191,7 @@ def _judge_values(raw: dict[str, Any], base: Path, where: str) -> dict[str, Any]
         values[key] = raw[key]
     if "api_key_env" in raw:
         values["api_key_env"] = str(raw["api_key_env"])
+    values["judge_max_tokens"] = _count(raw.get("judge_max_tokens", JUDGE_MAX_TOKENS), "judge_max_tokens", where)
     opponent = str(raw.get("opponent", "reference"))
     if opponent != "reference":
         local = base / opponent
