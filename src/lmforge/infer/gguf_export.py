@@ -64,7 +64,7 @@ def write_gguf(folder: Path, kind: str, template: str, dtype: str, llama_cpp: Pa
         if embedded_template(partial) is None:
             say("lmforge: export: the converter wrote no chat template; writing the run's into the GGUF")
             add_template(partial, template)
-        check_template(partial, template)
+        check_template(partial, template, final=target)
         partial.replace(target)
     finally:
         for leftover in (first, partial):

@@ -57,20 +57,21 @@ def add_template(path: Path, template: str) -> None:
     partial.replace(path)
 
 
-def check_template(path: Path, template: str) -> None:
-    """Refuse a GGUF whose embedded template is not `template`: it is renamed to end in .template-mismatch, so
-    no tool picks it up as the export."""
+def check_template(path: Path, template: str, final: Path | None = None) -> None:
+    """Refuse a GGUF whose embedded template is not `template`: it is renamed to `final` (the name it was
+    written for, default `path`) + .template-mismatch, so no tool picks it up as the export."""
     found = embedded_template(path)
     if found == template:
         return
-    bad = path.with_name(path.name + BAD_SUFFIX)
+    final = final or path
+    bad = final.with_name(final.name + BAD_SUFFIX)
     path.replace(bad)
     if found is None:
         what = "no chat template"
     else:
         what = f"a chat template that differs from the run's ({_first_difference(found, template)})"
     raise LmforgeError(
-        f"{path}: the GGUF carries {what}; it is kept as {bad.name} for inspection, not as the export. Export "
+        f"{final}: the GGUF carries {what}; it is kept as {bad.name} for inspection, not as the export. Export "
         "again; if it repeats, the converter rewrites templates: report it with the llama.cpp version"
     )
 
