@@ -8,7 +8,9 @@ they skip, saying which, where one is missing, and never fetch anything."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from lmforge.data.build.cache import DEFAULT_ROOT
 from lmforge.data.chat.masks import generation_prompt
 from lmforge.errors import LmforgeError
 from lmforge.infer.export import export
-from lmforge.infer.gguf_converter import CONVERTER, LLAMA_CPP_ENV
+from lmforge.infer.gguf_converter import CONVERTER, LLAMA_CPP_ENV, cache_dir, find_converter
 from lmforge.infer.gguf_template import BAD_SUFFIX, add_template, check_template, embedded_template
 from lmforge.train.rundir import TEMPLATE_FILE
 
@@ -187,3 +189,23 @@ def test_a_missing_converter_leaves_the_folder_complete(tmp_path, tiny_model_dir
     with pytest.raises(LmforgeError, match="--gguf q3: unknown type; expected one of f32, f16"):
         export(tiny_model_dir, tmp_path / "out2", gguf="q3")
     assert not (tmp_path / "out2").exists()
+
+
+def test_a_tokenizer_llama_cpp_cannot_reproduce_is_refused(run_dir, tmp_path):
+    converter = local_converter()
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    spec = json.loads((run / "tokenizer.json").read_text())
+    (run / "tokenizer.json").write_text(json.dumps({**spec, "normalizer": {"type": "NFKC"}}))
+    with pytest.raises(LmforgeError, match="does not know this tokenizer's pre-tokenizer"):
+        export(run, tmp_path / "out", gguf="f16", llama_cpp=converter)
+    assert (tmp_path / "out" / "model.safetensors").is_file() and not list((tmp_path / "out").glob("*gguf*"))
+
+
+def test_a_converter_that_cannot_be_fetched_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.delenv(LLAMA_CPP_ENV, raising=False)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip looks nowhere: no network, and nothing to find
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    with pytest.raises(LmforgeError, match=f"could not fetch llama.cpp's converter .* set {LLAMA_CPP_ENV}"):
+        find_converter()
+    assert not any(cache_dir().glob("*/" + CONVERTER))

@@ -41,7 +41,7 @@ def check_gguf_type(kind: str) -> None:
 
 def write_gguf(folder: Path, kind: str, template: str, dtype: str, llama_cpp: Path | None = None) -> Path:
     """Write `folder` (an exported model folder) as `folder/<name>-<kind>.gguf` carrying `template`."""
-    from lmforge.infer.gguf_converter import find_converter
+    from lmforge.infer.gguf_converter import CONVERTER, find_converter
     from lmforge.infer.gguf_pretokenizer import llama_cpp_pre
     from lmforge.infer.gguf_template import add_template, check_template, embedded_template
 
@@ -56,8 +56,8 @@ def write_gguf(folder: Path, kind: str, template: str, dtype: str, llama_cpp: Pa
     partial = folder / f".{target.name}.partial"
     first = partial if kind in CONVERTED else folder / f".{folder.name}-{LOSSLESS[dtype]}.partial"
     try:
-        say(f"lmforge: export: converting to GGUF {first_type(kind, dtype)} with {converter / 'convert_hf_to_gguf.py'}")
-        _convert(folder, first, first_type(kind, dtype), llama_cpp_pre(folder), converter)
+        say(f"lmforge: export: converting to GGUF {_first_type(kind, dtype)} with {converter / CONVERTER}")
+        _convert(folder, first, _first_type(kind, dtype), llama_cpp_pre(folder), converter)
         if first != partial:
             say(f"lmforge: export: quantising to {kind} with llama.cpp's quantiser")
             _run([sys.executable, "-m", DRIVER, "quantize", str(first), str(partial), kind], cwd=folder, what=kind)
@@ -73,7 +73,7 @@ def write_gguf(folder: Path, kind: str, template: str, dtype: str, llama_cpp: Pa
     return target
 
 
-def first_type(kind: str, dtype: str) -> str:
+def _first_type(kind: str, dtype: str) -> str:
     return kind if kind in CONVERTED else LOSSLESS[dtype]
 
 
