@@ -154,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="a new (or empty) folder to write")
     export.add_argument("--adapter", type=Path, help="a LoRA/DoRA adapter folder to merge into the model given")
     export.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"), help="weights' precision")
+    export.add_argument(
+        "--gguf",
+        metavar="TYPE",
+        help="also write DIR/<name>-TYPE.gguf for llama.cpp: f32, f16, bf16, q8_0 (llama.cpp's converter), or "
+        "q4_k_m, q5_k_m, q6_k, q4_0, ... (its quantiser, through llama-cpp-python)",
+    )
+    export.add_argument(
+        "--llama-cpp",
+        type=Path,
+        metavar="DIR",
+        help="a llama.cpp checkout whose convert_hf_to_gguf.py to use (default: $LMFORGE_LLAMA_CPP, else a copy "
+        "fetched once from PyPI's llama-cpp-python source into lmforge's cache)",
+    )
+    export.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the finished folder to this model repository")
+    export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
 
     score = verbs.add_parser(
         "score",
@@ -303,7 +318,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "export":
         from lmforge.infer.export import export
 
-        export(args.run_dir, args.out, dtype=args.dtype, adapter=args.adapter)
+        if args.private and not args.push_to_hub:
+            raise LmforgeError("--private applies to --push-to-hub REPO_ID; add it, or drop --private")
+        export(
+            args.run_dir,
+            args.out,
+            dtype=args.dtype,
+            adapter=args.adapter,
+            gguf=args.gguf,
+            llama_cpp=args.llama_cpp,
+            push_to_hub=args.push_to_hub,
+            private=args.private,
+        )
     elif args.command == "score":
         from lmforge.infer.score import score_file
 
