@@ -22,8 +22,8 @@ from lmforge.data.build.cache import DEFAULT_ROOT
 from lmforge.data.chat.masks import generation_prompt
 from lmforge.errors import LmforgeError
 from lmforge.infer.export import export
-from lmforge.infer.gguf_converter import CONVERTER, LLAMA_CPP_ENV, cache_dir, find_converter
-from lmforge.infer.gguf_template import BAD_SUFFIX, add_template, check_template, embedded_template
+from lmforge.infer.gguf.converter import CONVERTER, LLAMA_CPP_ENV, cache_dir, find_converter
+from lmforge.infer.gguf.template import BAD_SUFFIX, add_template, check_template, embedded_template
 from lmforge.train.rundir import TEMPLATE_FILE
 
 from cli_runs import lmforge

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from lmforge.infer.gguf_pretokenizer import llama_cpp_pre
+from lmforge.infer.gguf.pretokenizer import llama_cpp_pre
 
 from shared_assets import only
 

@@ -6,7 +6,7 @@ is the template's end-of-turn tokens, so `AutoModelForCausalLM.from_pretrained(D
 `apply_chat_template` formats and stops exactly as `lmforge chat` does. The folder is written beside the
 destination and renamed into place when complete: an interrupted export leaves no folder that looks finished,
 and an existing non-empty destination is never written into. The folder gets a model card (README.md,
-infer/model_card.py); with `gguf`, also a GGUF file (infer/gguf_export.py), and with `push_to_hub`, the
+infer/model_card.py); with `gguf`, also a GGUF file (infer/gguf/write.py), and with `push_to_hub`, the
 complete folder is uploaded (infer/hub.py). Where the GGUF or the upload fails, the folder stays complete.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from lmforge.console import say
 from lmforge.errors import LmforgeError
 from lmforge.infer.chat import stop_token_ids
-from lmforge.infer.gguf_export import check_gguf_type, write_gguf
+from lmforge.infer.gguf.write import check_gguf_type, write_gguf
 from lmforge.infer.hub import push_folder
 from lmforge.infer.load import load_run
 from lmforge.infer.model_card import trained_from, write_card

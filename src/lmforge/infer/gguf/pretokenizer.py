@@ -1,7 +1,7 @@
 """Which llama.cpp pre-tokenizer splits text exactly as a tokenizer does, found by behaviour, not by vocabulary.
 
 llama.cpp's converter knows a pre-tokenizer only by the hash of the ids a published tokenizer gives its probe
-text (see gguf_driver.convert), so a vocabulary trained anew is unknown to it. The splitting itself does not
+text (see gguf/driver.convert), so a vocabulary trained anew is unknown to it. The splitting itself does not
 depend on the vocabulary: this module runs the tokenizer's own normaliser and pre-tokenizer on probe texts and
 compares the pieces with those of llama.cpp's regex pre-tokenizers, rebuilt with the `tokenizers` library. An
 exact match on every probe names the llama.cpp pre-tokenizer; anything else (a normaliser, another regex) gets

@@ -1,9 +1,9 @@
 """`lmforge export --gguf TYPE`: the exported Hugging Face folder also as one GGUF file for llama.cpp.
 
-llama.cpp's own converter writes f32, f16, bf16 and q8_0 (run by infer/gguf_driver.py in a process of its own,
-found by infer/gguf_converter.py); the other types (k-quants and the like) are llama.cpp's quantiser applied to
+llama.cpp's own converter writes f32, f16, bf16 and q8_0 (run by infer/gguf/driver.py in a process of its own,
+found by infer/gguf/converter.py); the other types (k-quants and the like) are llama.cpp's quantiser applied to
 a conversion in the folder's own precision, through the llama_cpp bindings. The file's embedded chat template
-is read back and must be the run's (infer/gguf_template.py). The GGUF is written beside its final name and
+is read back and must be the run's (infer/gguf/template.py). The GGUF is written beside its final name and
 renamed when checked, so a file named `<name>-<TYPE>.gguf` is always complete.
 """
 
@@ -26,8 +26,8 @@ QUANTISED = (  # llama.cpp's quantiser (LLAMA_FTYPE_MOSTLY_<TYPE>); the i-quants
 )
 GGUF_TYPES = CONVERTED + QUANTISED
 LOSSLESS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # the conversion a quantisation starts from
-DRIVER = "lmforge.infer.gguf_driver"
-UNKNOWN_PRE = 3  # gguf_driver.UNKNOWN_PRE (that module is never imported here)
+DRIVER = "lmforge.infer.gguf.driver"
+UNKNOWN_PRE = 3  # driver.UNKNOWN_PRE (that module is never imported here)
 
 
 def gguf_name(folder: Path, kind: str) -> str:
@@ -41,9 +41,9 @@ def check_gguf_type(kind: str) -> None:
 
 def write_gguf(folder: Path, kind: str, template: str, dtype: str, llama_cpp: Path | None = None) -> Path:
     """Write `folder` (an exported model folder) as `folder/<name>-<kind>.gguf` carrying `template`."""
-    from lmforge.infer.gguf_converter import CONVERTER, find_converter
-    from lmforge.infer.gguf_pretokenizer import llama_cpp_pre
-    from lmforge.infer.gguf_template import add_template, check_template, embedded_template
+    from lmforge.infer.gguf.converter import CONVERTER, find_converter
+    from lmforge.infer.gguf.pretokenizer import llama_cpp_pre
+    from lmforge.infer.gguf.template import add_template, check_template, embedded_template
 
     check_gguf_type(kind)
     if kind in QUANTISED and importlib.util.find_spec("llama_cpp") is None:
@@ -92,7 +92,7 @@ def _convert(folder: Path, out: Path, outtype: str, pre: str | None, converter: 
 
 def _run(command: list[str], cwd: Path, what: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the driver with lmforge importable from wherever it is running now."""
-    source = str(Path(__file__).resolve().parents[2])
+    source = str(Path(__file__).resolve().parents[3])  # the folder holding the lmforge package
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     if check:

@@ -1,6 +1,6 @@
-"""llama.cpp's converter and quantiser, each run in a process of its own: `python -m lmforge.infer.gguf_driver`.
+"""llama.cpp's converter and quantiser, each run in a process of its own: `python -m lmforge.infer.gguf.driver`.
 
-lmforge never imports this module into its own process (infer/gguf_export.py starts it); it imports nothing of
+lmforge never imports this module into its own process (infer/gguf/write.py starts it); it imports nothing of
 lmforge, so the converter's modules and lmforge's never meet in one interpreter.
 
     convert MODEL_DIR OUTFILE OUTTYPE [PRE]   cwd: a llama.cpp folder (its `conversion` package and gguf-py)
@@ -30,7 +30,7 @@ def convert(model_dir: Path, outfile: Path, outtype: str, pre: str | None) -> in
     extended without editing its file (convert_hf_to_gguf_update.py regenerates it), and `get_vocab_base_pre`
     is the method the converter's model classes exist to answer; so this subclass asks the converter first
     and, only where it does not know the hash, answers with PRE: the llama.cpp pre-tokenizer that lmforge
-    found to split text exactly as this tokenizer does (infer/gguf_pretokenizer.py), independent of the
+    found to split text exactly as this tokenizer does (infer/gguf/pretokenizer.py), independent of the
     vocabulary. Without PRE the converter's refusal stands.
     """
     sys.path.insert(0, os.getcwd())
