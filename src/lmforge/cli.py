@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     guard = train.add_mutually_exclusive_group()
     guard.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output")
     guard.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    train.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train as N processes on this machine (data parallel), launched with torchrun --standalone",
+    )
 
     data = verbs.add_parser("data", help="look at what a recipe trains on", description="Data tools.")
     data_verbs = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
@@ -298,6 +304,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from lmforge.config.load import load_recipe
         from lmforge.train.run import run_training
 
+        if args.nproc is not None:
+            from lmforge.train.launch import launch
+
+            load_recipe(args.recipe, args.overrides)  # a bad recipe stops here, before N processes start
+            return launch(args.nproc, _train_args(args))
         run_training(load_recipe(args.recipe, args.overrides), resume=args.resume, overwrite=args.overwrite)
     elif args.command == "data":
         return _dispatch_data(args)
@@ -377,6 +388,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         run_quickstart(args.workdir, quick=args.quick)
     return 0
+
+
+def _train_args(args: argparse.Namespace) -> list[str]:
+    """The `lmforge train` arguments again, without --nproc: what each launched process runs."""
+    flags = ["--resume"] * args.resume + ["--overwrite"] * args.overwrite
+    return [str(args.recipe), *args.overrides, *flags]
 
 
 def _dispatch_data(args: argparse.Namespace) -> int:

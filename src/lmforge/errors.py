@@ -1,5 +1,6 @@
 """The exceptions users see: a message that says what is wrong, where, and what to do; and the exit status."""
 
+import os
 import sys
 
 EXIT_USER_ERROR = 2
@@ -21,5 +22,12 @@ class RunStopped(LmforgeError):
 
 def report(err: LmforgeError) -> int:
     """Print the error as every lmforge command does (its message, no traceback); the exit status to return."""
-    print(f"lmforge: {err}", file=sys.stderr)
+    print(f"{_speaker()}: {err}", file=sys.stderr)
     return err.exit_code
+
+
+def _speaker() -> str:
+    """`lmforge`, or `lmforge [rank R]` in a job of several processes (torchrun sets RANK and WORLD_SIZE)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"lmforge [rank {os.environ.get('RANK', '0')}]"
+    return "lmforge"

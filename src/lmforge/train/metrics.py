@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 
@@ -27,9 +28,11 @@ def split_of(logs: dict[str, float]) -> str | None:
 
 
 class TokenCounter:
-    """Trained tokens since the start, and their rate between two training logs."""
+    """Trained tokens since the start, and their rate between two training logs. `total` turns this process's
+    count into the job's (ranks.sum_across in a job of several processes; every rank logs at the same step)."""
 
-    def __init__(self) -> None:
+    def __init__(self, total: Callable[[int], int] = int) -> None:
+        self.total = total
         self.trained = 0
         self._at_last_log = 0
         self._time_at_last_log = time.perf_counter()
@@ -44,9 +47,10 @@ class TokenCounter:
             return
         now = time.perf_counter()
         elapsed = max(now - self._time_at_last_log, 1e-9)
-        logs["trained_tokens"] = self.trained
-        logs["trained_tokens_per_second"] = round((self.trained - self._at_last_log) / elapsed, 1)
-        self._at_last_log, self._time_at_last_log = self.trained, now
+        trained = self.total(self.trained)
+        logs["trained_tokens"] = trained
+        logs["trained_tokens_per_second"] = round((trained - self._at_last_log) / elapsed, 1)
+        self._at_last_log, self._time_at_last_log = trained, now
 
 
 class MetricLog:

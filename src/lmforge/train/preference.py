@@ -42,6 +42,7 @@ from lmforge.data.rows import WithColumns
 from lmforge.errors import LmforgeError
 from lmforge.model.adapters import SEQ_CLS, apply_tuning
 from lmforge.model.load import REWARD_HEAD, load_model, load_reward_model
+from lmforge.train import ranks
 from lmforge.train.metrics import MetricLog, TokenCounter, split_of
 from lmforge.train.preference_losses import (
     chosen_nll,
@@ -124,7 +125,7 @@ class PreferenceTrainer(Trainer):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.model_accepts_loss_kwargs = False  # the losses are batch means: Trainer divides by grad_accum
-        self.tokens, self.metric_log = TokenCounter(), MetricLog()
+        self.tokens, self.metric_log = TokenCounter(ranks.sum_across), MetricLog()
         self.stage, self.spec, self.beta = stage, spec, spec.beta_for(stage)
         self.reference = reference if stage in REFERENCE_STAGES else None
         self.ref_model = ref_model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from lmforge.data.build.pipeline import build_examples
 from lmforge.errors import LmforgeError, RunStopped
 from lmforge.model.adapters import apply_tuning, describe_trainable, parameter_counts
 from lmforge.model.load import load_model, load_tokenizer, resolve_dtype, run_template
-from lmforge.train import rundir
+from lmforge.train import ranks, rundir
 from lmforge.train.callbacks import NanGuard, OnFirstStep, ProgressPrinter, SaveOnSigterm
 from lmforge.train.collate import Collator
 from lmforge.train.plot import write_loss_plot
@@ -36,19 +37,23 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     """
     recipe = resolve_local_paths(recipe)
     output = Path(recipe.output)
+    ranks.start()  # several processes (torchrun): rank 0 writes the run directory, see ranks.py
     plan = rundir.check_output(output, resume=resume, overwrite=overwrite)
+    ranks.barrier()  # every rank has looked at the output before rank 0 changes it
     say(f"lmforge: {recipe.stage} run, {recipe.tuning.method} tuning of {recipe.model.path} -> {output}")
 
     tokenizer = load_tokenizer(recipe.model)
     template = run_template(recipe.model, recipe.stage, tokenizer)  # resolved once: the data and the saved run
-    data = build_examples(data_settings(recipe, template), tokenizer)
+    data = build_examples(data_settings(recipe, template), tokenizer, wait_for_cache=not ranks.is_main())
     if plan.checkpoint:
         _check_same_data(output, data.report.fingerprint)
 
-    with rundir.RunStart(plan) as run:
-        _write_start(run, recipe, data)
+    with rundir.RunStart(plan) if ranks.is_main() else nullcontext() as run:
+        if run is not None:
+            _write_start(run, recipe, data)
+        ranks.barrier()  # the output exists with its start files before any rank trains into it
         set_seed(recipe.train.seed)  # weights made here (from_config, LoRA, heads) are the same in every run
-        trainer = _make_trainer(recipe, tokenizer, data, on_first_step=run.started)
+        trainer = _make_trainer(recipe, tokenizer, data, on_first_step=run.started if run else None)
         model = trainer.model
         _check_trainable_attention(model)
         say(f"lmforge: {describe_trainable(model)}; attention: {attention_of(model)}")
@@ -58,7 +63,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     _stop_if_asked(trainer, output)
 
     metrics = {k: v for k, v in result.metrics.items() if not k.endswith("_flos")}
-    metrics["trained_tokens"] = trainer.tokens.trained
+    metrics["trained_tokens"] = ranks.sum_across(trainer.tokens.trained)
     if torch.cuda.is_available():
         metrics["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     if data.eval is not None:
@@ -140,6 +145,8 @@ def training_arguments(recipe: Recipe, *, has_eval: bool) -> TrainingArguments:
         bf16=precision == "bf16",
         fp16=precision == "fp16",
     )
+    if ranks.world_size() > 1 and ranks.on_cpu():
+        args["use_cpu"] = True  # DDP over gloo; without it the Trainer sees no device to be distributed over
     if recipe.data.group_by_length:  # batches of similar lengths (LmforgeTrainer reads them from the arrays)
         args["train_sampling_strategy"] = "group_by_length"
     unknown = set(t.extra) - set(TrainingArguments.__dataclass_fields__)
@@ -200,7 +207,9 @@ def _save_final(trainer, output: Path, recipe: Recipe, template, metrics, params
     config = getattr(trainer.model, "config", None)
     if config is not None and hasattr(config, "use_cache"):
         config.use_cache = True  # training turns the KV cache off; whoever loads the model next generates
-    trainer.save_model(str(output))
+    trainer.save_model(str(output))  # every rank: the Trainer writes on rank 0, gathering shards where needed
+    if not ranks.is_main():
+        return
     if template:
         (output / rundir.TEMPLATE_FILE).write_text(template, encoding="utf-8")
     rundir.write_model_card(output, recipe, metrics, params)

@@ -15,6 +15,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from lmforge.console import say
 from lmforge.data.rows import ExampleRows
 from lmforge.errors import LmforgeError
+from lmforge.train import ranks
 from lmforge.train.collate import additive_mask
 from lmforge.train.losses import auto_chunk_size, chunked_causal_lm_loss, head_transform
 from lmforge.train.metrics import TokenCounter
@@ -27,7 +28,7 @@ class LmforgeTrainer(Trainer):
     def __init__(self, *args: Any, loss_chunk: int | str = "off", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loss_chunk = resolve_loss_chunk(self.model, loss_chunk)
-        self.tokens = TokenCounter()
+        self.tokens = TokenCounter(ranks.sum_across)
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
         """group_by_length reads the lengths of lmforge's rows from their arrays: Trainer takes lengths from a

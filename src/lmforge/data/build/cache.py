@@ -23,6 +23,7 @@ import mmap
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,6 +193,17 @@ def _npy_header(f, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], bool, np.dty
     if dtype.hasobject:
         raise ValueError(f"{info.filename} holds Python objects")
     return shape, fortran, dtype, f.tell()
+
+
+def wait_for(root: Path, key: str, poll: float = 0.2) -> tuple[dict[str, Examples], dict[str, Any], bytes]:
+    """The entry `key` once another process has written it (`save` renames a whole entry into place, so it is
+    there complete or not at all). It waits as long as that takes: a launcher such as torchrun ends the waiting
+    processes when the writer fails."""
+    while True:
+        hit = load(root, key)
+        if hit is not None:
+            return hit
+        time.sleep(poll)
 
 
 def save(root: Path, key: str, splits: dict[str, Examples], meta: dict[str, Any], rejects: bytes) -> Path:

@@ -55,15 +55,24 @@ class DataBundle:
     rejects: bytes = b""  # the skipped records as JSON Lines, for the caller to write where it keeps its files
 
 
-def build_examples(data: DataSettings, tokenizer: Tokenizer, *, rejects_path: Path | None = None) -> DataBundle:
+def build_examples(
+    data: DataSettings, tokenizer: Tokenizer, *, rejects_path: Path | None = None, wait_for_cache: bool = False
+) -> DataBundle:
     """The train (and eval) examples of the stage, as the trainer reads them; skipped records are written to
-    `rejects_path` when given (the bundle holds them either way)."""
+    `rejects_path` when given (the bundle holds them either way).
+
+    `wait_for_cache`: another process (rank 0 of a distributed job) encodes these examples into the cache, so
+    wait for its entry and read it instead of encoding them again (with data.cache off every process encodes).
+    """
     begin = time.perf_counter()
     kind = KIND_BY_STAGE[data.stage]
     sources = resolve_sources(data.sources, data.registry, data.stage)
     fingerprint = cache.fingerprint(data, sources, tokenizer)
     root, key = cache.cache_root(data.cache_dir), cache.make_key({"fingerprint": fingerprint})
-    hit = cache.load(root, key) if data.cache else None
+    if wait_for_cache and data.cache:
+        hit = cache.wait_for(root, key)
+    else:
+        hit = cache.load(root, key) if data.cache else None
     if hit is not None:
         say(
             f"lmforge: data: cache hit, reusing {root / key} (looked up and loaded in "
