@@ -282,6 +282,41 @@ class TrainSpec(Section):
         return self
 
 
+class FsdpSpec(Section):
+    offload: bool = Field(False, description="keep parameters and gradients on the CPU between uses (less GPU memory)")
+    reshard_after_forward: bool = Field(
+        True, description="free each layer's gathered weights after its forward (full shard); false keeps them"
+    )
+    checkpoint: Literal["sharded", "full"] = Field(
+        "sharded", description="checkpoint-N as one file per rank (sharded) or one gathered state dict (full)"
+    )
+
+
+class DeepSpeedSpec(Section):
+    stage: Literal[1, 2, 3] = Field(2, description="ZeRO stage of the shipped preset: 1, 2 or 3")
+    offload_optimizer: bool = Field(False, description="keep the optimizer states on the CPU")
+    offload_params: bool = Field(False, description="keep the parameters on the CPU (stage 3 only)")
+    config: str | None = Field(
+        None, description="your own DeepSpeed JSON instead of the preset; its `auto` values are filled from the recipe"
+    )
+
+    @model_validator(mode="after")
+    def _params_offload_needs_stage_3(self) -> DeepSpeedSpec:
+        if self.offload_params and self.config is None and self.stage != 3:
+            raise ValueError(f"offload_params needs stage 3 (stage is {self.stage}): ZeRO shards parameters only there")
+        return self
+
+
+class DistributedSpec(Section):
+    strategy: Literal["ddp", "fsdp2", "deepspeed"] = Field(
+        "ddp",
+        description="how several processes (torchrun, --nproc) share the work: ddp = a full copy per process, "
+        "fsdp2 = weights, gradients and optimizer sharded by decoder layer, deepspeed = ZeRO 1/2/3",
+    )
+    fsdp: FsdpSpec = Field(default_factory=FsdpSpec, description="strategy fsdp2's options")
+    deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec, description="strategy deepspeed's options")
+
+
 class PreferenceSpec(Section):
     """Settings of the preference stages (rm, dpo, simpo, orpo, kto); see train/preference_losses.py."""
 
@@ -335,6 +370,10 @@ class Recipe(Section):
     data: DataSpec = Field(description="the training and eval data, and how it becomes examples")
     train: TrainSpec = Field(
         default_factory=TrainSpec, description="the training loop: length, batch, optimizer, checkpoints, logging"
+    )
+    distributed: DistributedSpec = Field(
+        default_factory=DistributedSpec,
+        description="several processes (torchrun, accelerate launch, lmforge train --nproc): ddp, fsdp2 or deepspeed",
     )
     preference: PreferenceSpec | None = Field(
         None, description="settings of stages rm, dpo, simpo, orpo and kto (not pt or sft); null = every default"

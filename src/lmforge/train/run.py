@@ -22,6 +22,7 @@ from lmforge.train.collate import Collator
 from lmforge.train.plot import write_loss_plot
 from lmforge.train.preference import PreferenceTrainer, make_preference_trainer
 from lmforge.train.profile import StepProfiler
+from lmforge.train.strategy import strategy_arguments
 from lmforge.train.trainer import LmforgeTrainer
 
 if TYPE_CHECKING:
@@ -147,6 +148,7 @@ def training_arguments(recipe: Recipe, *, has_eval: bool) -> TrainingArguments:
     )
     if ranks.world_size() > 1 and ranks.on_cpu():
         args["use_cpu"] = True  # DDP over gloo; without it the Trainer sees no device to be distributed over
+    args.update(strategy_arguments(recipe, precision, ranks.world_size()))
     if recipe.data.group_by_length:  # batches of similar lengths (LmforgeTrainer reads them from the arrays)
         args["train_sampling_strategy"] = "group_by_length"
     unknown = set(t.extra) - set(TrainingArguments.__dataclass_fields__)
