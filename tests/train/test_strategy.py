@@ -7,6 +7,7 @@ import importlib.util
 import json
 
 import pytest
+import torch
 from pydantic import ValidationError
 
 from lmforge.config.recipe import Recipe
@@ -98,3 +99,10 @@ def test_deepspeed_missing_is_said_plainly():
         pytest.skip("deepspeed is installed here")
     with pytest.raises(LmforgeError, match="needs the deepspeed package, which is not installed"):
         strategy_arguments(make_recipe({"strategy": "deepspeed"}), "fp32", 1)
+
+
+def test_fsdp2_on_the_cpu_is_refused_not_run_unsharded():
+    if torch.cuda.is_available():
+        pytest.skip("an accelerator is visible here")
+    with pytest.raises(LmforgeError, match="fsdp2 needs GPUs"):
+        strategy_arguments(make_recipe({"strategy": "fsdp2"}), "fp32", 2)

@@ -36,6 +36,11 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def launched() -> bool:
+    """Whether a launcher started this process (torchrun and accelerate launch set LOCAL_RANK, even for one)."""
+    return "LOCAL_RANK" in os.environ
+
+
 def is_main() -> bool:
     """Whether this process writes the run directory (rank 0, or the only process)."""
     return rank() == 0

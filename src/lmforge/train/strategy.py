@@ -3,6 +3,8 @@
 - ddp: nothing to add; the Trainer wraps the model in DistributedDataParallel when launched with several ranks.
 - fsdp2: transformers/accelerate's FSDP2 (`fsdp_config` version 2): full shard, wrapped by decoder layer (the
   model's `_no_split_modules`), mixed precision from model.dtype, optional CPU offload, sharded checkpoints.
+  accelerate applies it to launched processes on accelerators only (not over gloo on the CPU), so anything
+  else is refused rather than silently trained unsharded.
 - deepspeed: a ZeRO preset shipped beside this module (deepspeed/zero{1,2,3}.json) or the user's JSON, with the
   offload options applied and the `auto` values the recipe decides filled in (batch sizes, accumulation,
   clipping, precision); the ones that depend on the model (bucket sizes) are left to transformers, which fills
@@ -18,6 +20,7 @@ from typing import Any
 
 from lmforge.config.recipe import DeepSpeedSpec, Recipe
 from lmforge.errors import LmforgeError
+from lmforge.train import ranks
 
 PRESETS = Path(__file__).parent / "deepspeed"
 AUTO = "auto"
@@ -27,6 +30,7 @@ def strategy_arguments(recipe: Recipe, precision: str, world_size: int) -> dict[
     """The TrainingArguments options of the recipe's `distributed.strategy` (precision: bf16, fp16 or fp32)."""
     spec = recipe.distributed
     if spec.strategy == "fsdp2":
+        require_fsdp2_devices()
         return fsdp2_arguments(recipe)
     if spec.strategy == "deepspeed":
         require_deepspeed()
@@ -70,6 +74,21 @@ def deepspeed_config(recipe: Recipe, precision: str, world_size: int) -> dict[st
         section = config.setdefault(name, {})
         _fill(section, "enabled", precision == name, f"model.dtype ({precision})", where, key=f"{name}.enabled")
     return config
+
+
+def require_fsdp2_devices() -> None:
+    """accelerate applies FSDP only to processes launched on accelerators; anywhere else the Trainer would train
+    with DDP or one unsharded copy without a word, so say it and stop."""
+    if ranks.on_cpu():
+        raise LmforgeError(
+            "distributed.strategy: fsdp2 needs GPUs (or another accelerator): accelerate shards with FSDP only "
+            "there, and on the CPU it would run plain DDP instead; use strategy ddp on this machine"
+        )
+    if not ranks.launched():
+        raise LmforgeError(
+            "distributed.strategy: fsdp2 needs a launcher: run lmforge train --nproc N (N = 1 for one GPU), "
+            "torchrun or accelerate launch, else the model is not sharded"
+        )
 
 
 def require_deepspeed() -> None:
