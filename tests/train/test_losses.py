@@ -313,3 +313,42 @@ def test_training_with_gradient_accumulation_matches_the_model_loss(tmp_path):
     assert abs(plain_eval - chunked_eval) < TOL
     for name in plain:
         assert torch.allclose(plain[name], chunked[name], atol=TOL), name
+
+
+def test_a_sharded_output_layer_falls_back_on_auto_and_fails_when_asked(capsys):
+    """Under FSDP2 or ZeRO-3 the output layer's weight is a shard outside the forward: auto says so in one line
+    and uses the model's own loss; a chunk size asked for is refused, naming the engine."""
+    model = _llama(vocab=97)
+    assert resolve_loss_chunk(model, "auto", sharding="FSDP") is None
+    lines = [line for line in capsys.readouterr().err.splitlines() if "loss_chunk" in line]
+    assert lines == [
+        "lmforge: train.loss_chunk auto: using the model's own loss because FSDP shards the output layer's "
+        "weight, which the chunked loss reads outside the forward"
+    ]
+    with pytest.raises(LmforgeError, match="DeepSpeed ZeRO-3 shards the output layer's weight"):
+        resolve_loss_chunk(model, 64, sharding="DeepSpeed ZeRO-3")
+
+
+def test_a_dtensor_output_weight_is_seen_as_sharded(tmp_path):
+    """FSDP2 turns parameters into DTensors; the chunked loss is not used on one (a one-process gloo mesh here)."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    from lmforge.train.trainer import sharded_weight
+
+    started = not dist.is_initialized()
+    if started:
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        model = _llama(vocab=97)
+        head = model.get_output_embeddings()
+        assert not sharded_weight(head.weight)
+        mesh = init_device_mesh("cpu", (1,))
+        head.weight = torch.nn.Parameter(distribute_tensor(head.weight.detach(), mesh, [Shard(0)]))
+        assert sharded_weight(head.weight)
+        with pytest.raises(LmforgeError, match="output layer's weight is sharded"):
+            resolve_loss_chunk(model, 64)
+    finally:
+        if started:
+            dist.destroy_process_group()

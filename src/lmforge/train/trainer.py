@@ -27,7 +27,7 @@ class LmforgeTrainer(Trainer):
 
     def __init__(self, *args: Any, loss_chunk: int | str = "off", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.loss_chunk = resolve_loss_chunk(self.model, loss_chunk)
+        self.loss_chunk = resolve_loss_chunk(self.model, loss_chunk, sharding=_sharding(self))
         self.tokens = TokenCounter(ranks.sum_across)
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
@@ -94,18 +94,24 @@ class LmforgeTrainer(Trainer):
         super().log(logs, start_time)
 
 
-def resolve_loss_chunk(model: torch.nn.Module, setting: int | str) -> int | None:
+def resolve_loss_chunk(model: torch.nn.Module, setting: int | str, sharding: str | None = None) -> int | None:
     """Tokens per loss chunk for `train.loss_chunk` on this model, or None for the model's own loss.
 
     auto chunks whenever the chunked loss equals the model's own: besides never holding full-vocabulary logits,
     it sends only the trained tokens through the output layer, so it is also the faster one where prompts carry
-    no loss (3-5 % a step on the CPU benchmark's 2,048-token vocabulary, same loss).
+    no loss (3-5 % a step on the CPU benchmark's 2,048-token vocabulary, same loss). `sharding` names the
+    engine that will shard the output layer's weight (FSDP2, ZeRO-3): the chunked loss reads that weight outside
+    the model's forward, where it is then a shard or an empty placeholder, so it is not used there.
     """
     if setting == "off" or (setting == "auto" and _base_model(model).get_output_embeddings() is None):
         return None
     head = output_layer(model)
     vocab = getattr(head, "out_features", None) or head.weight.shape[0]
-    reason = _why_not_chunked(model, head)
+    reason = _why_not_chunked(model, head) or (
+        f"{sharding} shards the output layer's weight, which the chunked loss reads outside the forward"
+        if sharding
+        else None
+    )
     if reason and setting == "auto":
         say(f"lmforge: train.loss_chunk auto: using the model's own loss because {reason}")
         return None
@@ -134,6 +140,22 @@ def _base_model(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
 
 
+def _sharding(trainer: Trainer) -> str | None:
+    """The engine that shards parameters outside the forward in this run (None: every rank holds them whole)."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        return "FSDP"
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return "DeepSpeed ZeRO-3" if is_deepspeed_zero3_enabled() else None
+
+
+def sharded_weight(weight: torch.Tensor) -> bool:
+    """A weight that is one rank's shard (FSDP2's DTensor) or ZeRO-3's placeholder, not the whole matrix."""
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(weight, DTensor) or hasattr(weight, "ds_id") or weight.numel() == 0
+
+
 def _why_not_chunked(model: torch.nn.Module, head: torch.nn.Module) -> str | None:
     """Why the chunked loss would not equal this model's own loss, or None when it does."""
     config = _base_model(model).config
@@ -148,6 +170,8 @@ def _why_not_chunked(model: torch.nn.Module, head: torch.nn.Module) -> str | Non
             f"its output layer is a {type(layer).__name__}, not a plain Linear layer (an adapter or "
             f"quantisation on lm_head)"
         )
+    if sharded_weight(weight):
+        return "its output layer's weight is sharded (FSDP2 DTensor or DeepSpeed ZeRO-3), not whole on each rank"
     return None
 
 
