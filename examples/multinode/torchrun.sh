@@ -7,7 +7,7 @@
 set -euo pipefail
 NNODES="${NNODES:-2}"
 GPUS_PER_NODE="${GPUS_PER_NODE:-8}"
-MASTER_ADDR="${MASTER_ADDR:?set MASTER_ADDR to node 0's address}"
+MASTER_ADDR="${MASTER_ADDR:?set MASTER_ADDR to the address of node 0}"
 MASTER_PORT="${MASTER_PORT:-29500}"
 RECIPE="${1:?usage: torchrun.sh RECIPE [key=value ...]}"
 shift
