@@ -22,7 +22,7 @@ from lmforge.train.collate import Collator
 from lmforge.train.plot import write_loss_plot
 from lmforge.train.preference import PreferenceTrainer, make_preference_trainer
 from lmforge.train.profile import StepProfiler
-from lmforge.train.strategy import strategy_arguments
+from lmforge.train.strategy import start_deepspeed, strategy_arguments
 from lmforge.train.trainer import LmforgeTrainer
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ def _write_start(run: rundir.RunStart, recipe: Recipe, data) -> None:
 def _make_trainer(recipe: Recipe, tokenizer: Tokenizer, data, on_first_step=None) -> LmforgeTrainer | PreferenceTrainer:
     """The model and trainer of the recipe's stage family: pt/sft here, rm and the rest in preference.py."""
     args = training_arguments(recipe, has_eval=data.eval is not None)
+    start_deepspeed(recipe)
     callbacks = [ProgressPrinter(), SaveOnSigterm(), NanGuard()]
     if on_first_step is not None:
         callbacks.append(OnFirstStep(on_first_step))

@@ -76,6 +76,19 @@ def deepspeed_config(recipe: Recipe, precision: str, world_size: int) -> dict[st
     return config
 
 
+def start_deepspeed(recipe: Recipe) -> None:
+    """DeepSpeed's communication on the process group torch already runs, before the model is built. ZeRO-3
+    builds the model partitioned (deepspeed.zero.Init inside from_pretrained), which counts the processes through
+    DeepSpeed's own communication; accelerate starts that for processes on accelerators only, so on the CPU
+    ZeRO-3 would count one process and refuse the batch sizes. Harmless where it is already started."""
+    if recipe.distributed.strategy != "deepspeed" or ranks.world_size() < 2:
+        return
+    import deepspeed
+    import torch.distributed as dist
+
+    deepspeed.init_distributed(dist_backend=dist.get_backend() if dist.is_initialized() else None)
+
+
 def require_fsdp2_devices() -> None:
     """accelerate applies FSDP only to processes launched on accelerators; anywhere else the Trainer would train
     with DDP or one unsharded copy without a word, so say it and stop."""
