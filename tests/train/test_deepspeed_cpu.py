@@ -48,6 +48,7 @@ def test_zero_on_two_processes_trains_what_one_process_does(tmp_path, small_mode
     zero = lmforge("train", str(zero_recipe(tmp_path, "zero", small_model, data, stage)), "--nproc", "2", cwd=tmp_path)
     assert zero.returncode == 0, zero.stderr[-3000:]
     one, two = tmp_path / "one", tmp_path / "zero"
+    assert (two / f"checkpoint-{STEPS}" / f"global_step{STEPS}").is_dir()  # DeepSpeed's engine trained, not DDP
     assert step_losses(two) == pytest.approx(step_losses(one), abs=1e-5)
     a, b = final_weights(one), final_weights(two)
     assert a.keys() == b.keys()
