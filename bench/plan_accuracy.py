@@ -1,13 +1,14 @@
 """How close `lmforge plan`'s memory estimate comes to the measured peak of real training steps, on this CPU.
 
-For each configuration (full / LoRA, with and without activation checkpointing, packed, the model's own loss,
-sft and dpo, two model sizes) it trains two optimizer steps through lmforge's own trainer and measures the peak
-of the second step (the first allocates the optimizer states, so the second is the steady one):
+For each configuration (full / LoRA / DoRA / freeze, with and without activation checkpointing and LoRA
+dropout, packed, the model's own loss, pt, sft and dpo, three model sizes) it trains two optimizer steps
+through lmforge's own trainer and measures the peak of the second step (the first allocates the optimizer
+states, so the second is the steady one):
 
 - the bytes held when the step begins: every live tensor's storage, each once (weights, optimizer states,
   the reference copy), found through the garbage collector;
 - plus the highest point of torch.profiler's memory events during the step (profile_memory=True): every
-  allocation and free of PyTorch's CPU allocator, in order, as the trace's "Total Allocated" records them.
+  allocation and free of PyTorch's CPU allocator, in order (the trace's memory events).
 
 This counts tensors exactly, as torch.cuda.max_memory_allocated does on a GPU, where the process's resident
 set size (RSS) would add the Python heap, libraries and the allocator's cached pages, and move with the other
@@ -58,12 +59,19 @@ CONFIGS = {
     "sft-full-packed": ("sft", "small", "full", {"data.packing": True}),
     "sft-lora": ("sft", "small", "lora", {}),
     "sft-lora-ckpt": ("sft", "small", "lora", {"train.activation_checkpointing": True}),
+    "sft-lora-dropout": ("sft", "small", "lora", {"tuning.lora.dropout": 0.05}),
+    "sft-dora": ("sft", "small", "dora", {}),
+    "sft-freeze": ("sft", "small", "freeze", {"tuning.freeze.layers": 1}),
+    "pt-full-packed": ("pt", "small", "full", {"data.packing": True}),
     "sft-tiny-full": ("sft", "tiny", "full", {"train.batch_size": 16}),
     "quickstart-sft": ("sft", "quickstart", "full", {"train.batch_size": 16}),
     "dpo-full": ("dpo", "small", "full", {}),
     "dpo-lora": ("dpo", "small", "lora", {}),
     "dpo-full-precomputed": ("dpo", "small", "full", {"preference.precompute_reference": True}),
 }
+
+
+DATA = {"sft": "chat.jsonl", "dpo": "pairs.jsonl", "pt": "text.jsonl"}
 
 
 def main() -> None:
@@ -116,6 +124,9 @@ def make_assets(work: Path) -> None:
                 {"role": "assistant", "content": long_reply},
             ]
             f.write(json.dumps({"messages": messages}) + "\n")
+    with (work / "text.jsonl").open("w") as f:
+        for i in range(64):
+            f.write(json.dumps({"text": f"{i}: {long_reply}"}) + "\n")
     with (work / "pairs.jsonl").open("w") as f:
         for i in range(64):
             pair = {"prompt": f"Add the numbers from {i}.", "chosen": long_reply, "rejected": long_reply[::-1]}
@@ -131,7 +142,7 @@ def recipe_of(name: str, work: Path):
         "model": {"path": str(work / size), "attn_implementation": "sdpa", "dtype": "fp32"},
         "tuning": {"method": method, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}},
         "data": {
-            "train": [{"path": str(work / ("pairs.jsonl" if stage == "dpo" else "chat.jsonl"))}],
+            "train": [{"path": str(work / DATA[stage])}],
             "max_length": MAX_LENGTH,
             "cache": False,
         },
@@ -141,8 +152,11 @@ def recipe_of(name: str, work: Path):
     if overrides.get("data.packing"):
         raw["model"]["attn_implementation"] = "auto"
     for key, value in overrides.items():
-        section, leaf = key.split(".")
-        raw.setdefault(section, {})[leaf] = value
+        *sections, leaf = key.split(".")
+        node = raw
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = value
     return validate_recipe(raw, source=name)
 
 

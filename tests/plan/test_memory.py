@@ -33,6 +33,15 @@ def test_layer_elements_by_hand():
     assert layer_elements(SHAPE) == 144
     assert layer_elements(SHAPE, adapters=True) == 144 - 2 * 8  # frozen norms keep no normalised copy
     assert layer_elements(SHAPE, adapters=True, lora_dropout=True) == 128 + 5 * 8 + 8 + 16
+    # DoRA: the base and adapter outputs of q, k, v, o, gate, up, down (8 + 4 + 4 + 8 + 16 + 16 + 8)
+    assert layer_elements(SHAPE, adapters=True, dora=True) == 128 + 2 * 64
+
+
+def test_lora_dropout_keeps_inputs_and_one_byte_masks():
+    lora = replace(FULL, trainable=50, trainable_bytes=4)
+    got = estimate(lora, replace(STEP, method="lora", lora_dropout=True)).terms["activations"]
+    # 8 tokens x (2 layers x (128 + 64 dropped-out inputs) + final norm 2 x 8) x 2 bytes + 2 layers x 64 masks x 1 B
+    assert got == 8 * ((2 * 192 + 16) * 2 + 2 * 64)
 
 
 def test_full_bf16_step_by_hand():

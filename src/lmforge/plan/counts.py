@@ -9,16 +9,18 @@ in memory.py.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lmforge.config.recipe import Recipe
 from lmforge.errors import LmforgeError
-from lmforge.model.adapters import apply_lora, apply_tuning, decoder_layers
-from lmforge.model.load import match_vocab, model_config, resolve_dtype
+from lmforge.model.adapters import SEQ_CLS, apply_lora, apply_tuning, decoder_layers
+from lmforge.model.load import REWARD_HEAD, match_vocab, model_config, resolve_dtype
 
 LORA_METHODS = ("lora", "dora", "qlora")
 
@@ -56,13 +58,14 @@ def count_parameters(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> Coun
     """Build the recipe's model on the meta device, apply its tuning and count."""
     config = model_config(recipe.model)
     dtype = planned_dtype(recipe.model.dtype)
+    reward = recipe.stage == "rm"  # a reward model: the decoder with a one-output head instead of lm_head
+    if reward:
+        config = copy.deepcopy(config)
+        config.num_labels = 1
+    build = AutoModelForSequenceClassification if reward else AutoModelForCausalLM
     try:
         with torch.device("meta"):
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_config(
-                config, dtype=dtype, trust_remote_code=recipe.model.trust_remote_code
-            )
+            model = build.from_config(config, dtype=dtype, trust_remote_code=recipe.model.trust_remote_code)
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         raise LmforgeError(
             f"model.path: cannot build a causal LM from the {config.model_type!r} config of {recipe.model.path} "
@@ -72,19 +75,20 @@ def count_parameters(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> Coun
     match_vocab(model, tokenizer)
     matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
     tuning = recipe.tuning
+    head = {"task_type": SEQ_CLS, "head": REWARD_HEAD} if reward else {}
     if tuning.method == "qlora":  # the 4-bit load cannot happen on meta; the adapters are the same
-        model = apply_lora(model, tuning.lora)
+        model = apply_lora(model, tuning.lora, **head)
     else:
-        model = apply_tuning(model, tuning)
+        model = apply_tuning(model, tuning, **head)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    head = model.get_output_embeddings()
+    output = model.get_output_embeddings()
     return Counts(
         total=sum(p.numel() for p in model.parameters()),
         trainable=sum(p.numel() for p in trainable),
         base_linear=base_linear,
         matmul=matmul,
         largest_layer=largest,
-        lm_head_trains=head is not None and any(p.requires_grad for p in head.parameters()),
+        lm_head_trains=output is not None and any(p.requires_grad for p in output.parameters()),
         weight_bytes=dtype.itemsize,
         trainable_bytes=4 if tuning.method in LORA_METHODS else dtype.itemsize,
         shape=shape_of(config, model.get_input_embeddings().weight.shape[0]),

@@ -8,8 +8,9 @@ checks the sum against measured peaks):
 - gradients of the trainable parameters, and optimizer states (AdamW: two per parameter, in its dtype);
 - activations kept for the backward pass, per decoder layer and token (`layer_elements`): the norms' inputs and
   outputs, q/k/v after RoPE, the attention output and its contiguous copy, the MLP's gate, up, SiLU and product
-  (a fused attention kernel keeps no length x length scores). With activation checkpointing a layer keeps only
-  its input, and the backward pass recomputes one layer at a time;
+  (a fused attention kernel keeps no length x length scores); LoRA dropout and DoRA keep more per adapted
+  layer. With activation checkpointing a layer keeps only its input, and the backward pass recomputes one
+  layer at a time;
 - the loss: the model's own keeps the batch's full-vocabulary logits, a float32 copy, the log-softmax and its
   gradient; the chunked loss (train/losses.py) keeps the gradient of the hidden states, the trained rows and one
   chunk of float32 logits; the preference losses keep the policy's logits and a float32 row;
@@ -79,17 +80,24 @@ class Estimate:
     peak: int = 0
 
 
-def layer_elements(shape: Shape, adapters: bool = False, lora_dropout: bool = False) -> int:
+def layer_elements(shape: Shape, adapters: bool = False, lora_dropout: bool = False, dora: bool = False) -> int:
     """Activation elements one decoder layer keeps per token for the backward pass (see the module docstring).
 
     adapters: the base weights are frozen (LoRA, DoRA, QLoRA), so each norm keeps no copy of its normalised
-    input for its weight's gradient (2 x hidden fewer)."""
+    input for its weight's gradient (2 x hidden fewer). lora_dropout: each adapted layer keeps its input after
+    dropout (and a one-byte mask, `dropout_masks`). dora: each adapted layer also keeps its base output and its
+    adapter's output, which the magnitude's gradient needs (peft's DoRA scales both by magnitude / norm)."""
     h, q, kv, i = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate
     norms = 2 * (2 if adapters else 3) * h
     kept = norms + (q + 2 * kv) + 2 * q + 4 * i
-    if lora_dropout:  # each adapted layer's input after dropout: q, k, v, gate, up read h; o reads q; down reads i
-        kept += 5 * h + q + i
-    return kept
+    outputs = q + 2 * kv + h + 2 * i + h  # q, k, v, o, gate, up, down
+    return kept + (dropout_masks(shape) if lora_dropout else 0) + (2 * outputs if dora else 0)
+
+
+def dropout_masks(shape: Shape) -> int:
+    """Elements LoRA dropout draws per token and layer: q, k, v, gate and up read hidden; o reads q; down reads
+    the intermediate size."""
+    return 5 * shape.hidden + shape.q_dim + shape.intermediate
 
 
 def estimate(counts: Counts, setup: Setup) -> Estimate:
@@ -122,14 +130,13 @@ def activation_bytes(shape: Shape, setup: Setup, dtype_bytes: int) -> int:
     layer's input and one layer recomputed; plus the final norm's."""
     tokens = setup.rows * setup.seq
     adapters = setup.method in ADAPTER_METHODS
-    per_layer = layer_elements(shape, adapters, setup.lora_dropout and adapters)
+    per_layer = layer_elements(shape, adapters, setup.lora_dropout and adapters, setup.method == "dora")
     layers = setup.grad_layers or shape.layers  # layers below the lowest trained one keep nothing
-    if setup.checkpointing:
-        kept = layers * shape.hidden + per_layer
-    else:
-        kept = layers * per_layer
+    holding = 1 if setup.checkpointing else layers  # layers holding all their activations at once
+    kept = (layers * shape.hidden if setup.checkpointing else 0) + holding * per_layer
     final_norm = (2 if adapters else 3) * shape.hidden
-    return tokens * (kept + final_norm) * dtype_bytes
+    masks = holding * dropout_masks(shape) if setup.lora_dropout and adapters else 0  # bool: one byte each
+    return tokens * ((kept + final_norm) * dtype_bytes + masks)
 
 
 def loss_bytes(counts: Counts, setup: Setup) -> int:
