@@ -56,7 +56,8 @@ class Counts:
 
 def count_parameters(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> Counts:
     """Build the recipe's model on the meta device, apply its tuning and count."""
-    config = model_config(recipe.model)
+    spec = recipe.model
+    config = model_config(spec if spec.init == "from_config" else spec.model_copy(update={"config": None}))
     dtype = planned_dtype(recipe.model.dtype)
     reward = recipe.stage == "rm"  # a reward model: the decoder with a one-output head instead of lm_head
     if reward:

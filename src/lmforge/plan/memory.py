@@ -136,7 +136,10 @@ def activation_bytes(shape: Shape, setup: Setup, dtype_bytes: int) -> int:
     kept = (layers * shape.hidden if setup.checkpointing else 0) + holding * per_layer
     final_norm = (2 if adapters else 3) * shape.hidden
     masks = holding * dropout_masks(shape) if setup.lora_dropout and adapters else 0  # bool: one byte each
-    return tokens * ((kept + final_norm) * dtype_bytes + masks)
+    # RMSNorm computes in float32 (transformers' Llama, Qwen, Mistral...): under bf16/fp16 the input it keeps is a
+    # float32 copy, (4 - dtype_bytes) more bytes a hidden element for each norm holding its activations.
+    upcast = (2 * holding + 1) * shape.hidden * (FP32 - dtype_bytes)
+    return tokens * ((kept + final_norm) * dtype_bytes + masks + upcast)
 
 
 def loss_bytes(counts: Counts, setup: Setup) -> int:
