@@ -17,6 +17,7 @@ LAYER = {
     "model": 2,
     "train": 3,
     "infer": 4,
+    "plan": 4,
     "serve": 5,
     "evaluate": 5,
     "commands": 6,

@@ -17,6 +17,7 @@ DATA_FORMATS = typing.get_args(DataFormat)
 EXAMPLES = """examples:
   lmforge train examples/quickstart_sft.yaml train.lr=1e-4 output=runs/try2
   lmforge data inspect my_recipe.yaml -n 3
+  lmforge plan my_recipe.yaml --gpus 8 --gpu h100 --strategy zero3
   lmforge data stats my_recipe.yaml
   lmforge data convert alpaca.json train.jsonl --to messages
   lmforge chat runs/my-sft
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="train as N processes on this machine (data parallel), launched with torchrun --standalone",
     )
+
+    _add_plan(verbs)
 
     data = verbs.add_parser("data", help="look at what a recipe trains on", description="Data tools.")
     data_verbs = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
@@ -212,6 +215,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_plan(verbs) -> None:
+    from lmforge.plan.memory import STRATEGIES
+    from lmforge.plan.speed import DEFAULT_GPU, DEFAULT_MFU, GPUS
+
+    plan = recipe_command(
+        verbs,
+        "plan",
+        help="check a recipe and estimate memory and speed per device, without training",
+        description="Check the recipe, data, tokenizer and model config in seconds (no weights read), then "
+        "estimate peak memory per device term by term, tokens/s from FLOPs, and the largest batch that fits.",
+    )
+    plan.add_argument("--gpus", type=int, default=1, help="devices training together (default 1)")
+    plan.add_argument("--strategy", choices=STRATEGIES, default="ddp", help="how devices share the state (ddp)")
+    plan.add_argument("--gpu", choices=list(GPUS), default=DEFAULT_GPU, help=f"the accelerator ({DEFAULT_GPU})")
+    plan.add_argument("--gpu-mem", metavar="SIZE", help="memory of each device, e.g. 80GiB (default: the --gpu's)")
+    plan.add_argument("--mfu", type=float, default=DEFAULT_MFU, help=f"assumed share of peak FLOPs ({DEFAULT_MFU})")
+    plan.add_argument("--json", action="store_true", help="the plan as one JSON object")
+
+
 EVAL_TASKS = """tasks (--tasks TASK ...), inline:
   perplexity:DATA.jsonl   mean loss per trained token and perplexity, with the training masks (text or chat rows)
   generate:DATA.jsonl     greedy replies to {"prompt" or "messages", "reference"} rows, exact match
@@ -312,6 +334,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         run_training(load_recipe(args.recipe, args.overrides), resume=args.resume, overwrite=args.overwrite)
     elif args.command == "data":
         return _dispatch_data(args)
+    elif args.command == "plan":
+        from lmforge.config.load import load_recipe
+        from lmforge.plan.run import run_plan
+
+        run_plan(
+            load_recipe(args.recipe, args.overrides),
+            str(args.recipe),
+            gpus=args.gpus,
+            strategy=args.strategy,
+            gpu_name=args.gpu,
+            gpu_mem=args.gpu_mem,
+            mfu=args.mfu,
+            as_json=args.json,
+        )
     elif args.command == "chat":
         from lmforge.infer.chat import Sampling, chat
 

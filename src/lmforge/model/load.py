@@ -137,7 +137,7 @@ def load_model(
                 "tuning.method: qlora needs pretrained weights to quantise, but model.init is from_config "
                 "(random weights); train with method full first, then run qlora on the saved model"
             )
-        config = _config_for_scratch(spec)
+        config = model_config(spec)
         build = _scratch_builder(spec, config, dtype)
         where = f"a {config.model_type} config"
     try:
@@ -250,8 +250,9 @@ def _scratch_builder(spec: ModelSpec, config, dtype: torch.dtype) -> Callable[[s
     return build
 
 
-def _config_for_scratch(spec: ModelSpec):
-    """`model.config` as a dict with model_type, a config.json path (or its folder), or else model.path's config."""
+def model_config(spec: ModelSpec):
+    """The model config a recipe names: `model.config` as a dict with model_type, a config.json path (or its
+    folder), or else model.path's config (what from_config builds, and what `lmforge plan` counts)."""
     source = spec.config
     if isinstance(source, dict):
         settings = dict(source)
