@@ -227,7 +227,11 @@ def _add_plan(verbs) -> None:
         "estimate peak memory per device term by term, tokens/s from FLOPs, and the largest batch that fits.",
     )
     plan.add_argument("--gpus", type=int, default=1, help="devices training together (default 1)")
-    plan.add_argument("--strategy", choices=STRATEGIES, default="ddp", help="how devices share the state (ddp)")
+    plan.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="how devices share the state (default: the recipe's distributed section, ddp where it has none)",
+    )
     plan.add_argument("--gpu", choices=list(GPUS), default=DEFAULT_GPU, help=f"the accelerator ({DEFAULT_GPU})")
     plan.add_argument("--gpu-mem", metavar="SIZE", help="memory of each device, e.g. 80GiB (default: the --gpu's)")
     plan.add_argument("--mfu", type=float, default=DEFAULT_MFU, help=f"assumed share of peak FLOPs ({DEFAULT_MFU})")

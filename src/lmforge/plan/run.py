@@ -76,14 +76,16 @@ def run_plan(
     source: str,
     *,
     gpus: int = 1,
-    strategy: str = "ddp",
+    strategy: str | None = None,
     gpu_name: str = DEFAULT_GPU,
     gpu_mem: str | None = None,
     mfu: float = DEFAULT_MFU,
     as_json: bool = False,
     stream: TextIO | None = None,
 ) -> Plan:
-    """Check the recipe, estimate memory and speed per device, and print the plan."""
+    """Check the recipe, estimate memory and speed per device, and print the plan. `strategy` None: the
+    recipe's `distributed:` section's (its ZeRO stage for deepspeed)."""
+    strategy = strategy or strategy_of(recipe)
     if gpus < 1:
         raise LmforgeError(f"--gpus {gpus}: the number of devices, at least 1")
     if strategy not in STRATEGIES:
@@ -153,3 +155,17 @@ def parse_size(text: str) -> int:
         raise LmforgeError(f"--gpu-mem {text!r}: expected a size such as 80GiB, 24GB or 40960MiB")
     value, unit = float(match.group(1)), match.group(2).upper()
     return int(value * 1024 ** "_KMGT".index(unit or "_"))
+
+
+def strategy_of(recipe: Recipe) -> str:
+    """The planner's name for the recipe's `distributed:` strategy: ddp, fsdp2, or zero1/2/3."""
+    spec = recipe.distributed
+    if spec.strategy != "deepspeed":
+        return spec.strategy
+    if spec.deepspeed.config is None:
+        return f"zero{spec.deepspeed.stage}"
+    try:
+        stage = json.loads(Path(spec.deepspeed.config).read_text())["zero_optimization"]["stage"]
+    except (OSError, ValueError, KeyError, TypeError):
+        stage = spec.deepspeed.stage  # the training run names what is wrong with the file
+    return f"zero{stage}" if stage in (1, 2, 3) else "ddp"
