@@ -66,6 +66,14 @@ def start() -> None:
         ) from None
 
 
+def finish() -> None:
+    """Leave the process group once every rank is done: a rank that exits with it open (and DeepSpeed's CPU
+    communication threads running) can abort as the interpreter ends, failing a job that finished."""
+    if world_size() > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def barrier() -> None:
     """Wait until every rank has come here (nothing for one process)."""
     if world_size() > 1 and torch.distributed.is_initialized():

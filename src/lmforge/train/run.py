@@ -71,6 +71,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
         metrics.update(trainer.evaluate())
     _save_final(trainer, output, recipe, template, metrics, parameter_counts(model))
     say(f"lmforge: done; final model in {output} ({_summary(metrics)})")
+    ranks.finish()
     return output
 
 
