@@ -146,12 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--repetition-penalty", type=float, default=1.0, help="above 1 discourages repeats (1: off)")
     chat.add_argument("--seed", type=int, help="seed the sampling, so a session can be repeated")
     chat.add_argument("--greedy", action="store_true", help="always take the likeliest token (no sampling)")
-    chat.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
-    chat.add_argument(
-        "--dtype",
-        default="auto",
-        help="auto (bf16 on CUDA where supported, fp16 on other GPUs, fp32 on CPU), bf16, fp16, fp32",
-    )
+    _add_placement(chat)
 
     export = verbs.add_parser(
         "export",
@@ -273,8 +268,7 @@ def _add_eval(verbs) -> None:
         "--batch-size", type=int, default=8, metavar="N", help="rows per forward pass or generate call (8)"
     )
     evaluate.add_argument("--samples", action="store_true", help="keep each row's reply and scores in the report")
-    evaluate.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
-    evaluate.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on GPUs, fp32 on CPU), bf16, fp16, fp32")
+    _add_placement(evaluate)
 
 
 def _add_serve(verbs) -> None:
@@ -297,8 +291,17 @@ def _add_serve(verbs) -> None:
     serve.add_argument(
         "--max-new-tokens-limit", type=int, default=1024, help="the most tokens one reply may ask for (default 1024)"
     )
-    serve.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
-    serve.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
+    _add_placement(serve)
+
+
+def _add_placement(parser: argparse.ArgumentParser) -> None:
+    """--device and --dtype of the commands that load a model to use it (infer/device.py reads them)."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (bf16 on CUDA where supported, fp16 on other GPUs, fp32 on CPU), bf16, fp16, fp32",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
