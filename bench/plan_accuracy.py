@@ -22,16 +22,11 @@ from zero. The estimate is `lmforge.plan`'s for the same recipe with --gpus 1.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-import torch
-from torch.profiler import ProfilerActivity, profile
-from transformers import TrainerCallback
 
 BENCH = Path(__file__).resolve().parent
 MAX_LENGTH = 128
@@ -173,6 +168,7 @@ def measure(name: str, work: Path) -> dict:
     from lmforge.plan.memory import estimate
     from lmforge.plan.run import setup_of
     from lmforge.train.collate import Collator
+    from lmforge.train.peak import PeakProbe
     from lmforge.train.preference import make_preference_trainer
     from lmforge.train.run import attention_of, training_arguments
     from lmforge.train.trainer import LmforgeTrainer
@@ -181,7 +177,7 @@ def measure(name: str, work: Path) -> dict:
     tokenizer = load_tokenizer(recipe.model)
     data = build_examples(data_settings(recipe, run_template(recipe.model, recipe.stage, tokenizer)), tokenizer)
     args = training_arguments(recipe, has_eval=False)
-    probe = PeakProbe()
+    probe = PeakProbe()  # lmforge's own measurement (train/peak.py), as `lmforge plan --measure` uses
     set_seed(0)
     if recipe.stage in PREFERENCE_STAGES:
         trainer = make_preference_trainer(recipe, tokenizer, data, args, [probe])
@@ -203,50 +199,6 @@ def measure(name: str, work: Path) -> dict:
     counts = count_parameters(recipe, tokenizer)
     planned = estimate(counts, setup_of(recipe, counts))
     return {"name": name, "estimate": planned.peak, "measured": probe.peak, "terms": planned.terms}
-
-
-class PeakProbe(TrainerCallback):
-    """Profiles the second optimizer step's allocations; `peak` = bytes live at its start + their high point."""
-
-    def __init__(self) -> None:
-        self.peak = self.baseline = 0
-        self.profiler: profile | None = None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == 1:
-            self.baseline = live_tensor_bytes()
-            self.profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-            self.profiler.__enter__()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == 2 and self.profiler is not None:
-            self.profiler.__exit__(None, None, None)
-            self.peak = self.baseline + allocation_high_point(self.profiler)
-            self.profiler = None
-
-
-def live_tensor_bytes() -> int:
-    """Bytes of every live CPU tensor's storage, each storage once."""
-    gc.collect()
-    seen: dict[int, int] = {}
-    for obj in gc.get_objects():
-        if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
-            storage = obj.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
-    return sum(seen.values())
-
-
-def allocation_high_point(profiler) -> int:
-    """The highest net bytes allocated during the profile, from the memory events of its trace."""
-    with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        profiler.export_chrome_trace(f.name)
-        events = json.loads(Path(f.name).read_text())["traceEvents"]
-    memory = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
-    level = high = 0
-    for event in memory:
-        level += event["args"]["Bytes"]
-        high = max(high, level)
-    return high
 
 
 if __name__ == "__main__":

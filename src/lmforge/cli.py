@@ -231,6 +231,12 @@ def _add_plan(verbs) -> None:
     plan.add_argument("--gpu-mem", metavar="SIZE", help="memory of each device, e.g. 80GiB (default: the --gpu's)")
     plan.add_argument("--mfu", type=float, default=DEFAULT_MFU, help=f"assumed share of peak FLOPs ({DEFAULT_MFU})")
     plan.add_argument("--json", action="store_true", help="the plan as one JSON object")
+    plan.add_argument(
+        "--measure",
+        action="store_true",
+        help="also train the recipe's first 2 optimizer steps in a scratch folder (the run's output is not "
+        "touched) and print the measured peak beside the estimate",
+    )
 
 
 EVAL_TASKS = """tasks (--tasks TASK ...), inline:
@@ -354,6 +360,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             gpu_mem=args.gpu_mem,
             mfu=args.mfu,
             as_json=args.json,
+            measure=args.measure,
         )
     elif args.command == "chat":
         from lmforge.infer.chat import Sampling, chat

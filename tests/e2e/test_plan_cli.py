@@ -61,3 +61,17 @@ def test_plan_refuses_bad_flags_and_bad_data(tiny_model_dir, tmp_path):
     (tmp_path / "chat.jsonl").write_text('{"messages": [{"role": "asistant", "content": "hi"}]}\n')
     bad_data = lmforge("plan", str(recipe), cwd=tmp_path)
     assert bad_data.returncode == 2 and "chat.jsonl:1" in bad_data.stderr
+
+
+def test_measure_sets_the_measured_peak_beside_the_estimate_and_leaves_the_output_alone(tiny_model_dir, tmp_path):
+    recipe = _recipe(tmp_path, tiny_model_dir, lr=1e-3)
+    out = lmforge("plan", str(recipe), "--measure", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout.strip().splitlines()[-1])
+    measured, compared = plan["memory_bytes"]["measured_peak"], plan["estimate_for_measured"]
+    assert "optimizer step 2 on cpu" in plan["measured_from"]
+    assert measured > plan["memory_bytes"]["weights"]
+    assert abs(compared - measured) / measured < 0.15, (compared, measured)  # plan's accuracy target; measured: 0.2 %
+    assert not (tmp_path / "run").exists()  # trained in a scratch folder, not the recipe's output
+    refused = lmforge("plan", str(recipe), "--measure", "--gpus", "2", cwd=tmp_path)
+    assert refused.returncode == 2 and "--measure with --gpus 2" in refused.stderr

@@ -52,7 +52,7 @@ QLORA_INSTALL = "pip install 'lmforge[qlora]'"
 FALLBACK_ATTENTION = "sdpa"
 AUTO_ATTENTION = "auto"
 REWARD_HEAD = "score"  # the sequence-classification head's name in transformers' decoder models
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
@@ -61,9 +61,9 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name == "auto":
         bf16_gpu = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if bf16_gpu else torch.float32
-    if name not in _DTYPES:
-        raise LmforgeError(f"dtype {name!r} is unknown; expected one of auto, {', '.join(_DTYPES)}")
-    return _DTYPES[name]
+    if name not in DTYPES:
+        raise LmforgeError(f"dtype {name!r} is unknown; expected one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 # ---------------------------------------------------------------- tokenizer

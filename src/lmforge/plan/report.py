@@ -27,7 +27,14 @@ class Plan:
     mfu: float
     largest_batch: int
     suggestion: str
-    measured: int | None = None  # the peak a finished run of the recipe measured (bytes), if there is one
+    measured: int | None = None  # a measured peak of the recipe (bytes), if there is one
+    measured_from: str = ""  # where that figure comes from, for the table
+    measured_estimate: int | None = None  # the estimate for the measured batch's shape, where it differs from seq
+
+    @property
+    def compared(self) -> int:
+        """The estimate set beside the measured peak: for the batch that was measured."""
+        return self.memory.peak if self.measured_estimate is None else self.measured_estimate
 
     def as_json(self) -> dict[str, Any]:
         c = self.checked
@@ -48,6 +55,8 @@ class Plan:
             },
             "setup": asdict(self.setup),
             "memory_bytes": {**self.memory.terms, "peak": self.memory.peak, "measured_peak": self.measured},
+            "measured_from": self.measured_from or None,
+            "estimate_for_measured": self.compared if self.measured else None,
             "gpu": {
                 "name": self.gpu_name,
                 "peak_bf16_flops": self.gpu.peak_bf16,
@@ -87,7 +96,11 @@ def table(plan: Plan) -> str:
         *(f"  {name:18} {size(v):>12}" for name, v in plan.memory.terms.items() if v),
         f"  {'peak':18} {size(plan.memory.peak):>12}",
         *(
-            [f"  {'measured peak':18} {size(plan.measured):>12}  (the finished run's metrics.json)"]
+            [
+                f"  {'measured peak':18} {size(plan.measured):>12}  ({plan.measured_from})",
+                f"  {'estimate for it':18} {size(plan.compared):>12}  "
+                f"({100 * (plan.compared - plan.measured) / plan.measured:+.1f}% of the measured peak)",
+            ]
             if plan.measured
             else []
         ),

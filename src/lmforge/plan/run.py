@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from lmforge.config.recipe import PreferenceSpec, Recipe
 from lmforge.errors import LmforgeError
+from lmforge.model.load import DTYPES, resolve_dtype
 from lmforge.plan.counts import Counts, count_parameters
 from lmforge.plan.memory import DEFAULT_OPTIMIZER, OPTIMIZER_STATE_BYTES, STRATEGIES, Setup, estimate, largest_batch
 from lmforge.plan.report import Plan, size, table
@@ -81,15 +83,24 @@ def run_plan(
     gpu_mem: str | None = None,
     mfu: float = DEFAULT_MFU,
     as_json: bool = False,
+    measure: bool = False,
     stream: TextIO | None = None,
 ) -> Plan:
     """Check the recipe, estimate memory and speed per device, and print the plan. `strategy` None: the
-    recipe's `distributed:` section's (its ZeRO stage for deepspeed)."""
+    recipe's `distributed:` section's (its ZeRO stage for deepspeed). `measure`: also train the recipe's first
+    steps in a scratch folder and print their measured peak beside the estimate (plan/measure.py)."""
     strategy = strategy or strategy_of(recipe)
     if gpus < 1:
         raise LmforgeError(f"--gpus {gpus}: the number of devices, at least 1")
+    if measure and gpus > 1:
+        raise LmforgeError(
+            f"--measure with --gpus {gpus}: the measurement trains in this one process, so it can only be set "
+            "beside a one-device estimate; leave out --gpus (or give --gpus 1)"
+        )
     if strategy not in STRATEGIES:
         raise LmforgeError(f"--strategy {strategy}: expected one of {', '.join(STRATEGIES)}")
+    if measure:
+        recipe = _pinned_dtype(recipe)
     accelerator = gpu(gpu_name)
     budget = int((parse_size(gpu_mem) if gpu_mem else accelerator.memory) * (1 - HEADROOM))
     checked = check_recipe(recipe)
@@ -110,11 +121,33 @@ def run_plan(
         mfu=mfu,
         largest_batch=fits,
         suggestion=suggestion(setup, memory.peak, budget, fits),
-        measured=measured_peak(Path(recipe.output)),
     )
+    if measure:
+        from lmforge.plan.measure import measure_peak  # trains: loads torch's trainer only when asked
+
+        taken = measure_peak(recipe)
+        batch = taken.rows // 2 if setup.rows != setup.batch else taken.rows  # pair stages: chosen + rejected rows
+        plan.measured = taken.peak
+        plan.measured_estimate = estimate(counts, replace(setup, batch=batch, seq=taken.seq)).peak
+        plan.measured_from = (
+            f"measured now: optimizer step {taken.step} on {taken.device}, its batch {taken.rows} rows x "
+            f"{taken.seq:,} tokens"
+        )
+    else:
+        plan.measured = measured_peak(Path(recipe.output))
+        plan.measured_from = "the finished run's metrics.json" if plan.measured else ""
     stream = stream or sys.stdout
     stream.write((json.dumps(plan.as_json()) if as_json else table(plan)) + "\n")
     return plan
+
+
+def _pinned_dtype(recipe: Recipe) -> Recipe:
+    """`model.dtype: auto` as this machine resolves it, so the estimate is for the dtype the measurement trains in
+    (a plan otherwise takes auto as bf16, what it is on the GPUs plans are for)."""
+    if recipe.model.dtype != "auto":
+        return recipe
+    local = {v: k for k, v in DTYPES.items()}[resolve_dtype("auto")]
+    return recipe.model_copy(update={"model": recipe.model.model_copy(update={"dtype": local})})
 
 
 def measured_peak(output: Path) -> int | None:

@@ -54,11 +54,11 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
             _write_start(run, recipe, data)
         ranks.barrier()  # the output exists with its start files before any rank trains into it
         set_seed(recipe.train.seed)  # weights made here (from_config, LoRA, heads) are the same in every run
-        trainer = _make_trainer(recipe, tokenizer, data, on_first_step=run.started if run else None)
+        trainer = make_trainer(recipe, tokenizer, data, on_first_step=run.started if run else None)
         model = trainer.model
         _check_trainable_attention(model)
         say(f"lmforge: {describe_trainable(model)}; attention: {attention_of(model)}")
-        trainer.remove_callback(_printer_class())
+        trainer.remove_callback(printer_class())
         result = trainer.train(resume_from_checkpoint=plan.checkpoint)
     _stop_if_nan(trainer)
     _stop_if_asked(trainer, output)
@@ -90,11 +90,13 @@ def _write_start(run: rundir.RunStart, recipe: Recipe, data) -> None:
         say(f"lmforge: resuming from {run.plan.checkpoint}")
 
 
-def _make_trainer(recipe: Recipe, tokenizer: Tokenizer, data, on_first_step=None) -> LmforgeTrainer | PreferenceTrainer:
+def make_trainer(
+    recipe: Recipe, tokenizer: Tokenizer, data, on_first_step=None, extra_callbacks: tuple = ()
+) -> LmforgeTrainer | PreferenceTrainer:
     """The model and trainer of the recipe's stage family: pt/sft here, rm and the rest in preference.py."""
     args = training_arguments(recipe, has_eval=data.eval is not None)
     start_deepspeed(recipe)
-    callbacks = [ProgressPrinter(), SaveOnSigterm(), NanGuard()]
+    callbacks = [ProgressPrinter(), SaveOnSigterm(), NanGuard(), *extra_callbacks]
     if on_first_step is not None:
         callbacks.append(OnFirstStep(on_first_step))
     if recipe.train.profile_steps:
@@ -241,7 +243,7 @@ def _stop_if_asked(trainer: LmforgeTrainer | PreferenceTrainer, output: Path) ->
             )
 
 
-def _printer_class():
+def printer_class():
     from transformers.trainer_callback import PrinterCallback
 
     return PrinterCallback
