@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +28,10 @@ def write_chat(path: Path, n: int = 6, reply: str = "Answer") -> Path:
     return path
 
 
-def recipe(train: Path, cache_dir: Path, template: str | None = None, **data) -> Recipe:
+def recipe(train: Path, cache_dir: Path, template: str | None = None, model: Path = QWEN3, **data) -> Recipe:
     return Recipe.model_validate(
         {
-            "model": {"path": str(QWEN3), "chat_template": template},
+            "model": {"path": str(model), "chat_template": template},
             "data": {"train": [{"path": str(train)}], "cache_dir": str(cache_dir), **data},
             "output": str(train.parent / "out"),
         }
@@ -82,7 +83,7 @@ def test_a_half_written_or_damaged_entry_is_not_used(tmp_path, capsys):
     entry = cache.save(tmp_path, "kkkk", {"train": flat}, {}, b"")
     (entry / cache.ARRAYS_FILE).write_bytes(b"damaged")
     assert cache.load(tmp_path, "kkkk") is None
-    assert "ignoring the damaged data cache entry" in capsys.readouterr().err
+    assert f"not using the cache entry {entry}: arrays.npz has 7 bytes" in capsys.readouterr().err
 
 
 def test_cache_root_order(tmp_path, monkeypatch):
@@ -171,4 +172,89 @@ def test_a_truncated_arrays_file_is_not_used(tmp_path, capsys):
     data = (entry / cache.ARRAYS_FILE).read_bytes()
     (entry / cache.ARRAYS_FILE).write_bytes(data[:200] + data[-300:])  # bytes cut out of the middle
     assert cache.load(tmp_path, "t" * 64) is None
-    assert "ignoring the damaged data cache entry" in capsys.readouterr().err
+    assert "arrays.npz has 500 bytes" in capsys.readouterr().err
+
+
+def flip_byte(path: Path, at: int) -> None:
+    """The file changed in place at the same size (its inode, size and name kept)."""
+    with path.open("r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_an_entry_changed_in_place_is_found_rebuilt_and_replaced(tiny_tokenizer_dir, tmp_path, capsys):
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    r = recipe(write_chat(tmp_path / "train.jsonl"), tmp_path / "cache", model=tiny_tokenizer_dir)
+    first, _ = build(r, tok, capsys)
+    (entry,) = (tmp_path / "cache" / "data").iterdir()
+    held = cache.mapped_arrays(entry / cache.ARRAYS_FILE)  # as another process reading the entry would hold it
+    before = held["train.input_ids"].copy()
+    arrays = entry / cache.ARRAYS_FILE
+    size = arrays.stat().st_size
+    flip_byte(arrays, size - 100)  # inside the last array's tokens: same size, same zip structure
+    rebuilt = build_data(r, tok)
+    assert rebuilt.report.cache == "miss" and rebuilt.train == first.train
+    err = capsys.readouterr().err
+    assert f"not using the cache entry {entry}: arrays.npz does not match its checksum" in err
+    again, state = build(r, tok, capsys)
+    assert state == "hit" and again.train == first.train
+    assert [p.name for p in (tmp_path / "cache" / "data").iterdir()] == [entry.name]  # replaced, nothing left aside
+    assert len(held["train.input_ids"].tolist()) == len(before)  # the old mapping still reads after the replace
+
+
+def test_a_truncated_entry_is_rebuilt_and_replaced(tiny_tokenizer_dir, tmp_path, capsys):
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    r = recipe(write_chat(tmp_path / "train.jsonl"), tmp_path / "cache", model=tiny_tokenizer_dir)
+    first, _ = build(r, tok, capsys)
+    (entry,) = (tmp_path / "cache" / "data").iterdir()
+    arrays = entry / cache.ARRAYS_FILE
+    with arrays.open("r+b") as f:
+        f.truncate(arrays.stat().st_size // 2)
+    rebuilt = build_data(r, tok)
+    err = capsys.readouterr().err
+    assert rebuilt.report.cache == "miss" and rebuilt.train == first.train
+    assert f"not using the cache entry {entry}: arrays.npz has" in err and "cut short" in err
+    again, state = build(r, tok, capsys)
+    assert state == "hit" and again.train == first.train
+
+
+def test_an_entry_without_checksums_is_rebuilt(tmp_path, capsys):
+    flat = Examples.from_dicts([{"input_ids": [1, 2], "labels": [1, 2]}])
+    entry = cache.save(tmp_path, "o" * 64, {"train": flat}, {"report": {}}, b"")
+    (entry / cache.META_FILE).write_text(json.dumps({"report": {}, "splits": ["train"]}))  # as lmforge-cache-2 wrote
+    assert cache.load(tmp_path, "o" * 64) is None
+    assert "meta.json has no checksums: written by an older lmforge; rebuilding it" in capsys.readouterr().err
+    cache.save(tmp_path, "o" * 64, {"train": flat}, {"report": {}}, b"")
+    assert cache.load(tmp_path, "o" * 64) is not None
+
+
+def test_meta_changed_in_place_or_rejects_changed_are_found(tmp_path, capsys):
+    flat = Examples.from_dicts([{"input_ids": [1, 2], "labels": [1, 2]}])
+    entry = cache.save(tmp_path, "r" * 64, {"train": flat}, {"report": {"samples": 1}}, b'{"x": 1}\n')
+    meta = entry / cache.META_FILE
+    meta.write_text(meta.read_text().replace('"samples": 1', '"samples": 7'))
+    assert cache.load(tmp_path, "r" * 64) is None
+    assert "meta.json does not match its checksum" in capsys.readouterr().err
+    entry = cache.save(tmp_path, "r" * 64, {"train": flat}, {"report": {"samples": 1}}, b'{"x": 1}\n')
+    (entry / cache.REJECTS_FILE).write_bytes(b'{"x": 2}\n')
+    assert cache.load(tmp_path, "r" * 64) is None
+    assert "rejects.jsonl does not match its checksum" in capsys.readouterr().err
+
+
+def test_waiting_ranks_wait_past_a_damaged_entry_until_it_is_replaced(tmp_path, capsys):
+    flat = Examples.from_dicts([{"input_ids": [1, 2, 3], "labels": [1, 2, 3]}])
+    entry = cache.save(tmp_path, "w" * 64, {"train": flat}, {}, b"")
+    flip_byte(entry / cache.ARRAYS_FILE, (entry / cache.ARRAYS_FILE).stat().st_size - 30)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(cache.wait_for(tmp_path, "w" * 64, poll=0.01)), daemon=True)
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # the damaged entry is not used
+    cache.save(tmp_path, "w" * 64, {"train": flat}, {}, b"")  # what the main process does after its own load
+    waiter.join(5)
+    assert not waiter.is_alive() and list(ExampleRows(got[0][0]["train"])) == [
+        {"input_ids": [1, 2, 3], "labels": [1, 2, 3]}
+    ]
+    assert capsys.readouterr().err.count("waiting for rank 0 to rebuild it") == 1
