@@ -12,17 +12,21 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from lmforge.config.paths import check_recipe_paths
 from lmforge.config.recipe import Recipe
 from lmforge.errors import LmforgeError
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Load and validate a recipe; overrides like `train.lr=1e-4` go through the same validation."""
+    """Load and validate a recipe; overrides like `train.lr=1e-4` go through the same validation. Its relative
+    paths are read from the current directory (paths.py says why, and checks them against the recipe's folder)."""
     path = Path(path)
     raw = _read_yaml(path)
     for item in overrides or []:
         _apply_override(raw, item)
-    return validate_recipe(raw, source=str(path))
+    recipe = validate_recipe(raw, source=str(path))
+    check_recipe_paths(recipe, path)
+    return recipe
 
 
 def validate_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:

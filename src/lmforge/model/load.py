@@ -367,7 +367,12 @@ def _check_location(key: str, where: str, files: tuple[str, ...], expected: str)
     if path.exists():
         raise LmforgeError(f"{key}: {where} is a file; expected {expected}")
     looks_local = where.startswith((".", "/", "~")) or "\\" in where or where.count("/") > 1
-    if looks_local or not _HUB_ID.match(where) or ".." in where or "--" in where:
+    if looks_local:
+        raise LmforgeError(
+            f"{key}: {where!r} does not exist (looked for {path.absolute()}: relative paths in a recipe are read "
+            f"from the current directory); expected {expected}"
+        )
+    if not _HUB_ID.match(where) or ".." in where or "--" in where:
         raise LmforgeError(
             f"{key}: {where!r} is not an existing directory nor a hub id like 'org/name'; expected {expected}"
         )

@@ -53,7 +53,8 @@ def resolve_files(raw: str, base_dir: Path | None = None) -> list[Path]:
             )
         return _one_kind(files, raw)
     if not path.exists():
-        raise LmforgeError(f"data file {raw} does not exist; check data.train / data.eval.path in the recipe")
+        looked = "" if Path(raw).expanduser().is_absolute() else f" (looked for {path.absolute()})"
+        raise LmforgeError(f"data file {raw} does not exist{looked}; check data.train / data.eval.path in the recipe")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if _is_data_file(p) and not _hidden(p, path))
         if not files:
