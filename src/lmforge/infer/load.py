@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from lmforge.data.sources import hub
 from lmforge.errors import LmforgeError
 from lmforge.infer.device import pick_device, pick_dtype
 from lmforge.model.load import TOKENIZER_FILES
@@ -54,7 +55,9 @@ def load_run(
             tokenizer_dir = folder
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(tokenizer_dir), **hub.load_options("model", str(tokenizer_dir), TOKENIZER_FILES)
+    )
     if head == "reward":
         _check_reward_head(model, folder or run_dir, tokenizer)
     return LoadedRun(model.to(where).eval(), tokenizer, _template(folder or Path(str(run_dir)), tokenizer))
@@ -91,6 +94,7 @@ def _model(source: Path | str, head: Head, options: dict) -> tuple[Any, Path | s
 
 
 def _from_hub(name: str, auto, options: dict):
+    options = {**options, **hub.load_options("model", name, (MODEL_CONFIG,))}
     try:
         return auto.from_pretrained(name, **options)
     except OSError as err:

@@ -42,6 +42,7 @@ from transformers import (
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lmforge.config.recipe import ModelSpec, QuantSpec, TuningSpec
+from lmforge.data.sources import hub
 from lmforge.errors import LmforgeError
 
 logger = logging.getLogger(__name__)
@@ -73,9 +74,9 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     """The tokenizer at `model.tokenizer` (or `model.path`), with a pad token set when it has none."""
     key, where = ("model.tokenizer", spec.tokenizer) if spec.tokenizer else ("model.path", spec.path)
     expected = "a tokenizer directory with tokenizer.json or tokenizer_config.json (set model.tokenizer if elsewhere)"
-    _check_location(key, where, TOKENIZER_FILES, expected)
+    options = _check_location(key, where, TOKENIZER_FILES, expected)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=spec.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=spec.trust_remote_code, **options)
     except Exception as err:  # transformers raises OSError, ValueError, KeyError... for a bad folder or hub id
         raise LmforgeError(
             f"{key}: could not load a tokenizer from {where!r} ({type(err).__name__}: {_first_line(err)}); "
@@ -128,8 +129,10 @@ def load_model(
     _check_attention_name(attention)
     quant = quantization_config(tuning.quant, dtype) if tuning.method == "qlora" else None
     if spec.init == "pretrained":
-        _check_location("model.path", spec.path, (MODEL_CONFIG_FILE,), "a model directory with config.json and weights")
-        build = _pretrained_builder(spec, dtype, quant)
+        options = _check_location(
+            "model.path", spec.path, (MODEL_CONFIG_FILE,), "a model directory with config.json and weights"
+        )
+        build = _pretrained_builder(spec, dtype, quant, options)
         where = spec.path
     else:
         if quant is not None:
@@ -167,6 +170,7 @@ def load_reward_model(spec: ModelSpec, tuning: TuningSpec, tokenizer: PreTrained
         )
     dtype = resolve_dtype(spec.dtype)
     extra = {"quantization_config": quantization_config(tuning.quant, dtype)} if tuning.method == "qlora" else {}
+    extra |= _check_location("model.path", spec.path, (MODEL_CONFIG_FILE,), "a model directory with config.json")
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             spec.path,
@@ -230,8 +234,10 @@ def quantization_config(quant: QuantSpec, model_dtype: torch.dtype):
     )
 
 
-def _pretrained_builder(spec: ModelSpec, dtype: torch.dtype, quant) -> Callable[[str | None], PreTrainedModel]:
-    extra: dict[str, Any] = {"quantization_config": quant} if quant is not None else {}
+def _pretrained_builder(
+    spec: ModelSpec, dtype: torch.dtype, quant, options: dict[str, Any]
+) -> Callable[[str | None], PreTrainedModel]:
+    extra: dict[str, Any] = {"quantization_config": quant, **options} if quant is not None else dict(options)
 
     def build(attn: str | None) -> PreTrainedModel:
         return AutoModelForCausalLM.from_pretrained(
@@ -267,10 +273,11 @@ def model_config(spec: ModelSpec):
         except (ValueError, TypeError) as err:
             raise LmforgeError(f"model.config: cannot build a {model_type!r} config ({_first_line(err)})") from err
     key, where = ("model.config", source) if source else ("model.path", spec.path)
+    options = {}
     if not Path(where).is_file():
-        _check_location(key, where, (MODEL_CONFIG_FILE,), "a config.json file or a directory holding one")
+        options = _check_location(key, where, (MODEL_CONFIG_FILE,), "a config.json file or a directory holding one")
     try:
-        return AutoConfig.from_pretrained(where, trust_remote_code=spec.trust_remote_code)
+        return AutoConfig.from_pretrained(where, trust_remote_code=spec.trust_remote_code, **options)
     except Exception as err:  # OSError for a missing file, ValueError for an unknown model_type, JSON errors
         raise LmforgeError(
             f"{key}: cannot read a model config from {where!r} ({type(err).__name__}: {_first_line(err)}); "
@@ -357,13 +364,14 @@ def _with_attention_fallback(build: Callable[[str | None], PreTrainedModel], req
 # ---------------------------------------------------------------- helpers
 
 
-def _check_location(key: str, where: str, files: tuple[str, ...], expected: str) -> None:
-    """A local directory must hold one of `files`; anything else must look like a hub id (org/name)."""
+def _check_location(key: str, where: str, files: tuple[str, ...], expected: str) -> dict[str, Any]:
+    """A local directory must hold one of `files`; anything else must look like a hub id (org/name), and the Hub
+    answer or the id be in the local cache (data/sources/hub.py). Returns what from_pretrained needs to load it."""
     path = Path(where).expanduser()
     if path.is_dir():
         if not any((path / name).is_file() for name in files):
             raise LmforgeError(f"{key}: {where} has none of {', '.join(files)}; expected {expected}")
-        return
+        return {}
     if path.exists():
         raise LmforgeError(f"{key}: {where} is a file; expected {expected}")
     looks_local = where.startswith((".", "/", "~")) or "\\" in where or where.count("/") > 1
@@ -376,6 +384,7 @@ def _check_location(key: str, where: str, files: tuple[str, ...], expected: str)
         raise LmforgeError(
             f"{key}: {where!r} is not an existing directory nor a hub id like 'org/name'; expected {expected}"
         )
+    return hub.load_options(key, where, files)
 
 
 def _first_line(err: BaseException) -> str:

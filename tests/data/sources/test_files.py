@@ -194,6 +194,8 @@ def test_relative_paths_default_to_the_working_directory(tmp_path, monkeypatch):
 def test_hub_dataset_goes_through_load_dataset(monkeypatch):
     import datasets
 
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no reachability check of the Hub (test_hub.py)
+
     calls = []
 
     def fake_load(name, subset, split, streaming):
@@ -208,6 +210,8 @@ def test_hub_dataset_goes_through_load_dataset(monkeypatch):
 
 def test_hub_failure_is_an_lmforge_error(monkeypatch):
     import datasets
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no reachability check of the Hub (test_hub.py)
 
     def fail(*args, **kwargs):
         raise ConnectionError("offline")

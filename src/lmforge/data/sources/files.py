@@ -24,6 +24,7 @@ from typing import Any
 
 from lmforge.config.settings import Source
 from lmforge.console import say
+from lmforge.data.sources import hub
 from lmforge.data.sources.problems import MALFORMED, NOT_UTF8, RecordProblem, kind_of
 from lmforge.errors import LmforgeError
 
@@ -292,6 +293,7 @@ def _csv_lines(f, bad: dict[int, RecordProblem]) -> Iterator[str]:
 
 def hub_rows(source: Source) -> Iterator[Row]:
     """A hub dataset's rows through datasets.load_dataset (needs network access or the datasets cache)."""
+    hub.check_dataset("data.train[].hub", source.hub)
     import datasets
 
     name = source.hub + (f"/{source.subset}" if source.subset else "") + f"[{source.split}]"
