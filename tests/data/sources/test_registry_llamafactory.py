@@ -311,6 +311,7 @@ def test_hub_entries_name_the_hub_dataset_and_read_rows_with_the_entry_columns_a
         }
     ]
     monkeypatch.setattr(datasets, "load_dataset", lambda name, subset, split, streaming: rows)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no reachability check of the Hub (test_hub.py)
     got = read_source(chat, "sft")
     assert got.records[0].messages == [Message(U, "Hi"), Message(A, "Hey")]
     assert got.unread == Counter({"prompt": 1, "prompt_id": 1})

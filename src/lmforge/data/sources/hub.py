@@ -90,8 +90,8 @@ def load_options(key: str, where: str, files: tuple[str, ...]) -> dict[str, Any]
 
 def check_dataset(key: str, hub_id: str) -> None:
     """Stop at once when a hub dataset is needed and the Hub cannot be reached (datasets has no per-call offline
-    switch: with HF_HUB_OFFLINE=1 it reads its cache)."""
-    reason = unreachable()
+    switch: with HF_HUB_OFFLINE=1 it reads its cache). A local folder given as `hub` is read without the Hub."""
+    reason = None if Path(hub_id).expanduser().exists() else unreachable()
     if reason is not None:
         raise LmforgeError(unreachable_message(key, hub_id, reason, repo_type="dataset"))
 
