@@ -41,6 +41,13 @@ def recipe_reference() -> str:
         "ignored. Any key can also be set on the command line, with the same checks: "
         "`lmforge train recipe.yaml train.lr=1e-4 data.train.0.path=other.jsonl`.",
         "",
+        "Relative paths (model.path, model.tokenizer, a model.chat_template or model.config file, data files, "
+        "data.registry, distributed.deepspeed.config, data.cache_dir, output) are read from the current directory, "
+        "where lmforge runs, not from the recipe's folder: `lmforge train examples/quickstart_sft.yaml` from the "
+        "repository root reads `runs/quickstart/...` there. A relative path that is missing there but present "
+        "beside the recipe stops the run with both places named. Paths inside a registry file are read from the "
+        "registry's folder.",
+        "",
         "A minimal complete recipe (every key not given takes the default listed below):",
         "",
         "```yaml",
