@@ -24,13 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from transformers.trainer_utils import get_last_checkpoint
-
 from lmforge import __version__
 from lmforge.config.load import dump_recipe
 from lmforge.config.recipe import Recipe
 from lmforge.errors import LmforgeError
 from lmforge.model.load import MODEL_CONFIG_FILE
+from lmforge.train import checkpoints
 
 RECIPE_FILE = "recipe.yaml"
 RUN_INFO_FILE = "run_info.json"
@@ -43,6 +42,7 @@ REJECTS_FILE = "rejects.jsonl"
 ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = MODEL_CONFIG_FILE  # the model's config.json, named where the model layer checks model.path
 ASIDE_SUFFIX = ".lmforge-old"
+LOCK_FILE = ".lmforge.lock"  # lock.py: the running run's pid; not a file of the run
 
 
 def aside_path(output: Path) -> Path:
@@ -58,12 +58,23 @@ def is_run_dir(path: Path) -> bool:
 class OutputPlan:
     """What `check_output` decided: the checkpoint to resume from, and whether an old run is to be replaced."""
 
-    def __init__(self, output: Path, checkpoint: str | None = None, replace: bool = False) -> None:
+    def __init__(
+        self,
+        output: Path,
+        checkpoint: str | None = None,
+        replace: bool = False,
+        choice: checkpoints.Choice | None = None,
+        weights_only: bool = False,
+    ) -> None:
         self.output, self.checkpoint, self.replace = output, checkpoint, replace
+        self.choice, self.weights_only = choice, weights_only
 
 
-def check_output(output: Path, *, resume: bool, overwrite: bool) -> OutputPlan:
-    """Guard the output directory without writing to it (see the module docstring)."""
+def check_output(output: Path, *, resume: bool, overwrite: bool, weights_only: bool = False) -> OutputPlan:
+    """Guard the output directory without writing to it (see the module docstring). `--resume` takes the newest
+    complete checkpoint (checkpoints.choose) once every file it needs is checked (checkpoints.verify);
+    `weights_only` (--resume-weights-only) reads only its weights."""
+    resume = resume or weights_only
     if resume and overwrite:
         raise LmforgeError("--resume and --overwrite contradict each other; pick one")
     if output.exists() and not output.is_dir():
@@ -74,16 +85,18 @@ def check_output(output: Path, *, resume: bool, overwrite: bool) -> OutputPlan:
             f"{left} holds the run that an interrupted `--overwrite` of {output} was replacing; move "
             f"it back to {output} or delete it, then run again"
         )
-    holds_files = output.is_dir() and any(output.iterdir())
+    holds_files = output.is_dir() and any(p.name != LOCK_FILE for p in output.iterdir())
     if resume:
-        checkpoint = get_last_checkpoint(str(output)) if output.is_dir() else None
-        if checkpoint is None:
+        choice = checkpoints.choose(output)
+        if choice.checkpoint is None:
+            skipped = "".join(f"; {name} skipped: {why}" for name, why in choice.skipped)
             raise LmforgeError(
-                f"--resume: no checkpoint-N directory in {output} to resume from; drop --resume to "
-                "start a new run (train.save_every sets how often checkpoints are saved)"
+                f"--resume: no complete checkpoint-N directory in {output} to resume from{skipped}; drop --resume "
+                "to start a new run (train.save_every sets how often checkpoints are saved)"
             )
+        checkpoints.verify(choice, output, weights_only=weights_only)
         _check_writable(output, output)
-        return OutputPlan(output, checkpoint=checkpoint)
+        return OutputPlan(output, checkpoint=str(choice.checkpoint), choice=choice, weights_only=weights_only)
     if holds_files and not overwrite:
         raise LmforgeError(
             f"output directory {output} already holds files; add --resume to continue from its latest "
@@ -127,6 +140,8 @@ class RunStart:
                 os.rename(output, self.aside)
             self.created = not output.exists()
             output.mkdir(parents=True, exist_ok=True)
+            if self.aside is not None:
+                _move_lock(self.aside, output)  # the lock stays with the output while the old run is aside
         except OSError as err:
             self._undo()
             raise LmforgeError(
@@ -148,13 +163,22 @@ class RunStart:
 
     def _undo(self) -> None:
         output = self.plan.output
+        if self.aside is not None and self.aside.exists():
+            _move_lock(output, self.aside)  # the lock goes back with the old run, still held
         if output.exists() and (self.created or self.aside is not None):
             shutil.rmtree(output, ignore_errors=True)
-        elif output.is_dir():  # an empty folder the user made: leave it as it was, empty
+        elif output.is_dir():  # an empty folder the user made (or the lock made): leave it as it was
             for child in output.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+                if child.name != LOCK_FILE:
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         if self.aside is not None and self.aside.exists():
             os.rename(self.aside, output)
+
+
+def _move_lock(source: Path, target: Path) -> None:
+    """Move the run lock's file (the lock is on the file itself, so it stays held as it moves)."""
+    if (source / LOCK_FILE).exists():
+        os.rename(source / LOCK_FILE, target / LOCK_FILE)
 
 
 def write_run_start(output: Path, recipe: Recipe, data_report: dict[str, Any]) -> None:
