@@ -7,7 +7,7 @@ import pytest
 from lmforge.errors import LmforgeError
 from lmforge.train import checkpoints
 
-from checkpoint_dirs import saved, write_files
+from run_dirs import saved, write_files
 
 
 def test_a_completed_checkpoint_lists_its_files_and_leaves_no_partial(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from lmforge.errors import LmforgeError
 from lmforge.train import rundir
 
-from checkpoint_dirs import saved
+from run_dirs import saved
 
 
 def a_run(folder):

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lmforge.errors import LmforgeError
-from lmforge.train.rundir import LOCK_FILE
+
+LOCK_FILE = ".lmforge.lock"  # in the output; rundir.py names it with the run's files (it is not one of them)
 
 
 class RunLock:

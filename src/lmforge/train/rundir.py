@@ -30,6 +30,7 @@ from lmforge.config.recipe import Recipe
 from lmforge.errors import LmforgeError
 from lmforge.model.load import MODEL_CONFIG_FILE
 from lmforge.train import checkpoints
+from lmforge.train.lock import LOCK_FILE  # the running run's pid (lock.py); not a file of the run
 
 RECIPE_FILE = "recipe.yaml"
 RUN_INFO_FILE = "run_info.json"
@@ -42,7 +43,6 @@ REJECTS_FILE = "rejects.jsonl"
 ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = MODEL_CONFIG_FILE  # the model's config.json, named where the model layer checks model.path
 ASIDE_SUFFIX = ".lmforge-old"
-LOCK_FILE = ".lmforge.lock"  # lock.py: the running run's pid; not a file of the run
 
 
 def aside_path(output: Path) -> Path:

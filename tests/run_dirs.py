@@ -1,8 +1,11 @@
-"""Checkpoint folders for tests: the files transformers writes, in their real formats, small."""
+"""Run folders for tests: checkpoints with the files transformers writes (real formats, small), and another
+process holding a run lock."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -27,3 +30,14 @@ def saved(output: Path, step: int) -> Path:
     partial = write_files(checkpoints.partial_path(output, step), step)
     checkpoints.complete(partial, checkpoints.final_path(output, step))
     return checkpoints.final_path(output, step)
+
+
+HOLD = "import sys, time; from pathlib import Path; from lmforge.train.lock import RunLock; "
+HOLD += "lock = RunLock(Path(sys.argv[1])); lock.acquire(); print('locked', flush=True); time.sleep(600)"
+
+
+def hold_lock(output: Path) -> subprocess.Popen:
+    """Another process holding the run lock of `output` until it is killed."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(output)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
