@@ -4,12 +4,14 @@ run leaves behind.
 A run directory is marked as lmforge's by its `run_info.json`, written when the run starts. `--overwrite`
 replaces only such a folder, and only once the new run has shown it can start:
 
-1. `check_output` looks, writes nothing: a new output must be new or empty; `--resume` needs a checkpoint;
-   `--overwrite` needs an lmforge run folder; the location must be writable.
+0. Rank 0 holds the output's run lock (lock.py) from here to the end; its file is no file of the run.
+1. `check_output` looks, writes nothing: a new output must be new or empty; `--resume` needs a complete
+   checkpoint whose files check out (checkpoints.py); `--overwrite` needs an lmforge run folder; the location
+   must be writable.
 2. The caller validates the new run (tokenizer, data) without writing into the output.
 3. `RunStart` (a context manager) moves the old run aside to `.<name>.lmforge-old` beside it, creates the
-   output and writes the run's first files. When the first optimizer step has finished (`started()`), the
-   old run is deleted. When anything fails before that, the new files are removed and the old run is moved
+   output (the lock's file moves with it) and writes the run's first files. When the first optimizer step has
+   finished (`started()`), the old run is deleted. When anything fails before that, the new files are removed and the old run is moved
    back, so a failed start neither loses the old run nor leaves files that block a plain rerun.
 """
 
@@ -91,8 +93,8 @@ def check_output(output: Path, *, resume: bool, overwrite: bool, weights_only: b
         if choice.checkpoint is None:
             skipped = "".join(f"; {name} skipped: {why}" for name, why in choice.skipped)
             raise LmforgeError(
-                f"--resume: no complete checkpoint-N directory in {output} to resume from{skipped}; drop --resume "
-                "to start a new run (train.save_every sets how often checkpoints are saved)"
+                f"--resume: no checkpoint in {output} to resume from (no complete checkpoint-N folder{skipped}); "
+                "drop --resume to start a new run (train.save_every sets how often checkpoints are saved)"
             )
         checkpoints.verify(choice, output, weights_only=weights_only)
         _check_writable(output, output)
