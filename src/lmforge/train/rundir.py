@@ -11,8 +11,9 @@ replaces only such a folder, and only once the new run has shown it can start:
 2. The caller validates the new run (tokenizer, data) without writing into the output.
 3. `RunStart` (a context manager) moves the old run aside to `.<name>.lmforge-old` beside it, creates the
    output (the lock's file moves with it) and writes the run's first files. When the first optimizer step has
-   finished (`started()`), the old run is deleted. When anything fails before that, the new files are removed and the old run is moved
-   back, so a failed start neither loses the old run nor leaves files that block a plain rerun.
+   finished (`started()`), the old run is deleted. When anything fails before that, the new files are removed
+   and the old run is moved back, so a failed start neither loses the old run nor leaves files that block a
+   plain rerun.
 """
 
 from __future__ import annotations
