@@ -76,5 +76,6 @@ def test_retention_keeps_the_newest_complete_ones_and_never_an_unmarked_one(tmp_
     removed = checkpoints.rotate(tmp_path, keep=2)
     assert [p.name for p in removed] == ["checkpoint-2", "checkpoint-4"]
     assert [p.name for p in checkpoints.checkpoint_dirs(tmp_path)] == ["checkpoint-1", "checkpoint-6", "checkpoint-8"]
+    assert not list(tmp_path.glob(".checkpoint-*.deleting"))
     assert legacy.exists() and checkpoints.rotate(tmp_path, keep=1) == [tmp_path / "checkpoint-6"]
     assert checkpoints.newest_complete(tmp_path) == tmp_path / "checkpoint-8"

@@ -29,6 +29,7 @@ from lmforge.train import checkpoint_files
 MARKER = "lmforge-complete.json"
 PREFIX = "checkpoint-"
 PARTIAL = re.compile(r"^\.checkpoint-(\d+)\.partial$")
+DELETING = ".deleting"  # a checkpoint retention is removing: renamed first, so a kill never leaves half of one
 FINAL = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -69,7 +70,9 @@ def partial_dirs(output: Path) -> list[Path]:
 
 
 def remove_partials(output: Path) -> list[str]:
-    """Remove what unfinished saves left behind; their names, for the one line that says so."""
+    """Remove what unfinished saves (and deletions) left behind; the saves' names, for the line that says so."""
+    for path in output.glob(f".{PREFIX}*{DELETING}"):
+        shutil.rmtree(path, ignore_errors=True)
     names = []
     for path in partial_dirs(output):
         shutil.rmtree(path, ignore_errors=True)
@@ -121,7 +124,9 @@ def rotate(output: Path, keep: int | None) -> list[Path]:
         return []
     doomed = complete_ones[: len(complete_ones) - max(keep, 1)]
     for path in doomed:
-        shutil.rmtree(path, ignore_errors=True)
+        going = path.with_name(f".{path.name}{DELETING}")
+        os.rename(path, going)
+        shutil.rmtree(going, ignore_errors=True)
     return doomed
 
 
