@@ -141,6 +141,13 @@ def _say_choice(plan: rundir.OutputPlan) -> None:
 
 def _load_weights_only(trainer, plan: rundir.OutputPlan) -> None:
     """--resume-weights-only: the checkpoint's weights, then a new optimizer, schedule and data order."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        raise LmforgeError(
+            "--resume-weights-only cannot load weights into a model DeepSpeed ZeRO-3 has already partitioned; "
+            "set model.path to the checkpoint folder and start a new run with --overwrite or another output"
+        )
     trainer._load_from_checkpoint(plan.checkpoint)
     trainer.earlier_checkpoints = checkpoints.checkpoint_dirs(plan.output)
     say(
