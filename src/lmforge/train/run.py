@@ -146,7 +146,7 @@ def _load_weights_only(trainer, plan: rundir.OutputPlan) -> None:
     if is_deepspeed_zero3_enabled():
         raise LmforgeError(
             "--resume-weights-only cannot load weights into a model DeepSpeed ZeRO-3 has already partitioned; "
-            "set model.path to the checkpoint folder and start a new run with --overwrite or another output"
+            "copy the checkpoint folder out of the output, set model.path to the copy and start a new run"
         )
     trainer._load_from_checkpoint(plan.checkpoint)
     trainer.earlier_checkpoints = checkpoints.checkpoint_dirs(plan.output)
