@@ -45,6 +45,7 @@ def complete_steps(run: Path) -> list[int]:
     return [checkpoints.step_of(p) for p in checkpoints.checkpoint_dirs(run) if checkpoints.is_complete(p)]
 
 
+@pytest.mark.slow  # the lock between processes is in the default run: tests/train/test_lock.py
 def test_a_second_run_on_a_locked_output_exits_2_naming_the_pid_and_changes_nothing(tmp_path, tiny_model_dir):
     path = recipe(tmp_path, tiny_model_dir, "pt", write_text(tmp_path / "text.jsonl"), max_steps=1)
     run = tmp_path / "run-pt"
