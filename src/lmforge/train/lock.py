@@ -37,6 +37,10 @@ class RunLock:
         self.release()
 
     def acquire(self) -> None:
+        if self.output.exists() and not self.output.is_dir():
+            raise LmforgeError(
+                f"output {self.output} is a file, not a directory; set output to a directory for the run"
+            )
         try:
             self.created_output = not self.output.exists()
             self.output.mkdir(parents=True, exist_ok=True)
