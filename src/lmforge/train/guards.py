@@ -133,7 +133,9 @@ class RunGuards:
             shutil.rmtree(staging, ignore_errors=True)
         what = f"{error.__class__.__name__}: {error}" if error is not None else "another rank could not write its files"
         newest = checkpoints.newest_complete(final.parent)
-        then = f"continue from {newest.name} with `lmforge train RECIPE --resume`" if newest else "start the run again"
+        then = "start the run again with --overwrite"
+        if newest is not None:
+            then = f"continue from {newest.name} with `lmforge train RECIPE --resume`"
         return LmforgeError(
             f"cannot save checkpoint {final.name} of step {self.state.global_step} in {final.parent} ({what}); "
             f"nothing of it was kept, so no half-written checkpoint looks complete. Free disk space or make "
