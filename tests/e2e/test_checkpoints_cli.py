@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from lmforge.errors import EXIT_USER_ERROR
 from lmforge.train import checkpoints
@@ -214,3 +214,19 @@ def test_killing_saves_midway_always_leaves_a_checkpoint_to_resume_from(tmp_path
         assert len(complete_steps(run)) <= 2 and complete_steps(run)[-1] == 6  # train.keep, never the newest
     print(f"kill during save: {trials} trials, {caught} killed with a partial save on disk, {usable} resumed")
     assert usable == trials and caught >= trials // 2
+
+
+@pytest.mark.slow
+def test_a_nan_at_the_first_step_of_an_overwrite_leaves_the_old_run_as_it_was(pt_run, tiny_model_dir):
+    path, run = pt_run
+    broken = path.parent / "inf-model"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = load_file(str(broken / "model.safetensors"))
+    norm = next(k for k in weights if "norm" in k)
+    weights[norm] = torch.full_like(weights[norm], float("inf"))  # every forward pass gives a NaN loss
+    save_file(weights, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    before = digest(run)
+    out = lmforge("train", str(path), "--overwrite", f"model.path={broken}", cwd=path.parent)
+    assert out.returncode == EXIT_USER_ERROR and "Traceback" not in out.stderr, out.stderr
+    assert "became NaN/inf at step 1" in out.stderr and "left as it was before the run" in out.stderr
+    assert digest(run) == before and not (path.parent / ".run-pt.lmforge-old").exists()

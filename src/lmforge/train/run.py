@@ -81,7 +81,8 @@ def _train(recipe: Recipe, output: Path, *, resume: bool, overwrite: bool, weigh
             _write_start(run, recipe, data)
         ranks.barrier()  # the output exists with its start files before any rank trains into it
         set_seed(recipe.train.seed)  # weights made here (from_config, LoRA, heads) are the same in every run
-        trainer = make_trainer(recipe, tokenizer, data, on_first_step=run.started if run else None)
+        first_step = (lambda: _first_step_done(trainer, run)) if run else None  # called during trainer.train
+        trainer = make_trainer(recipe, tokenizer, data, on_first_step=first_step)
         model = trainer.model
         _check_trainable_attention(model)
         say(f"lmforge: {describe_trainable(model)}; attention: {attention_of(model)}")
@@ -89,7 +90,7 @@ def _train(recipe: Recipe, output: Path, *, resume: bool, overwrite: bool, weigh
         if plan.weights_only:
             _load_weights_only(trainer, plan)
         result = trainer.train(resume_from_checkpoint=None if plan.weights_only else plan.checkpoint)
-    _stop_if_nan(trainer, output)
+        _stop_if_nan(trainer, output)  # in the start: a run whose very first step is NaN undoes its start
     _stop_if_asked(trainer, output)
     _say_skipped(trainer)
 
@@ -124,6 +125,13 @@ def _write_start(run: rundir.RunStart, recipe: Recipe, data) -> None:
         say(f"lmforge: removed {', '.join(removed)}, left by a save that did not finish")
     if not run.plan.weights_only:
         say(f"lmforge: resuming from {run.plan.checkpoint}")
+
+
+def _first_step_done(trainer: LmforgeTrainer | PreferenceTrainer, run: rundir.RunStart) -> None:
+    """The first optimizer step has finished: the run has started (RunStart.started), unless the NaN guard
+    stopped that very step, which is no work to replace an old run with."""
+    if trainer.nan_watch.tripped_at is None:
+        run.started()
 
 
 def _say_choice(plan: rundir.OutputPlan) -> None:
@@ -296,6 +304,8 @@ def _stop_if_nan(trainer: LmforgeTrainer | PreferenceTrainer, output: Path) -> N
         return
     good = checkpoints.newest_complete(output)
     kept = f"the newest checkpoint, {good}, is from before it" if good else "no checkpoint was saved before it"
+    if step == 1 and good is None:  # the very first step: RunStart undoes the start
+        kept = "it was the run's first step, so the output is left as it was before the run"
     raise LmforgeError(
         f"the training loss or gradient norm became NaN/inf at step {step}; the run stopped there: {kept}, "
         f"nothing after it was saved and no final model was written. Lower train.lr, check the data with "
