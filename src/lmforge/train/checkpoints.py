@@ -123,11 +123,16 @@ def rotate(output: Path, keep: int | None) -> list[Path]:
     if not keep or len(complete_ones) <= keep:
         return []
     doomed = complete_ones[: len(complete_ones) - max(keep, 1)]
+    removed = []
     for path in doomed:
         going = path.with_name(f".{path.name}{DELETING}")
-        os.rename(path, going)
+        try:
+            os.rename(path, going)
+        except OSError:  # kept this time; the next save tries again
+            continue
         shutil.rmtree(going, ignore_errors=True)
-    return doomed
+        removed.append(path)
+    return removed
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,27 +63,24 @@ class RunGuards:
         output = Path(self.args.output_dir)
         step = self.state.global_step
         staging, final = checkpoints.partial_path(output, step), checkpoints.final_path(output, step)
-        error: BaseException | None = None
-        try:
-            if self.args.should_save:
-                shutil.rmtree(staging, ignore_errors=True)
-                staging.mkdir(parents=True)
-            ranks.barrier()
-            self._write_checkpoint(model, staging, final)
-        except WRITE_ERRORS as err:
-            error = err
+        main = self.args.should_save
+        # Each stage ends in a vote (ranks.all_ok) instead of a barrier, so a rank that cannot write (full disk,
+        # read-only folder) stops every rank with the message instead of leaving the others waiting.
+        error = _attempt(lambda: _fresh_folder(staging)) if main else None
+        if ranks.all_ok(error is None):
+            error = _attempt(lambda: self._write_checkpoint(model, staging, final))
+            if ranks.all_ok(error is None) and main:
+                error = _attempt(lambda: self._complete(staging, final))
         if not ranks.all_ok(error is None):
             raise self._save_failed(staging, final, error)
-        if self.args.should_save:
-            try:
-                self._move_earlier_checkpoints(output)
-                checkpoints.complete(staging, final)
-            except OSError as err:
-                raise self._save_failed(staging, final, err) from None
+        if main:
             checkpoints.rotate(output, self.args.save_total_limit)
-        ranks.barrier()
         if self.args.push_to_hub:
             self._push_from_checkpoint(str(final))
+
+    def _complete(self, staging: Path, final: Path) -> None:
+        self._move_earlier_checkpoints(final.parent)
+        checkpoints.complete(staging, final)
 
     def _write_checkpoint(self, model: torch.nn.Module, staging: Path, final: Path) -> None:
         """The files of Trainer._save_checkpoint (model, optimizer, scheduler, scaler, RNG, trainer state)."""
@@ -141,3 +139,17 @@ class RunGuards:
             f"nothing of it was kept, so no half-written checkpoint looks complete. Free disk space or make "
             f"{final.parent} writable, then {then}"
         )
+
+
+def _attempt(write: Callable[[], None]) -> BaseException | None:
+    """Run a step of a save; the error that stopped it (a failed write), or None."""
+    try:
+        write()
+    except WRITE_ERRORS as err:
+        return err
+    return None
+
+
+def _fresh_folder(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
