@@ -158,7 +158,7 @@ def choose(output: Path) -> Choice:
     """The newest complete checkpoint in `output` (module docstring), with the newer ones skipped and why."""
     choice = Choice(checkpoint=None)
     for path in partial_dirs(output):
-        choice.skipped.append((path.name, "a save that did not finish (no completion marker); it is removed"))
+        choice.skipped.append((path.name, "a save that did not finish (no completion marker)"))
     for path in reversed(checkpoint_dirs(output)):
         if is_complete(path):
             choice.checkpoint = path
