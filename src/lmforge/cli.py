@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     guard = train.add_mutually_exclusive_group()
     guard.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output")
     guard.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    guard.add_argument(
+        "--resume-weights-only",
+        action="store_true",
+        help="load the weights of the latest complete checkpoint in the output and restart the optimizer, "
+        "learning-rate schedule and data order from step 0 (when its optimizer or scheduler state is missing)",
+    )
     train.add_argument(
         "--nproc",
         type=int,
@@ -344,7 +350,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
             load_recipe(args.recipe, args.overrides)  # a bad recipe stops here, before N processes start
             return launch(args.nproc, _train_args(args))
-        run_training(load_recipe(args.recipe, args.overrides), resume=args.resume, overwrite=args.overwrite)
+        run_training(
+            load_recipe(args.recipe, args.overrides),
+            resume=args.resume,
+            overwrite=args.overwrite,
+            weights_only=args.resume_weights_only,
+        )
     elif args.command == "data":
         return _dispatch_data(args)
     elif args.command == "plan":
@@ -443,6 +454,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _train_args(args: argparse.Namespace) -> list[str]:
     """The `lmforge train` arguments again, without --nproc: what each launched process runs."""
     flags = ["--resume"] * args.resume + ["--overwrite"] * args.overwrite
+    flags += ["--resume-weights-only"] * args.resume_weights_only
     return [str(args.recipe), *args.overrides, *flags]
 
 

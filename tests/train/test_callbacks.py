@@ -1,13 +1,12 @@
 """lmforge's Trainer callbacks driven as the Trainer drives them, without a model."""
 
-import math
 import os
 import signal
 from types import SimpleNamespace
 
 from transformers import TrainerControl
 
-from lmforge.train.callbacks import NanGuard, OnFirstStep, SaveOnSigterm
+from lmforge.train.callbacks import OnFirstStep, SaveOnSigterm
 
 
 def state(step: int = 0) -> SimpleNamespace:
@@ -28,17 +27,6 @@ def test_sigterm_finishes_the_step_then_saves_and_stops():
     finally:
         guard.on_train_end(args, state(2), control)
     assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
-
-
-def test_nan_guard_stops_at_the_first_non_finite_loss():
-    guard, control = NanGuard(), TrainerControl()
-    guard.on_log(SimpleNamespace(), state(1), control, logs={"loss": 2.5})
-    guard.on_log(SimpleNamespace(), state(2), control, logs={"eval_loss": math.nan})  # only the training loss counts
-    assert guard.tripped_at is None and not control.should_training_stop
-    guard.on_log(SimpleNamespace(), state(3), control, logs={"loss": math.inf})
-    assert guard.tripped_at == 3 and control.should_training_stop
-    guard.on_log(SimpleNamespace(), state(4), control, logs={"loss": math.nan})
-    assert guard.tripped_at == 3  # where it went wrong first
 
 
 def test_on_first_step_acts_once():

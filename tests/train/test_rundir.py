@@ -7,6 +7,8 @@ import pytest
 from lmforge.errors import LmforgeError
 from lmforge.train import rundir
 
+from run_dirs import saved
+
 
 def a_run(folder):
     folder.mkdir(parents=True)
@@ -36,10 +38,19 @@ def test_overwrite_refuses_a_folder_lmforge_did_not_make(tmp_path):
 
 def test_resume_needs_a_checkpoint(tmp_path):
     run = a_run(tmp_path / "run")
-    with pytest.raises(LmforgeError, match="no checkpoint-N directory"):
+    with pytest.raises(LmforgeError, match="no checkpoint in .* to resume from"):
         rundir.check_output(run, resume=True, overwrite=False)
-    (run / "checkpoint-2").mkdir()
+    (run / "checkpoint-3").mkdir()  # an empty folder is no checkpoint: skipped, with why
+    with pytest.raises(LmforgeError, match="checkpoint-3 skipped: no completion marker and trainer_state.json is"):
+        rundir.check_output(run, resume=True, overwrite=False)
+    saved(run, 2)
     assert rundir.check_output(run, resume=True, overwrite=False).checkpoint == str(run / "checkpoint-2")
+
+
+def test_the_lock_file_is_not_a_file_of_the_run(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / rundir.LOCK_FILE).write_text("{}")
+    assert not rundir.check_output(tmp_path / "out", resume=False, overwrite=False).replace
 
 
 def test_a_failed_start_puts_the_old_run_back(tmp_path):

@@ -225,7 +225,14 @@ class TrainSpec(Section):
     weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay of the AdamW optimizer; 0 = none")
     max_grad_norm: float = Field(1.0, ge=0, description="clip the gradients' global norm to this; 0 = no clipping")
     save_every: int = Field(500, gt=0, description="save a checkpoint (<output>/checkpoint-N) every N optimizer steps")
-    keep: int = Field(3, gt=0, description="checkpoints kept; older ones are deleted")
+    keep: int = Field(
+        3, gt=0, description="complete checkpoints kept; older ones are deleted (never the newest complete one)"
+    )
+    on_nan: Literal["stop", "skip"] = Field(
+        "stop",
+        description="a step whose loss or gradient norm is NaN/inf: stop the run there (nothing after it is saved) "
+        "or skip its update and go on (the skipped steps are counted at the end)",
+    )
     eval_every: int | None = Field(
         None, gt=0, description="with data.eval: evaluate every N optimizer steps (default: save_every)"
     )

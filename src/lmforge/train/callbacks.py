@@ -1,8 +1,8 @@
-"""Callbacks lmforge adds to the Trainer: readable progress, a save on SIGTERM, a NaN guard, the first step."""
+"""Callbacks lmforge adds to the Trainer: readable progress, a save on SIGTERM, the first step. (The NaN guard
+is in the trainers themselves, nan_guard.py: a callback sees only the logs, where a NaN loss is filtered out.)"""
 
 from __future__ import annotations
 
-import math
 import signal
 import time
 from collections.abc import Callable
@@ -70,21 +70,6 @@ class SaveOnSigterm(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
-
-
-class NanGuard(TrainerCallback):
-    """Stop when the training loss turns NaN/inf instead of burning compute on a dead run."""
-
-    def __init__(self) -> None:
-        self.tripped_at: int | None = None
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
-            if self.tripped_at is None:
-                self.tripped_at = state.global_step
-            control.should_training_stop = True
-        return control
 
 
 class OnFirstStep(TrainerCallback):

@@ -43,6 +43,7 @@ from lmforge.errors import LmforgeError
 from lmforge.model.adapters import SEQ_CLS, apply_tuning
 from lmforge.model.load import REWARD_HEAD, load_model, load_reward_model
 from lmforge.train import ranks
+from lmforge.train.guards import RunGuards
 from lmforge.train.metrics import MetricLog, TokenCounter, split_of
 from lmforge.train.preference_losses import (
     chosen_nll,
@@ -109,7 +110,7 @@ def _floats(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, torc
     return {k: torch.tensor([r[k] for r in rows], dtype=torch.float32) for k in keys if k in rows[0]}
 
 
-class PreferenceTrainer(Trainer):
+class PreferenceTrainer(RunGuards, Trainer):
     """rm, dpo, simpo, orpo (pairs) and kto (examples): the stage's loss, the reference handling the module
     docstring gives, trained tokens (metrics.TokenCounter) and each batch's metrics averaged over the log
     interval (metrics.MetricLog)."""
@@ -309,4 +310,5 @@ def make_preference_trainer(recipe: Recipe, tokenizer: Tokenizer, data, args, ca
         spec=spec,
         reference=reference,
         ref_model=ref_model,
+        on_nan=recipe.train.on_nan,
     )

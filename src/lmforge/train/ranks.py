@@ -89,3 +89,14 @@ def sum_across(value: int) -> int:
     total = torch.tensor([value], dtype=torch.int64, device=PartialState().device)
     torch.distributed.all_reduce(total)
     return int(total.item())
+
+
+def any_across(flag: bool) -> bool:
+    """Whether `flag` is true on any rank; every rank must call it at the same point."""
+    return sum_across(int(flag)) > 0
+
+
+def all_ok(ok: bool) -> bool:
+    """Whether `ok` is true on every rank (a rank that failed to write tells the others instead of leaving them at
+    a barrier); every rank must call it at the same point."""
+    return sum_across(int(not ok)) == 0

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +17,10 @@ from lmforge.data.build.pipeline import build_examples
 from lmforge.errors import LmforgeError, RunStopped
 from lmforge.model.adapters import apply_tuning, describe_trainable, parameter_counts
 from lmforge.model.load import load_model, load_tokenizer, resolve_dtype, run_template
-from lmforge.train import ranks, rundir
-from lmforge.train.callbacks import NanGuard, OnFirstStep, ProgressPrinter, SaveOnSigterm
+from lmforge.train import checkpoints, ranks, rundir
+from lmforge.train.callbacks import OnFirstStep, ProgressPrinter, SaveOnSigterm
 from lmforge.train.collate import Collator
+from lmforge.train.lock import RunLock
 from lmforge.train.plot import write_loss_plot
 from lmforge.train.preference import PreferenceTrainer, make_preference_trainer
 from lmforge.train.profile import StepProfiler
@@ -29,17 +31,42 @@ if TYPE_CHECKING:
     from lmforge.data.tokenizer import Tokenizer
 
 
-def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> Path:
+def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, weights_only: bool = False) -> Path:
     """Train as the recipe says and return the output directory holding the final model or adapter.
 
-    Nothing is written to the output until the tokenizer and the data are ready; from then on a failure before
-    the first optimizer step undoes the start (rundir.RunStart). A run stopped by SIGTERM keeps its checkpoint,
-    writes nothing that claims a finished run and raises RunStopped.
+    Rank 0 holds the output's run lock (lock.py) from before it looks at the output to the end. Nothing is
+    written to the output until the tokenizer and the data are ready; from then on a failure before the first
+    optimizer step undoes the start (rundir.RunStart). A run stopped by SIGTERM keeps its checkpoint, writes
+    nothing that claims a finished run and raises RunStopped. `weights_only` (--resume-weights-only) loads the
+    newest checkpoint's weights and starts the optimizer, schedule and data order from step 0.
     """
     recipe = resolve_local_paths(recipe)
     output = Path(recipe.output)
     ranks.start()  # several processes (torchrun): rank 0 writes the run directory, see ranks.py
-    plan = rundir.check_output(output, resume=resume, overwrite=overwrite)
+    with _run_lock(output):
+        return _train(recipe, output, resume=resume, overwrite=overwrite, weights_only=weights_only)
+
+
+@contextmanager
+def _run_lock(output: Path) -> Iterator[None]:
+    """Rank 0 takes the output's lock; every rank learns whether it did, so none waits for a rank that stopped."""
+    lock, error = RunLock(output), None
+    if ranks.is_main():
+        try:
+            lock.acquire()
+        except LmforgeError as err:
+            error = err
+    if not ranks.all_ok(error is None):
+        raise error or LmforgeError(f"rank 0 could not take the run lock of {output}; see its message")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _train(recipe: Recipe, output: Path, *, resume: bool, overwrite: bool, weights_only: bool) -> Path:
+    plan = rundir.check_output(output, resume=resume, overwrite=overwrite, weights_only=weights_only)
+    _say_choice(plan)
     ranks.barrier()  # every rank has looked at the output before rank 0 changes it
     say(f"lmforge: {recipe.stage} run, {recipe.tuning.method} tuning of {recipe.model.path} -> {output}")
 
@@ -54,17 +81,23 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
             _write_start(run, recipe, data)
         ranks.barrier()  # the output exists with its start files before any rank trains into it
         set_seed(recipe.train.seed)  # weights made here (from_config, LoRA, heads) are the same in every run
-        trainer = make_trainer(recipe, tokenizer, data, on_first_step=run.started if run else None)
+        first_step = (lambda: _first_step_done(trainer, run)) if run else None  # called during trainer.train
+        trainer = make_trainer(recipe, tokenizer, data, on_first_step=first_step)
         model = trainer.model
         _check_trainable_attention(model)
         say(f"lmforge: {describe_trainable(model)}; attention: {attention_of(model)}")
         trainer.remove_callback(printer_class())
-        result = trainer.train(resume_from_checkpoint=plan.checkpoint)
-    _stop_if_nan(trainer)
+        if plan.weights_only:
+            _load_weights_only(trainer, plan)
+        result = trainer.train(resume_from_checkpoint=None if plan.weights_only else plan.checkpoint)
+        _stop_if_nan(trainer, output)  # in the start: a run whose very first step is NaN undoes its start
     _stop_if_asked(trainer, output)
+    _say_skipped(trainer)
 
     metrics = {k: v for k, v in result.metrics.items() if not k.endswith("_flos")}
     metrics["trained_tokens"] = ranks.sum_across(trainer.tokens.trained)
+    if trainer.nan_watch.skipped:
+        metrics["nan_skipped_steps"] = len(trainer.nan_watch.skipped)
     if torch.cuda.is_available():
         metrics["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     if data.eval is not None:
@@ -86,8 +119,49 @@ def _write_start(run: rundir.RunStart, recipe: Recipe, data) -> None:
         )
     if run.plan.checkpoint is None:
         rundir.write_run_start(output, recipe, _report_dict(data.report))
-    else:
+        return
+    removed = checkpoints.remove_partials(output)
+    if removed:
+        say(f"lmforge: removed {', '.join(removed)}, left by a save that did not finish")
+    if not run.plan.weights_only:
         say(f"lmforge: resuming from {run.plan.checkpoint}")
+
+
+def _first_step_done(trainer: LmforgeTrainer | PreferenceTrainer, run: rundir.RunStart) -> None:
+    """The first optimizer step has finished: the run has started (RunStart.started), unless the NaN guard
+    stopped that very step, which is no work to replace an old run with."""
+    if trainer.nan_watch.tripped_at is None:
+        run.started()
+
+
+def _say_choice(plan: rundir.OutputPlan) -> None:
+    """One line for each newer checkpoint `--resume` passes over, and one for a checkpoint without a marker."""
+    if plan.choice is None:
+        return
+    for name, why in plan.choice.skipped:
+        say(f"lmforge: --resume: skipping {name}: {why}")
+    if plan.choice.unmarked:
+        say(
+            f"lmforge: --resume: {plan.checkpoint} has no completion marker (written by an older lmforge); "
+            "every file a resume reads is there and reads, so it is used"
+        )
+
+
+def _load_weights_only(trainer, plan: rundir.OutputPlan) -> None:
+    """--resume-weights-only: the checkpoint's weights, then a new optimizer, schedule and data order."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        raise LmforgeError(
+            "--resume-weights-only cannot load weights into a model DeepSpeed ZeRO-3 has already partitioned; "
+            "copy the checkpoint folder out of the output, set model.path to the copy and start a new run"
+        )
+    trainer._load_from_checkpoint(plan.checkpoint)
+    trainer.earlier_checkpoints = checkpoints.checkpoint_dirs(plan.output)
+    say(
+        f"lmforge: --resume-weights-only: loaded the weights of {plan.checkpoint}; the optimizer, learning-rate "
+        "schedule and data order start again from step 0"
+    )
 
 
 def make_trainer(
@@ -96,7 +170,7 @@ def make_trainer(
     """The model and trainer of the recipe's stage family: pt/sft here, rm and the rest in preference.py."""
     args = training_arguments(recipe, has_eval=data.eval is not None)
     start_deepspeed(recipe)
-    callbacks = [ProgressPrinter(), SaveOnSigterm(), NanGuard(), *extra_callbacks]
+    callbacks = [ProgressPrinter(), SaveOnSigterm(), *extra_callbacks]
     if on_first_step is not None:
         callbacks.append(OnFirstStep(on_first_step))
     if recipe.train.profile_steps:
@@ -114,6 +188,7 @@ def make_trainer(
         processing_class=tokenizer,
         callbacks=callbacks,
         loss_chunk=recipe.train.loss_chunk,
+        on_nan=recipe.train.on_nan,
     )
 
 
@@ -222,13 +297,31 @@ def _save_final(trainer, output: Path, recipe: Recipe, template, metrics, params
     write_loss_plot(output / rundir.PLOT_FILE, trainer.state.log_history)
 
 
-def _stop_if_nan(trainer: LmforgeTrainer | PreferenceTrainer) -> None:
-    for cb in trainer.callback_handler.callbacks:
-        if isinstance(cb, NanGuard) and cb.tripped_at is not None:
-            raise LmforgeError(
-                f"training loss became NaN/inf at step {cb.tripped_at}; lower train.lr, check the data with "
-                f"`lmforge data inspect`, or use dtype fp32/bf16 instead of fp16"
-            )
+def _stop_if_nan(trainer: LmforgeTrainer | PreferenceTrainer, output: Path) -> None:
+    """A run stopped by the NaN guard (nan_guard.py): which step, what survives, what to try."""
+    step = trainer.nan_watch.tripped_at
+    if step is None:
+        return
+    good = checkpoints.newest_complete(output)
+    kept = f"the newest checkpoint, {good}, is from before it" if good else "no checkpoint was saved before it"
+    if step == 1 and good is None:  # the very first step: RunStart undoes the start
+        kept = "it was the run's first step, so the output is left as it was before the run"
+    raise LmforgeError(
+        f"the training loss or gradient norm became NaN/inf at step {step}; the run stopped there: {kept}, "
+        f"nothing after it was saved and no final model was written. Lower train.lr, check the data with "
+        f"`lmforge data inspect`, use dtype bf16 or fp32 instead of fp16, or set train.on_nan: skip to skip "
+        f"such steps"
+    )
+
+
+def _say_skipped(trainer: LmforgeTrainer | PreferenceTrainer) -> None:
+    skipped = trainer.nan_watch.skipped
+    if skipped:
+        steps = ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else "")
+        say(
+            f"lmforge: train.on_nan: skip: {len(skipped)} of {trainer.state.global_step} optimizer steps had a "
+            f"NaN/inf loss or gradient norm and changed nothing (steps {steps})"
+        )
 
 
 def _stop_if_asked(trainer: LmforgeTrainer | PreferenceTrainer, output: Path) -> None:

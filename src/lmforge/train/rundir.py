@@ -4,13 +4,16 @@ run leaves behind.
 A run directory is marked as lmforge's by its `run_info.json`, written when the run starts. `--overwrite`
 replaces only such a folder, and only once the new run has shown it can start:
 
-1. `check_output` looks, writes nothing: a new output must be new or empty; `--resume` needs a checkpoint;
-   `--overwrite` needs an lmforge run folder; the location must be writable.
+0. Rank 0 holds the output's run lock (lock.py) from here to the end; its file is no file of the run.
+1. `check_output` looks, writes nothing: a new output must be new or empty; `--resume` needs a complete
+   checkpoint whose files check out (checkpoints.py); `--overwrite` needs an lmforge run folder; the location
+   must be writable.
 2. The caller validates the new run (tokenizer, data) without writing into the output.
 3. `RunStart` (a context manager) moves the old run aside to `.<name>.lmforge-old` beside it, creates the
-   output and writes the run's first files. When the first optimizer step has finished (`started()`), the
-   old run is deleted. When anything fails before that, the new files are removed and the old run is moved
-   back, so a failed start neither loses the old run nor leaves files that block a plain rerun.
+   output (the lock's file moves with it) and writes the run's first files. When the first optimizer step has
+   finished (`started()`), the old run is deleted. When anything fails before that, the new files are removed
+   and the old run is moved back, so a failed start neither loses the old run nor leaves files that block a
+   plain rerun.
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from transformers.trainer_utils import get_last_checkpoint
-
 from lmforge import __version__
 from lmforge.config.load import dump_recipe
 from lmforge.config.recipe import Recipe
 from lmforge.errors import LmforgeError
 from lmforge.model.load import MODEL_CONFIG_FILE
+from lmforge.train import checkpoints
+from lmforge.train.lock import LOCK_FILE  # the running run's pid (lock.py); not a file of the run
 
 RECIPE_FILE = "recipe.yaml"
 RUN_INFO_FILE = "run_info.json"
@@ -58,12 +61,23 @@ def is_run_dir(path: Path) -> bool:
 class OutputPlan:
     """What `check_output` decided: the checkpoint to resume from, and whether an old run is to be replaced."""
 
-    def __init__(self, output: Path, checkpoint: str | None = None, replace: bool = False) -> None:
+    def __init__(
+        self,
+        output: Path,
+        checkpoint: str | None = None,
+        replace: bool = False,
+        choice: checkpoints.Choice | None = None,
+        weights_only: bool = False,
+    ) -> None:
         self.output, self.checkpoint, self.replace = output, checkpoint, replace
+        self.choice, self.weights_only = choice, weights_only
 
 
-def check_output(output: Path, *, resume: bool, overwrite: bool) -> OutputPlan:
-    """Guard the output directory without writing to it (see the module docstring)."""
+def check_output(output: Path, *, resume: bool, overwrite: bool, weights_only: bool = False) -> OutputPlan:
+    """Guard the output directory without writing to it (see the module docstring). `--resume` takes the newest
+    complete checkpoint (checkpoints.choose) once every file it needs is checked (checkpoints.verify);
+    `weights_only` (--resume-weights-only) reads only its weights."""
+    resume = resume or weights_only
     if resume and overwrite:
         raise LmforgeError("--resume and --overwrite contradict each other; pick one")
     if output.exists() and not output.is_dir():
@@ -74,16 +88,18 @@ def check_output(output: Path, *, resume: bool, overwrite: bool) -> OutputPlan:
             f"{left} holds the run that an interrupted `--overwrite` of {output} was replacing; move "
             f"it back to {output} or delete it, then run again"
         )
-    holds_files = output.is_dir() and any(output.iterdir())
+    holds_files = output.is_dir() and any(p.name != LOCK_FILE for p in output.iterdir())
     if resume:
-        checkpoint = get_last_checkpoint(str(output)) if output.is_dir() else None
-        if checkpoint is None:
+        choice = checkpoints.choose(output)
+        if choice.checkpoint is None:
+            skipped = "".join(f"; {name} skipped: {why}" for name, why in choice.skipped)
             raise LmforgeError(
-                f"--resume: no checkpoint-N directory in {output} to resume from; drop --resume to "
-                "start a new run (train.save_every sets how often checkpoints are saved)"
+                f"--resume: no checkpoint in {output} to resume from (no complete checkpoint-N folder{skipped}); "
+                "drop --resume to start a new run (train.save_every sets how often checkpoints are saved)"
             )
+        checkpoints.verify(choice, output, weights_only=weights_only)
         _check_writable(output, output)
-        return OutputPlan(output, checkpoint=checkpoint)
+        return OutputPlan(output, checkpoint=str(choice.checkpoint), choice=choice, weights_only=weights_only)
     if holds_files and not overwrite:
         raise LmforgeError(
             f"output directory {output} already holds files; add --resume to continue from its latest "
@@ -127,6 +143,8 @@ class RunStart:
                 os.rename(output, self.aside)
             self.created = not output.exists()
             output.mkdir(parents=True, exist_ok=True)
+            if self.aside is not None:
+                _move_lock(self.aside, output)  # the lock stays with the output while the old run is aside
         except OSError as err:
             self._undo()
             raise LmforgeError(
@@ -148,13 +166,22 @@ class RunStart:
 
     def _undo(self) -> None:
         output = self.plan.output
+        if self.aside is not None and self.aside.exists():
+            _move_lock(output, self.aside)  # the lock goes back with the old run, still held
         if output.exists() and (self.created or self.aside is not None):
             shutil.rmtree(output, ignore_errors=True)
-        elif output.is_dir():  # an empty folder the user made: leave it as it was, empty
+        elif output.is_dir():  # an empty folder the user made (or the lock made): leave it as it was
             for child in output.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+                if child.name != LOCK_FILE:
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         if self.aside is not None and self.aside.exists():
             os.rename(self.aside, output)
+
+
+def _move_lock(source: Path, target: Path) -> None:
+    """Move the run lock's file (the lock is on the file itself, so it stays held as it moves)."""
+    if (source / LOCK_FILE).exists():
+        os.rename(source / LOCK_FILE, target / LOCK_FILE)
 
 
 def write_run_start(output: Path, recipe: Recipe, data_report: dict[str, Any]) -> None:

@@ -17,11 +17,12 @@ from lmforge.data.rows import ExampleRows
 from lmforge.errors import LmforgeError
 from lmforge.train import ranks
 from lmforge.train.collate import additive_mask
+from lmforge.train.guards import RunGuards
 from lmforge.train.losses import auto_chunk_size, chunked_causal_lm_loss, head_transform
 from lmforge.train.metrics import TokenCounter
 
 
-class LmforgeTrainer(Trainer):
+class LmforgeTrainer(RunGuards, Trainer):
     """Adds to Trainer what lmforge owns: packed-batch masks, trained-tokens-per-second logging and the chunked
     loss (`loss_chunk`: tokens per chunk, "auto" or "off"; see `resolve_loss_chunk`)."""
 
