@@ -129,8 +129,9 @@ def test_the_run_draws_its_loss_as_png_and_svg(sft_run):
 def test_plot_overlays_several_runs_and_redraws_a_stopped_runs_checkpoint(sft_run, terminal_run, tmp_path):
     sft, _ = sft_run
     pt, _ = terminal_run
-    out = lmforge("plot", str(sft), str(pt), "--out", str(tmp_path / "both.svg"), cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
+    from lmforge.cli import main
+
+    assert main(["plot", str(sft), str(pt), "--out", str(tmp_path / "both.svg")]) == 0  # in this process: no start-up
     texts = svg_texts(tmp_path / "both.svg")
     assert {"run-sft train loss", "run-sft eval loss", "run-pt train loss", "run-pt learning rate"} <= set(texts)
     assert "run-sft, run-pt" in texts  # the title
