@@ -219,7 +219,7 @@ from `{recipe.model.path}`.
 - data: {", ".join(s.label() for s in recipe.data.train)} (max_length {recipe.data.max_length})
 - recipe: `{RECIPE_FILE}` (rerun with `lmforge train {RECIPE_FILE}`)
 - chat template: `{TEMPLATE_FILE}` (used by `lmforge chat {output.name}`)
-- loss curve: `{PLOT_FILE}`
+- loss curve: `{PLOT_FILE}` (`{PLOT_PNG}` as an image; `{LOG_HISTORY_FILE}` holds every logged value)
 
 ## Final metrics
 
