@@ -232,3 +232,20 @@ def mlflow_metrics(store: Path, names: list[str]) -> dict[str, dict[int, float]]
     client = MlflowClient(tracking_uri=f"file:{store}")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     return {name: {m.step: m.value for m in client.get_metric_history(run.info.run_id, name)} for name in names}
+
+
+@pytest.mark.slow
+def test_a_tracker_that_cannot_start_is_a_message_and_the_start_is_undone(tmp_path, tiny_model_dir):
+    pytest.importorskip("wandb", reason="needs wandb (pip install 'lmforge[wandb]')")
+    path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl"))
+    out = subprocess.run(
+        [*LMFORGE, "train", str(path), "train.report_to=wandb"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "not-a-mode", "WANDB_DIR": str(tmp_path)},
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "train.report_to: wandb could not start" in out.stderr and "not-a-mode" in out.stderr
+    assert not (tmp_path / "run-sft").exists()  # nothing trained: nothing left to block a rerun

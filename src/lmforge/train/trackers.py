@@ -55,24 +55,53 @@ def tracker_callbacks(names: list[str], output: Path) -> list[TrainerCallback]:
         return []
     make = {
         "tensorboard": lambda: RunTensorBoard(output / TENSORBOARD_DIR),
-        "wandb": WandbCallback,
+        "wandb": RunWandb,
         "mlflow": SameNamesMLflow,
-        "swanlab": SwanLabCallback,
+        "swanlab": RunSwanLab,
     }
     return [make[name]() for name in names]
 
 
-class RunTensorBoard(TensorBoardCallback):
+class SaysWhyItCannotStart:
+    """A tracker that fails to start (a bad setting in its environment, no login, an unreachable server) is the
+    user's to fix: said as an lmforge error naming the tracker, before the first step (so the start is undone),
+    not as a traceback from inside it."""
+
+    tracker = ""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        try:
+            return super().on_train_begin(args, state, control, **kwargs)
+        except Exception as err:
+            raise LmforgeError(
+                f"train.report_to: {self.tracker} could not start ({type(err).__name__}: {str(err).strip()}); fix "
+                f"its settings (its environment variables, a login), or drop {self.tracker} from train.report_to"
+            ) from None
+
+
+class RunWandb(SaysWhyItCannotStart, WandbCallback):
+    tracker = "wandb"
+
+
+class RunSwanLab(SaysWhyItCannotStart, SwanLabCallback):
+    tracker = "swanlab"
+
+
+class RunTensorBoard(SaysWhyItCannotStart, TensorBoardCallback):
     """transformers' TensorBoardCallback writing into the given folder (it reads its folder from the
     TENSORBOARD_LOGGING_DIR variable, else picks `<output_dir>/runs/<date>_<host>`)."""
+
+    tracker = "tensorboard"
 
     def __init__(self, logging_dir: Path) -> None:
         super().__init__()
         self.logging_dir = str(logging_dir)
 
 
-class SameNamesMLflow(MLflowCallback):
+class SameNamesMLflow(SaysWhyItCannotStart, MLflowCallback):
     """MLflow with the names every other tracker uses (train/loss, eval/loss), not the bare keys."""
+
+    tracker = "mlflow"
 
     def on_log(self, args, state, control, logs, model=None, **kwargs):
         super().on_log(args, state, control, rewrite_logs(logs), model=model, **kwargs)
