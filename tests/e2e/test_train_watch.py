@@ -40,9 +40,10 @@ def sft_run(tmp_path_factory, tiny_model_dir) -> tuple[Path, str]:
 
 @pytest.fixture(scope="module")
 def terminal_run(tmp_path_factory, tiny_model_dir) -> tuple[Path, str]:
-    """A pretraining run of 3 steps on a terminal (a pseudo-terminal of 30 x 120), with -v and no tracker."""
+    """A pretraining run of 3 steps (no checkpoint) on a terminal (a pseudo-terminal of 30 x 120), with -v and no
+    tracker."""
     folder = tmp_path_factory.mktemp("terminal")
-    path = recipe(folder, tiny_model_dir, "pt", write_text(folder / "text.jsonl"), max_steps=3)
+    path = recipe(folder, tiny_model_dir, "pt", write_text(folder / "text.jsonl"), max_steps=3, save_every=10)
     status, text = in_terminal(["-v", "train", str(path), "train.report_to=none"], cwd=folder)
     assert status == 0, text
     return folder / "run-pt", text
