@@ -108,6 +108,7 @@ def test_not_a_terminal_plain_lines_the_final_eval_once_and_no_third_party_noise
         assert notice not in err, notice
 
 
+@pytest.mark.slow  # a second run (about 15 s); test_console.py checks the filter itself in the default run
 def test_a_terminal_gets_a_bar_and_verbose_shows_the_notices(terminal_run):
     run, text = terminal_run
     assert re.search(r"step 3/3 \|█+\| loss \d\.\d{4} \| [\d,]+ trained tok/s \| \d\d:\d\d elapsed, eta ", text), text
@@ -127,24 +128,27 @@ def test_the_run_draws_its_loss_as_png_and_svg(sft_run):
     assert "metrics.json" in os.listdir(run) and "loss.svg" in (run / "README.md").read_text()
 
 
-def test_plot_overlays_several_runs_and_redraws_a_stopped_runs_checkpoint(sft_run, terminal_run, tmp_path):
-    sft, _ = sft_run
-    pt, _ = terminal_run
+def test_plot_overlays_several_runs_and_redraws_a_stopped_runs_checkpoint(sft_run, tmp_path):
     from lmforge.cli import main
-
-    assert main(["plot", str(sft), str(pt), "--out", str(tmp_path / "both.svg")]) == 0  # in this process: no start-up
-    texts = svg_texts(tmp_path / "both.svg")
-    assert {"run-sft train loss", "run-sft eval loss", "run-pt train loss", "run-pt learning rate"} <= set(texts)
-    assert "run-sft, run-pt" in texts  # the title
-
     from lmforge.commands.plot import run_plot
     from lmforge.errors import LmforgeError
+
+    sft, _ = sft_run
+    other = tmp_path / "run-b"  # a second finished run: the first one's history, each loss 1 higher
+    other.mkdir()
+    history = json.loads((sft / "log_history.json").read_text())
+    higher = [{**h, "loss": h["loss"] + 1} if "loss" in h else h for h in history]
+    (other / "log_history.json").write_text(json.dumps(higher))
+    assert main(["plot", str(sft), str(other), "--out", str(tmp_path / "both.svg")]) == 0  # in this process
+    texts = svg_texts(tmp_path / "both.svg")
+    assert {"run-sft train loss", "run-sft eval loss", "run-b train loss", "run-b learning rate"} <= set(texts)
+    assert "run-sft, run-b" in texts  # the title
 
     checkpoint = sft / "checkpoint-2"  # a run stopped there has no log_history.json: its trainer state has it
     assert run_plot([checkpoint], None) == [checkpoint / "loss.png", checkpoint / "loss.svg"]
     assert {"run-sft/checkpoint-2", "train loss"} <= set(svg_texts(checkpoint / "loss.svg"))
     with pytest.raises(LmforgeError, match="--out"):  # several runs make one picture: it needs a name
-        run_plot([sft, pt], None)
+        run_plot([sft, other], None)
 
 
 def svg_texts(path: Path) -> list[str]:
