@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lmforge import __version__
 from lmforge.config.recipe import DataFormat
-from lmforge.console import say
+from lmforge.console import quiet_progress_bars, quiet_third_party, say
 from lmforge.errors import LmforgeError, report
 
 DATA_FORMATS = typing.get_args(DataFormat)
@@ -24,7 +24,9 @@ EXAMPLES = """examples:
   lmforge score runs/my-rm --messages conversations.jsonl
   lmforge eval runs/my-sft --tasks perplexity:heldout.jsonl generate:questions.jsonl --out report.json
   lmforge serve runs/my-sft --adapter support=runs/support-lora
+  lmforge plot runs/my-sft runs/try2 --out compare.png
   lmforge quickstart"""
+LIGHT_COMMANDS = ("data", "plot")  # commands that load no model (`data inspect` and `stats` load a tokenizer)
 
 
 def recipe_command(verbs, name: str, **texts: str) -> argparse.ArgumentParser:
@@ -92,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show other libraries' deprecation notices, known log noise and weight-loading bars",
+    )
     verbs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     train = recipe_command(verbs, "train", help="train as a recipe says", description="Train as a recipe says.")
@@ -196,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_eval(verbs)
     _add_serve(verbs)
+
+    plot = verbs.add_parser(
+        "plot",
+        help="draw the loss and learning rate of one run, or of several runs together",
+        description="Draw training and eval loss over the steps, the learning rate on a second axis, from each "
+        "run's log history (log_history.json of a finished run, else its newest checkpoint's trainer state). "
+        "One run without --out: its own loss.png and loss.svg again; several runs: one picture, a colour each.",
+    )
+    plot.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run output directories (or checkpoints)")
+    plot.add_argument("--out", type=Path, metavar="FILE", help="the picture to write, .png or .svg")
 
     quick = verbs.add_parser(
         "quickstart",
@@ -319,6 +337,9 @@ def _add_placement(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse(build_parser(), argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_third_party(args.verbose)
+    if args.command not in LIGHT_COMMANDS:
+        quiet_progress_bars()
     try:
         return _dispatch(args)
     except LmforgeError as err:
@@ -440,6 +461,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.device,
             args.dtype,
         )
+    elif args.command == "plot":
+        from lmforge.commands.plot import run_plot
+
+        for path in run_plot(args.runs, args.out):
+            print(path)
     elif args.command == "quickstart" and args.preference:
         from lmforge.quickstart.preference import run_preference_quickstart
 

@@ -17,6 +17,7 @@ PROFILE_WARMUP_STEPS = 2  # train.profile_steps leaves out the first steps (allo
 TuningMethod = Literal["full", "freeze", "lora", "dora", "qlora"]
 Dtype = Literal["auto", "bf16", "fp16", "fp32"]
 DataFormat = Literal["auto", "messages", "sharegpt", "alpaca", "text", "preference", "kto"]
+Tracker = Literal["tensorboard", "wandb", "mlflow", "swanlab"]
 
 
 class Section(BaseModel):
@@ -258,6 +259,12 @@ class TrainSpec(Section):
         description=f"record this many optimizer steps with torch.profiler, after {PROFILE_WARMUP_STEPS} "
         "warm-up steps: <output>/profile/summary.txt (operators by time) and trace.json (the timeline); 0 = off",
     )
+    report_to: list[Tracker] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="experiment trackers that receive the logged metrics (rank 0 only): tensorboard writes "
+        "<output>/tensorboard; wandb, mlflow and swanlab need their extra (pip install 'lmforge[wandb]') and read "
+        "their own environment (WANDB_MODE, MLFLOW_TRACKING_URI, ...); [] or none = no tracker",
+    )
     extra: dict[str, Any] = Field(
         default_factory=dict, description="passed as they are to transformers.TrainingArguments"
     )
@@ -269,6 +276,25 @@ class TrainSpec(Section):
             return "auto" if v else "off"
         if isinstance(v, int) and v < 1:
             raise ValueError("loss_chunk is a number of tokens per chunk (>= 1), auto or off")
+        return v
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _tracker_list(cls, v: Any) -> Any:
+        if v is None or v == "none" or v == ["none"]:
+            return []
+        if isinstance(v, str):  # one tracker, also as an override: train.report_to=wandb
+            return [v]
+        return list(dict.fromkeys(v)) if isinstance(v, list) else v
+
+    @field_validator("extra")
+    @classmethod
+    def _trackers_not_in_extra(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "report_to" in v:
+            raise ValueError(
+                "report_to is a key of train, not of train.extra: set train.report_to (checked before any "
+                "data work, with the extra to install named)"
+            )
         return v
 
     @field_validator("warmup")

@@ -38,7 +38,13 @@ def measure_peak(recipe: Recipe) -> Measured:
     with tempfile.TemporaryDirectory(prefix="lmforge-plan-") as scratch:
         beyond = MEASURED_STEP + 1
         train = recipe.train.model_copy(
-            update={"max_steps": MEASURED_STEP, "save_every": beyond, "eval_every": beyond, "profile_steps": 0}
+            update={
+                "max_steps": MEASURED_STEP,
+                "save_every": beyond,
+                "eval_every": beyond,
+                "profile_steps": 0,
+                "report_to": [],  # two scratch steps are no experiment to track
+            }
         )
         short = recipe.model_copy(update={"output": scratch, "train": train})
         tokenizer = load_tokenizer(short.model)

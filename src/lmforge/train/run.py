@@ -18,13 +18,15 @@ from lmforge.errors import LmforgeError, RunStopped
 from lmforge.model.adapters import apply_tuning, describe_trainable, parameter_counts
 from lmforge.model.load import load_model, load_tokenizer, resolve_dtype, run_template
 from lmforge.train import checkpoints, ranks, rundir
-from lmforge.train.callbacks import OnFirstStep, ProgressPrinter, SaveOnSigterm
+from lmforge.train.callbacks import OnFirstStep, SaveOnSigterm
 from lmforge.train.collate import Collator
 from lmforge.train.lock import RunLock
-from lmforge.train.plot import write_loss_plot
+from lmforge.train.plot import write_run_plots
 from lmforge.train.preference import PreferenceTrainer, make_preference_trainer
 from lmforge.train.profile import StepProfiler
+from lmforge.train.progress import progress_callback
 from lmforge.train.strategy import start_deepspeed, strategy_arguments
+from lmforge.train.trackers import check_trackers, tracker_callbacks
 from lmforge.train.trainer import LmforgeTrainer
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     """
     recipe = resolve_local_paths(recipe)
     output = Path(recipe.output)
+    check_trackers(recipe.train.report_to)  # a missing tracker package is said now, not after the data work
     ranks.start()  # several processes (torchrun): rank 0 writes the run directory, see ranks.py
     with _run_lock(output):
         return _train(recipe, output, resume=resume, overwrite=overwrite, weights_only=weights_only)
@@ -101,7 +104,7 @@ def _train(recipe: Recipe, output: Path, *, resume: bool, overwrite: bool, weigh
     if torch.cuda.is_available():
         metrics["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     if data.eval is not None:
-        metrics.update(trainer.evaluate())
+        metrics.update(_final_eval(trainer))
     _save_final(trainer, output, recipe, template, metrics, parameter_counts(model))
     say(f"lmforge: done; final model in {output} ({_summary(metrics)})")
     ranks.finish()
@@ -170,7 +173,8 @@ def make_trainer(
     """The model and trainer of the recipe's stage family: pt/sft here, rm and the rest in preference.py."""
     args = training_arguments(recipe, has_eval=data.eval is not None)
     start_deepspeed(recipe)
-    callbacks = [ProgressPrinter(), SaveOnSigterm(), *extra_callbacks]
+    trackers = tracker_callbacks(recipe.train.report_to, Path(recipe.output))
+    callbacks = [progress_callback(), SaveOnSigterm(), *trackers, *extra_callbacks]
     if on_first_step is not None:
         callbacks.append(OnFirstStep(on_first_step))
     if recipe.train.profile_steps:
@@ -219,7 +223,8 @@ def training_arguments(recipe: Recipe, *, has_eval: bool) -> TrainingArguments:
         activation_checkpointing=t.activation_checkpointing,
         torch_compile=t.compile,
         remove_unused_columns=False,
-        report_to="none",
+        report_to="none",  # the trackers of train.report_to are lmforge's callbacks (trackers.py says why)
+        run_name=Path(recipe.output).name,  # the trackers' name for the run
         disable_tqdm=True,
         dataloader_pin_memory=torch.cuda.is_available(),
         bf16=precision == "bf16",
@@ -294,7 +299,17 @@ def _save_final(trainer, output: Path, recipe: Recipe, template, metrics, params
     if template:
         (output / rundir.TEMPLATE_FILE).write_text(template, encoding="utf-8")
     rundir.write_model_card(output, recipe, metrics, params)
-    write_loss_plot(output / rundir.PLOT_FILE, trainer.state.log_history)
+    rundir.write_log_history(output, trainer.state.log_history)
+    write_run_plots(output, output.name, trainer.state.log_history, (rundir.PLOT_PNG, rundir.PLOT_FILE))
+
+
+def _final_eval(trainer: LmforgeTrainer | PreferenceTrainer) -> dict[str, float]:
+    """The eval metrics of the finished model: the Trainer evaluates after the last step by itself (eval_strategy
+    steps), so those are taken from its log rather than evaluated, and printed, a second time."""
+    logged = next((entry for entry in reversed(trainer.state.log_history) if "eval_loss" in entry), {})
+    if logged.get("step") == trainer.state.global_step:
+        return {k: v for k, v in logged.items() if k.startswith("eval_")}
+    return trainer.evaluate()
 
 
 def _stop_if_nan(trainer: LmforgeTrainer | PreferenceTrainer, output: Path) -> None:

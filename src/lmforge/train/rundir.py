@@ -42,6 +42,10 @@ TEMPLATE_FILE = "chat_template.jinja"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
 PLOT_FILE = "loss.svg"
+PLOT_PNG = "loss.png"  # the same picture as PLOT_FILE, as an image
+LOG_HISTORY_FILE = "log_history.json"  # every logged event of a finished run (the Trainer's log_history)
+TRAINER_STATE = "trainer_state.json"  # in each checkpoint-N/, with the log history up to N
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard's event files (train.report_to)
 REJECTS_FILE = "rejects.jsonl"
 ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = MODEL_CONFIG_FILE  # the model's config.json, named where the model layer checks model.path
@@ -242,7 +246,7 @@ from `{recipe.model.path}`.
 - data: {", ".join(s.label() for s in recipe.data.train)} (max_length {recipe.data.max_length})
 - recipe: `{RECIPE_FILE}` (rerun with `lmforge train {RECIPE_FILE}`)
 - chat template: `{TEMPLATE_FILE}` (used by `lmforge chat {output.name}`)
-- loss curve: `{PLOT_FILE}`
+- loss curve: `{PLOT_FILE}` (`{PLOT_PNG}` as an image; `{LOG_HISTORY_FILE}` holds every logged value)
 
 ## Final metrics
 
@@ -256,3 +260,30 @@ from `{recipe.model.path}`.
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def write_log_history(output: Path, history: list[dict[str, Any]]) -> Path:
+    """The whole log history of a finished run, so `lmforge plot` redraws it after the checkpoints are gone."""
+    path = output / LOG_HISTORY_FILE
+    path.write_text(json.dumps(history, indent=1), encoding="utf-8")
+    return path
+
+
+def read_log_history(run: Path) -> tuple[list[dict[str, Any]], Path]:
+    """A run's log history and the file it came from: log_history.json of a finished run, else the trainer state
+    of its newest checkpoint (a run stopped early), or of `run` itself when it is a checkpoint folder."""
+    candidates = [run / LOG_HISTORY_FILE, run / TRAINER_STATE]
+    steps = [int(p.name.split("-")[1]) for p in run.glob("checkpoint-*") if CHECKPOINT.match(p.name) and p.is_dir()]
+    candidates += [run / f"checkpoint-{step}" / TRAINER_STATE for step in sorted(steps, reverse=True)]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise LmforgeError(f"{path}: cannot read the log history ({err}); is the file complete?") from None
+        return (data if isinstance(data, list) else data.get("log_history", [])), path
+    raise LmforgeError(
+        f"{run}: no log history found ({LOG_HISTORY_FILE} of a finished run, or {TRAINER_STATE} in a "
+        "checkpoint-N folder); give a run's output directory or one of its checkpoints"
+    )
