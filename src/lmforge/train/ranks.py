@@ -89,3 +89,14 @@ def sum_across(value: int) -> int:
     total = torch.tensor([value], dtype=torch.int64, device=PartialState().device)
     torch.distributed.all_reduce(total)
     return int(total.item())
+
+
+def max_across(value: int) -> int:
+    """The largest `value` over all ranks; every rank must call it at the same point (nothing for one process)."""
+    if world_size() <= 1 or not torch.distributed.is_initialized():
+        return value
+    from accelerate import PartialState
+
+    largest = torch.tensor([value], dtype=torch.int64, device=PartialState().device)
+    torch.distributed.all_reduce(largest, op=torch.distributed.ReduceOp.MAX)
+    return int(largest.item())
