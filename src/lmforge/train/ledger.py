@@ -89,6 +89,8 @@ class RunLedger(TrainerCallback, ExportableState):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._began = time.perf_counter()
+        # a resumed Trainer keeps the checkpoint's save, log and eval intervals: the recipe's apply (resume.APPLIED)
+        state.compute_steps(args, state.max_steps)
         # a checkpoint saved before the ledger existed has no entry for it, and the Trainer's save expects one
         state.stateful_callbacks.setdefault(type(self).__name__, self.state())
 
