@@ -35,17 +35,18 @@ def read_until(proc: subprocess.Popen, text: str, lines: list[str]) -> None:
 
 
 def test_a_second_signal_stops_at_once_without_saving(tmp_path, tiny_model_dir):
-    """Steps of 200 micro-batches: long enough that the second signal comes while the step the first one let
-    finish is still running. Without the second signal the run would save a checkpoint after that step."""
-    data = write_chat(tmp_path / "chat.jsonl", 800)
-    path = recipe(tmp_path, tiny_model_dir, "sft", data, max_steps=3, grad_accum=200, save_every=1000)
+    """The run is frozen (SIGSTOP) inside the step the first signal lets finish, so the second signal comes before
+    that step's end however fast the machine is. Without the second signal the run would save a checkpoint."""
+    data = write_chat(tmp_path / "chat.jsonl", 96)
+    path = recipe(tmp_path, tiny_model_dir, "sft", data, max_steps=3, grad_accum=8, save_every=1000)
     proc, lines = start(["train", str(path)], tmp_path), []
     read_until(proc, "step 1/3", lines)
     proc.send_signal(signal.SIGTERM)
     read_until(proc, "SIGTERM received", lines)
-    time.sleep(REPEAT_AFTER_S + 0.3)
-    assert proc.poll() is None, "".join(lines)  # still in the step: the first signal waits for its end
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGSTOP)  # within step 2 of 8 micro-batches
+    time.sleep(REPEAT_AFTER_S + 0.2)
+    proc.send_signal(signal.SIGTERM)  # delivered when it runs again
+    proc.send_signal(signal.SIGCONT)
     _, rest = proc.communicate(timeout=60)
     err = "".join(lines) + rest
     assert proc.returncode == EXIT_STOPPED, err
