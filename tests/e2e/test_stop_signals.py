@@ -55,19 +55,25 @@ def test_a_second_signal_stops_at_once_without_saving(tmp_path, tiny_model_dir):
     assert not list(run.glob("checkpoint-*")) and not (run / "metrics.json").exists(), err
 
 
-def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path, tiny_model_dir):
-    """SIGTERM to rank 1 only: the ranks agree at the step's end, so rank 0 stops there too and the checkpoint's
-    collectives do not hang; the checkpoint is complete and nothing claims a finished run."""
+@pytest.mark.parametrize("target", ["launcher", "rank 1"])
+def test_under_two_processes_every_rank_stops_at_the_same_step(tmp_path, tiny_model_dir, target):
+    """SIGTERM to `lmforge train --nproc 2` reaches every rank (and the job exits 143, not torchrun's 1); SIGTERM
+    to rank 1 only: the ranks agree at the step's end, so rank 0 stops there too and the checkpoint's collectives
+    do not hang. Either way the checkpoint is complete and nothing claims a finished run."""
     data = write_chat(tmp_path / "chat.jsonl", 96)
     path = recipe(tmp_path, tiny_model_dir, "sft", data, max_steps=400, batch_size=2, save_every=1000)
     proc, lines = start(["train", str(path), "--nproc", "2"], tmp_path), []
     read_until(proc, "step 2/", lines)
-    (rank_1,) = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.environ().get("RANK") == "1"]
-    rank_1.send_signal(signal.SIGTERM)
+    if target == "launcher":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        ranks = psutil.Process(proc.pid).children(recursive=True)
+        (rank_1,) = [p for p in ranks if p.environ().get("RANK") == "1"]
+        rank_1.send_signal(signal.SIGTERM)
     _, rest = proc.communicate(timeout=300)
     err = "".join(lines) + rest
-    assert proc.returncode != 0, err
-    assert "stopped by SIGTERM after step" in err and "done; final model" not in err
+    assert proc.returncode == EXIT_STOPPED if target == "launcher" else proc.returncode != 0, err
+    assert err.count("stopped by SIGTERM after step") == 2 and "done; final model" not in err  # both ranks
     run = tmp_path / "run-sft"
     (checkpoint,) = run.glob("checkpoint-*")
     assert (checkpoint / "trainer_state.json").is_file() and not (run / "metrics.json").exists()
