@@ -5,6 +5,7 @@ import sys
 
 EXIT_USER_ERROR = 2
 EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell reports a process ended by it
+EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C)
 
 
 class LmforgeError(Exception):
@@ -14,10 +15,15 @@ class LmforgeError(Exception):
 
 
 class RunStopped(LmforgeError):
-    """A run stopped before its end because it was asked to (SIGTERM): its checkpoint is saved, nothing in the
-    output claims a finished run, and the command exits with EXIT_STOPPED."""
+    """A run stopped before its end because it was asked to (SIGTERM, SIGINT): its checkpoint is saved, nothing in
+    the output claims a finished run, and the command exits with 128 + the signal's number (EXIT_STOPPED for
+    SIGTERM, EXIT_INTERRUPTED for SIGINT), as a shell reports a process ended by that signal."""
 
     exit_code = EXIT_STOPPED
+
+    def __init__(self, message: str, exit_code: int = EXIT_STOPPED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def report(err: LmforgeError) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
 import yaml
 
 from cli_runs import lmforge, losses, recipe, write_chat, write_text
@@ -52,20 +51,29 @@ def test_sft_lora_run_saves_adapter_and_template(tmp_path, tiny_model_dir):
 
 
 def test_resume_continues_exactly_from_the_saved_step(tmp_path, tiny_model_dir):
+    """The resumed steps' losses, and metrics.json over the whole run (not the resumed steps only); a harmless
+    override is applied and recorded in run_info.json."""
     path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl"))
     run = tmp_path / "run-sft"
     assert lmforge("train", str(path), cwd=tmp_path).returncode == 0
     straight = losses(run / "checkpoint-4" / "trainer_state.json")
+    straight_metrics = json.loads((run / "metrics.json").read_text())
     import shutil
 
     shutil.rmtree(run / "checkpoint-4")  # as if the run died after its step-2 checkpoint
-    out = lmforge("train", str(path), "--resume", cwd=tmp_path)
+    out = lmforge("train", str(path), "--resume", "train.save_every=1", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "resuming from" in out.stderr and "checkpoint-2" in out.stderr
+    assert "--resume applies train.save_every: 2 -> 1" in out.stderr
     resumed = losses(run / "checkpoint-4" / "trainer_state.json")
-    assert set(resumed) >= {3, 4}
-    for step in (3, 4):
-        assert resumed[step] == pytest.approx(straight[step], abs=1e-4)
+    assert resumed == straight  # every step's loss, to the bit
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["trained_tokens"] == straight_metrics["trained_tokens"] > 0
+    assert metrics["train_loss"] == straight_metrics["train_loss"]
+    assert metrics["resumes"] == 1 and straight_metrics["resumes"] == 0
+    (record,) = json.loads((run / "run_info.json").read_text())["resumes"]
+    assert record["step"] == 2 and record["changed"] == {"train.save_every": [2, 1]}
+    assert (run / "checkpoint-3").is_dir()  # the override applied
 
 
 def test_output_guard(tmp_path, tiny_model_dir):

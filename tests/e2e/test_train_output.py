@@ -11,8 +11,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
-from lmforge.errors import EXIT_STOPPED, EXIT_USER_ERROR
+from lmforge.errors import EXIT_INTERRUPTED, EXIT_STOPPED, EXIT_USER_ERROR
 
 from cli_runs import LMFORGE, lmforge, recipe, write_chat, write_text
 
@@ -94,7 +96,14 @@ def test_an_unwritable_output_location_is_a_message(tmp_path, tiny_model_dir):
     assert "output /sys/lmforge-test-run: cannot" in out.stderr and "writable location" in out.stderr
 
 
-def test_sigterm_saves_a_checkpoint_claims_nothing_and_says_how_to_resume(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize(
+    ("signum", "status"),
+    [
+        pytest.param(signal.SIGINT, EXIT_INTERRUPTED, id="SIGINT"),
+        pytest.param(signal.SIGTERM, EXIT_STOPPED, id="SIGTERM", marks=pytest.mark.slow),  # the same path
+    ],
+)
+def test_a_signal_saves_a_checkpoint_claims_nothing_and_says_how_to_resume(tmp_path, tiny_model_dir, signum, status):
     path = recipe(tmp_path, tiny_model_dir, "sft", write_chat(tmp_path / "chat.jsonl"), max_steps=400, save_every=1000)
     proc = subprocess.Popen(
         [*LMFORGE, "train", str(path)],
@@ -107,17 +116,18 @@ def test_sigterm_saves_a_checkpoint_claims_nothing_and_says_how_to_resume(tmp_pa
     for line in proc.stderr:  # wait for a step to be done, then ask the run to stop as a scheduler would
         lines.append(line)
         if "step 2/400" in line:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signum)
             break
     _, rest = proc.communicate(timeout=300)
     err = "".join(lines) + rest
-    assert proc.returncode == EXIT_STOPPED, err
+    assert proc.returncode == status, err
     run = tmp_path / "run-sft"
     checkpoints = sorted(p.name for p in run.glob("checkpoint-*"))
     assert len(checkpoints) == 1, err
     for final in ("adapter_model.safetensors", "README.md", "metrics.json", "loss.svg", "chat_template.jinja"):
         assert not (run / final).exists(), final
     assert "done; final model" not in err and "--resume" in err and checkpoints[0] in err
+    assert f"stopped by {signal.Signals(signum).name} after step" in err
 
 
 def test_a_registry_dataset_trains_and_is_named_in_the_model_card(tmp_path, tiny_model_dir):
@@ -183,6 +193,33 @@ def test_resume_of_a_finished_run_without_checkpoints_is_a_message(tmp_path, tin
     out = lmforge("train", str(path), f"output={tmp_path / 'never'}", "--resume", cwd=tmp_path)
     assert out.returncode == EXIT_USER_ERROR and "no checkpoint" in out.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_resume_of_a_finished_run_is_refused_and_changes_nothing(tmp_path, finished_pt_run):
+    """Before, the Trainer trained a step past the end ("step 2/1") and replaced metrics.json with its figures."""
+    path, run = finished_pt_run
+    before = digest(run)
+    again = lmforge("train", str(path), "--resume", cwd=tmp_path)
+    assert again.returncode == EXIT_USER_ERROR and "already finished at step 1 of 1" in again.stderr, again.stderr
+    assert "Traceback" not in again.stderr
+    assert digest(run) == before  # file for file
+
+
+def test_a_run_stopped_at_its_end_gets_its_final_model_without_a_step_more(tmp_path, finished_pt_run):
+    """The newest checkpoint is at the last step but the final model was not written (stopped while writing it),
+    and run_info.json is gone too: the data is checked against the checkpoint's fingerprint, and the final model
+    is the checkpoint's weights."""
+    path, run = finished_pt_run
+    for name in ("run_info.json", "metrics.json", "model.safetensors", "README.md"):
+        (run / name).unlink()
+    done = lmforge("train", str(path), "--resume", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "writing its final model, no step more" in done.stderr and "step 2/1" not in done.stderr
+    final, saved = load_file(str(run / "model.safetensors")), load_file(str(run / "checkpoint-1" / "model.safetensors"))
+    assert final.keys() == saved.keys() and all(torch.equal(final[k], saved[k]) for k in final)
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["resumes"] == 1 and metrics["trained_tokens"] > 0 and metrics["train_loss"] > 0
 
 
 def test_an_output_that_is_a_file_is_a_message(tmp_path, tiny_model_dir):

@@ -1,9 +1,9 @@
-"""Callbacks lmforge adds to the Trainer: readable progress, a save on SIGTERM, the first step. (The NaN guard
-is in the trainers themselves, nan_guard.py: a callback sees only the logs, where a NaN loss is filtered out.)"""
+"""Callbacks lmforge adds to the Trainer: readable progress and the first step. (The NaN guard is in the trainers
+themselves, nan_guard.py: a callback sees only the logs, where a NaN loss is filtered out; the save on SIGTERM and
+SIGINT is in preempt.py, the resume ledger in ledger.py.)"""
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable
 
@@ -42,34 +42,6 @@ class ProgressPrinter(TrainerCallback):
             return
         say("  " + " | ".join(parts))
 
-
-class SaveOnSigterm(TrainerCallback):
-    """On SIGTERM (preemption), finish the current step, save a checkpoint and stop; `requested` then tells the
-    caller that the run did not reach its end."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._request)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
-
-    def _request(self, signum, frame) -> None:
-        say("lmforge: SIGTERM received; saving a checkpoint after this step")
-        self.requested = True
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
-            control.should_save = True
-            control.should_training_stop = True
-        return control
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
 
 
 class OnFirstStep(TrainerCallback):

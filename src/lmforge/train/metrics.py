@@ -34,8 +34,17 @@ class TokenCounter:
     def __init__(self, total: Callable[[int], int] = int) -> None:
         self.total = total
         self.trained = 0
+        self.earlier = 0  # the job's trained tokens before this process started (a resumed run)
         self._at_last_log = 0
         self._time_at_last_log = time.perf_counter()
+
+    def continue_from(self, earlier: int) -> None:
+        """Count on from the job's `earlier` trained tokens (a resumed run's, from its checkpoint)."""
+        self.earlier = self._at_last_log = earlier
+
+    def job_total(self) -> int:
+        """The job's trained tokens so far; every rank must call it at the same point (see `total`)."""
+        return self.earlier + self.total(self.trained)
 
     def add(self, labels: torch.Tensor) -> None:
         """Count a training batch's trained tokens (labels after the causal shift, as the loss counts them)."""
@@ -47,7 +56,7 @@ class TokenCounter:
             return
         now = time.perf_counter()
         elapsed = max(now - self._time_at_last_log, 1e-9)
-        trained = self.total(self.trained)
+        trained = self.job_total()
         logs["trained_tokens"] = trained
         logs["trained_tokens_per_second"] = round((trained - self._at_last_log) / elapsed, 1)
         self._at_last_log, self._time_at_last_log = trained, now

@@ -100,3 +100,14 @@ def all_ok(ok: bool) -> bool:
     """Whether `ok` is true on every rank (a rank that failed to write tells the others instead of leaving them at
     a barrier); every rank must call it at the same point."""
     return sum_across(int(not ok)) == 0
+
+
+def max_across(value: int) -> int:
+    """The largest `value` over all ranks; every rank must call it at the same point (nothing for one process)."""
+    if world_size() <= 1 or not torch.distributed.is_initialized():
+        return value
+    from accelerate import PartialState
+
+    largest = torch.tensor([value], dtype=torch.int64, device=PartialState().device)
+    torch.distributed.all_reduce(largest, op=torch.distributed.ReduceOp.MAX)
+    return int(largest.item())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -18,13 +19,16 @@ from lmforge.errors import LmforgeError, RunStopped
 from lmforge.model.adapters import apply_tuning, describe_trainable, parameter_counts
 from lmforge.model.load import load_model, load_tokenizer, resolve_dtype, run_template
 from lmforge.train import checkpoints, ranks, rundir
-from lmforge.train.callbacks import OnFirstStep, SaveOnSigterm
+from lmforge.train.callbacks import OnFirstStep
 from lmforge.train.collate import Collator
+from lmforge.train.ledger import RunLedger
 from lmforge.train.lock import RunLock
 from lmforge.train.plot import write_run_plots
+from lmforge.train.preempt import StopOnSignal, exit_status
 from lmforge.train.preference import PreferenceTrainer, make_preference_trainer
 from lmforge.train.profile import StepProfiler
 from lmforge.train.progress import progress_callback
+from lmforge.train.resume import ResumePoint, check_resume, check_same_data, record_resume, train_or_finish
 from lmforge.train.strategy import start_deepspeed, strategy_arguments
 from lmforge.train.trackers import check_trackers, tracker_callbacks
 from lmforge.train.trainer import LmforgeTrainer
@@ -38,9 +42,10 @@ def run_training(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
 
     Rank 0 holds the output's run lock (lock.py) from before it looks at the output to the end. Nothing is
     written to the output until the tokenizer and the data are ready; from then on a failure before the first
-    optimizer step undoes the start (rundir.RunStart). A run stopped by SIGTERM keeps its checkpoint, writes
-    nothing that claims a finished run and raises RunStopped. `weights_only` (--resume-weights-only) loads the
-    newest checkpoint's weights and starts the optimizer, schedule and data order from step 0.
+    optimizer step undoes the start (rundir.RunStart). A run stopped by SIGTERM or SIGINT keeps its checkpoint,
+    writes nothing that claims a finished run and raises RunStopped. `--resume` continues the same run, or
+    refuses before anything is written (resume.py). `weights_only` (--resume-weights-only) loads the newest
+    checkpoint's weights and starts the optimizer, schedule and data order from step 0.
     """
     recipe = resolve_local_paths(recipe)
     output = Path(recipe.output)
@@ -70,35 +75,40 @@ def _run_lock(output: Path) -> Iterator[None]:
 def _train(recipe: Recipe, output: Path, *, resume: bool, overwrite: bool, weights_only: bool) -> Path:
     plan = rundir.check_output(output, resume=resume, overwrite=overwrite, weights_only=weights_only)
     _say_choice(plan)
+    point = check_resume(recipe, output, plan.checkpoint) if plan.checkpoint and not plan.weights_only else None
     ranks.barrier()  # every rank has looked at the output before rank 0 changes it
     say(f"lmforge: {recipe.stage} run, {recipe.tuning.method} tuning of {recipe.model.path} -> {output}")
 
     tokenizer = load_tokenizer(recipe.model)
     template = run_template(recipe.model, recipe.stage, tokenizer)  # resolved once: the data and the saved run
     data = build_examples(data_settings(recipe, template), tokenizer, wait_for_cache=not ranks.is_main())
-    if plan.checkpoint:
-        _check_same_data(output, data.report.fingerprint)
+    if point:
+        check_same_data(point, data.report.fingerprint)
+    ledger = point.ledger if point else _new_ledger(recipe, data.report.fingerprint)
 
     with rundir.RunStart(plan) if ranks.is_main() else nullcontext() as run:
         if run is not None:
-            _write_start(run, recipe, data)
+            _write_start(run, recipe, data, point)
         ranks.barrier()  # the output exists with its start files before any rank trains into it
         set_seed(recipe.train.seed)  # weights made here (from_config, LoRA, heads) are the same in every run
         first_step = (lambda: _first_step_done(trainer, run)) if run else None  # called during trainer.train
-        trainer = make_trainer(recipe, tokenizer, data, on_first_step=first_step)
+        trainer = make_trainer(recipe, tokenizer, data, on_first_step=first_step, extra_callbacks=(ledger,))
+        trainer.tokens.continue_from(ledger.trained_tokens)
         model = trainer.model
         _check_trainable_attention(model)
         say(f"lmforge: {describe_trainable(model)}; attention: {attention_of(model)}")
         trainer.remove_callback(printer_class())
         if plan.weights_only:
             _load_weights_only(trainer, plan)
-        result = trainer.train(resume_from_checkpoint=None if plan.weights_only else plan.checkpoint)
+            session = trainer.train().metrics
+        else:
+            session = train_or_finish(trainer, point, plan.checkpoint)
         _stop_if_nan(trainer, output)  # in the start: a run whose very first step is NaN undoes its start
     _stop_if_asked(trainer, output)
     _say_skipped(trainer)
 
-    metrics = {k: v for k, v in result.metrics.items() if not k.endswith("_flos")}
-    metrics["trained_tokens"] = ranks.sum_across(trainer.tokens.trained)
+    metrics = ledger.whole_run(session, trainer.state.global_step, point.step if point else 0)
+    metrics["trained_tokens"] = trainer.tokens.job_total()
     if trainer.nan_watch.skipped:
         metrics["nan_skipped_steps"] = len(trainer.nan_watch.skipped)
     if torch.cuda.is_available():
@@ -111,8 +121,9 @@ def _train(recipe: Recipe, output: Path, *, resume: bool, overwrite: bool, weigh
     return output
 
 
-def _write_start(run: rundir.RunStart, recipe: Recipe, data) -> None:
-    """The run's first files: the rejects (on every start) and, for a new run, its recipe and run info."""
+def _write_start(run: rundir.RunStart, recipe: Recipe, data, point: ResumePoint | None) -> None:
+    """The run's first files: the rejects (on every start) and, for a new run, its recipe and run info; a resume
+    is recorded in the run info."""
     output = run.plan.output
     if data.report.rejected:
         data.report.rejects_path = str(rundir.write_rejects(output, data.rejects))
@@ -126,8 +137,13 @@ def _write_start(run: rundir.RunStart, recipe: Recipe, data) -> None:
     removed = checkpoints.remove_partials(output)
     if removed:
         say(f"lmforge: removed {', '.join(removed)}, left by a save that did not finish")
-    if not run.plan.weights_only:
-        say(f"lmforge: resuming from {run.plan.checkpoint}")
+    if point is not None:
+        record_resume(point)
+
+
+def _new_ledger(recipe: Recipe, fingerprint: str) -> RunLedger:
+    """The ledger a new run's checkpoints carry (ledger.py)."""
+    return RunLedger(recipe=recipe.model_dump(mode="json"), fingerprint=fingerprint, world_size=ranks.world_size())
 
 
 def _first_step_done(trainer: LmforgeTrainer | PreferenceTrainer, run: rundir.RunStart) -> None:
@@ -174,7 +190,7 @@ def make_trainer(
     args = training_arguments(recipe, has_eval=data.eval is not None)
     start_deepspeed(recipe)
     trackers = tracker_callbacks(recipe.train.report_to, Path(recipe.output))
-    callbacks = [progress_callback(), SaveOnSigterm(), *trackers, *extra_callbacks]
+    callbacks = [progress_callback(), StopOnSignal(), *trackers, *extra_callbacks]
     if on_first_step is not None:
         callbacks.append(OnFirstStep(on_first_step))
     if recipe.train.profile_steps:
@@ -279,16 +295,6 @@ def _report_dict(report: Any) -> dict[str, Any]:
     return {k: v for k, v in vars(report).items()}
 
 
-def _check_same_data(output: Path, fingerprint: str) -> None:
-    started = rundir.started_fingerprint(output)
-    if started and started != fingerprint:
-        raise LmforgeError(
-            f"--resume: the data, template, tokenizer or max_length changed since {output} started "
-            f"(fingerprint {started[:12]} then, {fingerprint[:12]} now), so resuming would not continue the "
-            f"same run; restore them or start a new run with --overwrite or another output"
-        )
-
-
 def _save_final(trainer, output: Path, recipe: Recipe, template, metrics, params) -> None:
     config = getattr(trainer.model, "config", None)
     if config is not None and hasattr(config, "use_cache"):
@@ -340,14 +346,15 @@ def _say_skipped(trainer: LmforgeTrainer | PreferenceTrainer) -> None:
 
 
 def _stop_if_asked(trainer: LmforgeTrainer | PreferenceTrainer, output: Path) -> None:
-    """A run stopped by SIGTERM has saved a checkpoint: say how to go on, and claim nothing more."""
+    """A run stopped by SIGTERM or SIGINT has saved a checkpoint: say how to go on, and claim nothing more."""
     for cb in trainer.callback_handler.callbacks:
-        if isinstance(cb, SaveOnSigterm) and cb.requested:
+        if isinstance(cb, StopOnSignal) and cb.stopped_by:
             step, total = trainer.state.global_step, trainer.state.max_steps
             raise RunStopped(
-                f"stopped by SIGTERM after step {step} of {total}; its checkpoint is "
+                f"stopped by {signal.Signals(cb.stopped_by).name} after step {step} of {total}; its checkpoint is "
                 f"{output / f'checkpoint-{step}'} and no final model was written. Continue with "
-                "`lmforge train RECIPE --resume` (the same recipe and overrides)"
+                "`lmforge train RECIPE --resume` (the same recipe and overrides)",
+                exit_code=exit_status(cb.stopped_by),
             )
 
 
