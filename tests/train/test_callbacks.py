@@ -11,8 +11,6 @@ def state(step: int = 0) -> SimpleNamespace:
     return SimpleNamespace(global_step=step, max_steps=10)
 
 
-
-
 def test_on_first_step_acts_once():
     calls = []
     callback, control = OnFirstStep(lambda: calls.append(1)), TrainerControl()

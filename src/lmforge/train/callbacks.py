@@ -43,7 +43,6 @@ class ProgressPrinter(TrainerCallback):
         say("  " + " | ".join(parts))
 
 
-
 class OnFirstStep(TrainerCallback):
     """Calls `action` once, when the first optimizer step of this process has finished."""
 
