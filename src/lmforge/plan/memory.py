@@ -27,8 +27,10 @@ leaves for the backward (activations, loss, gradients made during the forward) a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from lmforge.plan.counts import Counts, Shape
+if TYPE_CHECKING:  # counts.py builds models (torch, transformers): not needed to read the constants here
+    from lmforge.plan.counts import Counts, Shape
 
 FP32 = 4
 QLORA_BITS = 4 + 0.127  # nf4 with double quantisation: 4 bits and about 0.127 bits of constants per weight

@@ -14,10 +14,13 @@ on an H200 (README), so small models should expect less. Pass --mfu to use your 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lmforge.errors import LmforgeError
-from lmforge.plan.counts import Counts
 from lmforge.plan.memory import ADAPTER_METHODS, Setup
+
+if TYPE_CHECKING:  # counts.py builds models (torch, transformers): the CLI reads this module's constants
+    from lmforge.plan.counts import Counts
 
 DEFAULT_MFU = 0.35
 GIB = 2**30
