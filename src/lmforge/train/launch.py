@@ -64,7 +64,7 @@ def _signal_job(pid: int, signum: int) -> None:
     """Send `signum` to torchrun and to its ranks (torchrun starts each in a session of its own). torchrun
     forwards the first one too, which the ranks take as the same request (preempt.REPEAT_AFTER_S); a second
     one reaches them straight, while torchrun may already be stopping."""
-    import psutil  # accelerate's dependency
+    import psutil
 
     try:
         job = psutil.Process(pid)
