@@ -168,11 +168,17 @@ def choose(output: Path) -> Choice:
             choice.checkpoint, choice.unmarked = path, True
             break
         choice.skipped.append((path.name, f"no completion marker and {found[0]}"))
-    choice.skipped.sort(key=lambda item: -int(re.findall(r"\d+", item[0])[0]))
+    choice.skipped.sort(key=lambda item: -_step_in(item[0]))
     if choice.checkpoint is not None:
         newer = step_of(choice.checkpoint)
-        choice.skipped = [s for s in choice.skipped if int(re.findall(r"\d+", s[0])[0]) > newer]
+        choice.skipped = [s for s in choice.skipped if _step_in(s[0]) > newer]
     return choice
+
+
+def _step_in(name: str) -> int:
+    """The step of a `checkpoint-N` or `.checkpoint-N.partial` folder name."""
+    match = FINAL.match(name) or PARTIAL.match(name)
+    return int(match.group(1))
 
 
 def verify(choice: Choice, output: Path, *, weights_only: bool) -> None:

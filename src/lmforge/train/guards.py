@@ -18,9 +18,9 @@ from safetensors import SafetensorError
 from lmforge.console import say
 from lmforge.errors import LmforgeError
 from lmforge.train import checkpoints, ranks
+from lmforge.train.checkpoint_files import TRAINER_STATE
 from lmforge.train.nan_guard import NanWatch, OnNan, drop_gradients
 
-TRAINER_STATE = "trainer_state.json"
 WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)  # torch.save reports a failed write as a RuntimeError
 
 

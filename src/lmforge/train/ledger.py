@@ -25,7 +25,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-TRAINER_STATE = "trainer_state.json"  # transformers' name, inside each checkpoint-N
+from lmforge.train.checkpoint_files import TRAINER_STATE
 
 
 def read_trainer_state(checkpoint: str | Path) -> dict[str, Any]:

@@ -82,13 +82,7 @@ def barrier() -> None:
 
 def sum_across(value: int) -> int:
     """The sum of `value` over all ranks; every rank must call it at the same point."""
-    if world_size() <= 1 or not torch.distributed.is_initialized():
-        return value
-    from accelerate import PartialState
-
-    total = torch.tensor([value], dtype=torch.int64, device=PartialState().device)
-    torch.distributed.all_reduce(total)
-    return int(total.item())
+    return _reduce(value, "SUM")
 
 
 def any_across(flag: bool) -> bool:
@@ -104,10 +98,15 @@ def all_ok(ok: bool) -> bool:
 
 def max_across(value: int) -> int:
     """The largest `value` over all ranks; every rank must call it at the same point (nothing for one process)."""
+    return _reduce(value, "MAX")
+
+
+def _reduce(value: int, op: str) -> int:
+    """`value` all-reduced over the ranks with torch's ReduceOp `op`; `value` itself for one process."""
     if world_size() <= 1 or not torch.distributed.is_initialized():
         return value
     from accelerate import PartialState
 
-    largest = torch.tensor([value], dtype=torch.int64, device=PartialState().device)
-    torch.distributed.all_reduce(largest, op=torch.distributed.ReduceOp.MAX)
-    return int(largest.item())
+    reduced = torch.tensor([value], dtype=torch.int64, device=PartialState().device)
+    torch.distributed.all_reduce(reduced, op=getattr(torch.distributed.ReduceOp, op))
+    return int(reduced.item())

@@ -36,7 +36,8 @@ from lmforge.config.recipe import Recipe
 from lmforge.console import say
 from lmforge.errors import LmforgeError
 from lmforge.train import ranks, rundir
-from lmforge.train.ledger import TRAINER_STATE, RunLedger, read_trainer_state
+from lmforge.train.checkpoint_files import TRAINER_STATE
+from lmforge.train.ledger import RunLedger, read_trainer_state
 
 APPLIED = (
     "output",

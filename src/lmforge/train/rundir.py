@@ -32,7 +32,7 @@ from lmforge.config.load import dump_recipe
 from lmforge.config.recipe import Recipe
 from lmforge.errors import LmforgeError
 from lmforge.model.load import MODEL_CONFIG_FILE
-from lmforge.train import checkpoints
+from lmforge.train import checkpoint_files, checkpoints
 from lmforge.train.lock import LOCK_FILE  # the running run's pid (lock.py); not a file of the run
 
 RECIPE_FILE = "recipe.yaml"
@@ -44,7 +44,7 @@ CARD_FILE = "README.md"
 PLOT_FILE = "loss.svg"
 PLOT_PNG = "loss.png"  # the same picture as PLOT_FILE, as an image
 LOG_HISTORY_FILE = "log_history.json"  # every logged event of a finished run (the Trainer's log_history)
-TRAINER_STATE = "trainer_state.json"  # in each checkpoint-N/, with the log history up to N
+TRAINER_STATE = checkpoint_files.TRAINER_STATE  # in each checkpoint-N/, with the log history up to N
 TENSORBOARD_DIR = "tensorboard"  # TensorBoard's event files (train.report_to)
 REJECTS_FILE = "rejects.jsonl"
 ADAPTER_CONFIG = "adapter_config.json"

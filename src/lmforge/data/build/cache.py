@@ -311,14 +311,11 @@ def save(root: Path, key: str, splits: dict[str, Examples], meta: dict[str, Any]
         with (tmp / ARRAYS_FILE).open("wb") as f:
             np.savez(f, **arrays)
         (tmp / REJECTS_FILE).write_bytes(rejects)
-        with (tmp / ARRAYS_FILE).open("rb") as f:
-            files = {
-                ARRAYS_FILE: {
-                    "bytes": os.fstat(f.fileno()).st_size,
-                    CHECKSUM: hashlib.file_digest(f, CHECKSUM).hexdigest(),
-                }
-            }
-        files[REJECTS_FILE] = _file_sum(rejects)
+        arrays_path = tmp / ARRAYS_FILE
+        files = {
+            ARRAYS_FILE: {"bytes": arrays_path.stat().st_size, CHECKSUM: file_digest(arrays_path)},
+            REJECTS_FILE: _file_sum(rejects),
+        }
         meta = {**meta, "splits": list(splits), "files": files}
         (tmp / META_FILE).write_text(json.dumps({**meta, CHECKSUM: _meta_digest(meta)}), encoding="utf-8")
         _fsync_dir_files(tmp)
