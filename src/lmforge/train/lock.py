@@ -37,10 +37,7 @@ class RunLock:
         self.release()
 
     def acquire(self) -> None:
-        if self.output.exists() and not self.output.is_dir():
-            raise LmforgeError(
-                f"output {self.output} is a file, not a directory; set output to a directory for the run"
-            )
+        refuse_file_output(self.output)
         try:
             self.created_output = not self.output.exists()
             self.output.mkdir(parents=True, exist_ok=True)
@@ -77,6 +74,12 @@ class RunLock:
             self._fd = None
         if self.created_output and self.output.is_dir() and not any(self.output.iterdir()):
             self.output.rmdir()
+
+
+def refuse_file_output(output: Path) -> None:
+    """An output that exists must be a directory (checked by the lock and by rundir.check_output)."""
+    if output.exists() and not output.is_dir():
+        raise LmforgeError(f"output {output} is a file, not a directory; set output to a directory for the run")
 
 
 def _holder(fd: int) -> str:

@@ -33,7 +33,7 @@ from lmforge.config.recipe import Recipe
 from lmforge.errors import LmforgeError
 from lmforge.model.load import MODEL_CONFIG_FILE
 from lmforge.train import checkpoint_files, checkpoints
-from lmforge.train.lock import LOCK_FILE  # the running run's pid (lock.py); not a file of the run
+from lmforge.train.lock import LOCK_FILE, refuse_file_output  # the running run's pid (lock.py); not a file of the run
 
 RECIPE_FILE = "recipe.yaml"
 RUN_INFO_FILE = "run_info.json"
@@ -84,8 +84,7 @@ def check_output(output: Path, *, resume: bool, overwrite: bool, weights_only: b
     resume = resume or weights_only
     if resume and overwrite:
         raise LmforgeError("--resume and --overwrite contradict each other; pick one")
-    if output.exists() and not output.is_dir():
-        raise LmforgeError(f"output {output} is a file, not a directory; set output to a directory for the run")
+    refuse_file_output(output)
     left = aside_path(output)
     if left.exists():
         raise LmforgeError(
